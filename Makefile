@@ -1,0 +1,55 @@
+# GeoVec: `make demo` runs the main job, `make test` runs every test. Both set up what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DIR ?=
+MODEL ?= vlm2vec-qwen2vl-2b
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps demo test test-backend test-plugin package bench lint openapi clean
+
+# The backend environment: torch/torchvision pinned to the builds on this disk, the rest as ranges.
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# QGIS 3.22+ from Debian for the plugin tests (system python3), Xvfb for screenshots.
+system-deps:
+	@/usr/bin/python3 -c 'import qgis.core, pytest' 2>/dev/null || { \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+	    qgis python3-qgis qgis-plugin-grass- xvfb python3-pytest; }
+
+demo: setup
+	$(BIN)/python -m geovec.backend.demo --model "$(MODEL)" $(if $(DIR),--dir "$(DIR)",)
+
+test-backend: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/backend tests/training
+
+test-plugin: setup system-deps
+	QT_QPA_PLATFORM=offscreen GEOVEC_BACKEND_PYTHON=$(abspath $(BIN))/python \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/plugin
+
+test: test-backend test-plugin
+
+package:
+	$(PY) scripts/make_package.py --out dist/geovec.zip
+
+bench: setup
+	$(BIN)/python benchmarks/bench_hnsw.py
+	$(BIN)/python benchmarks/bench_indexing.py
+
+lint: setup
+	$(BIN)/ruff check backend training plugin tests benchmarks
+	$(BIN)/mypy backend training
+
+openapi: setup
+	$(BIN)/python -m geovec.backend.server.openapi --write
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info

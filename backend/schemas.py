@@ -1,0 +1,188 @@
+"""Request/response models shared by the HTTP routes and the CLI.
+
+The CLI builds the same model as the server and calls the same service
+function, so both validate identically. The committed ``backend/openapi.json``
+is generated from the app that uses these models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Model):
+    """Body of every 4xx/5xx response."""
+
+    error: str = Field(description="machine-readable code, e.g. bad_input, not_found")
+    detail: str = Field(description="what was wrong, naming the bad value")
+    hint: str = Field("", description="what to do about it")
+
+
+class TilingOptions(_Model):
+    tile_size: int = Field(256, ge=16, le=8192)
+    overlap: float = Field(0.0, ge=0.0, le=0.9)
+    resolution: float | None = Field(None, gt=0, description="target metres/pixel; null = native")
+    min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    bands: list[int] | None = Field(None, min_length=3, max_length=3, description="1-based R,G,B band numbers")
+
+
+class IndexRequest(_Model):
+    """Index (or update) a folder of GeoTIFFs into an index directory."""
+
+    folder: str = Field(min_length=1)
+    index: str = Field(min_length=1, description="index directory (created if absent)")
+    model: str | None = Field(None, description="preset, local path or hub id; default: the loaded model")
+    tiling: TilingOptions = Field(default_factory=TilingOptions)
+    groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
+    batch_size: int = Field(16, ge=1, le=1024)
+
+
+class SearchRequest(_Model):
+    """One query: exactly one of text, box, point."""
+
+    index: str = Field(min_length=1)
+    text: str | None = None
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
+    point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
+    crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
+    raster: str | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)")
+    k: int = Field(10, ge=1, le=1000)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    exclude_overlapping: bool = Field(True, description="drop hits that overlap the query box/point itself")
+    out_crs: str = Field("EPSG:4326", description="CRS of the returned footprints")
+
+    @field_validator("text")
+    @classmethod
+    def _text_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("text is empty; type a description such as 'water' or 'storage tanks'")
+        return v
+
+    @field_validator("box", "point", "latlon")
+    @classmethod
+    def _finite(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            raise ValueError(f"coordinates must be finite numbers, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SearchRequest:
+        modes = [m for m in ("text", "box", "point") if getattr(self, m) is not None]
+        if len(modes) != 1:
+            raise ValueError(f"give exactly one of text, box, point (got {modes or 'none'})")
+        if self.latlon is not None:
+            lat, lon = self.latlon
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+                raise ValueError(f"latlon {self.latlon} out of range: lat in [-90, 90], lon in [-180, 180]")
+        return self
+
+    @property
+    def mode(self) -> Literal["text", "box", "point"]:
+        if self.text is not None:
+            return "text"
+        return "box" if self.box is not None else "point"
+
+
+class Feature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    geometry: dict[str, Any]
+    properties: dict[str, Any]
+
+
+class SearchResponse(BaseModel):
+    """GeoJSON FeatureCollection of hits; properties: rank, score, tile_id, scene_id,
+    source, sources, window, center_lat, center_lon, regions."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    crs: str = Field(description="CRS of the geometries")
+    query: dict[str, Any] = Field(default_factory=dict)
+    took_ms: float = 0.0
+
+
+class FileError(BaseModel):
+    path: str
+    error: str
+
+
+class IndexSummary(BaseModel):
+    scenes: int = 0
+    scenes_skipped_unchanged: int = 0
+    scenes_removed: int = 0
+    tiles: int = 0
+    tiles_skipped: int = 0  # below min_valid_fraction
+    errors: list[FileError] = Field(default_factory=list)
+    seconds: float = 0.0
+    cancelled: bool = False
+
+
+class IndexInfo(BaseModel):
+    path: str
+    count: int
+    dim: int
+    space: str
+    preset: str
+    checkpoint: str
+    tiling: dict[str, Any]
+    scenes: int
+    created: str
+    updated: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobProgress(BaseModel):
+    job_id: str
+    index: str
+    folder: str
+    state: Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
+    tiles_done: int = 0
+    tiles_total: int = 0
+    tiles_per_s: float = 0.0
+    eta_s: float | None = None
+    current_file: str | None = None
+    errors: list[FileError] = Field(default_factory=list)
+    summary: IndexSummary | None = None
+    message: str = ""
+
+
+class EmbedItem(_Model):
+    instruction: str = ""
+    text: str | None = None
+    image_b64: str | None = Field(None, description="PNG/JPEG bytes, base64")
+    bbox: list[float] | None = Field(None, min_length=4, max_length=4)
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2)
+
+
+class EmbedRequest(_Model):
+    inputs: list[EmbedItem] = Field(min_length=1, max_length=256)
+    model: str | None = None
+
+
+class EmbedResponse(BaseModel):
+    dim: int
+    vectors: list[list[float]]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    kind: Literal["preset", "local", "hub"]
+    loaded: bool = False
+    description: str = ""
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    device: str
+    gpu_name: str | None = None
+    gpu_free_mb: float | None = None
+    model_loaded: bool
+    model: str | None = None
