@@ -50,7 +50,12 @@ class InfoNCELoss(nn.Module):
         self.gather = gather
 
     def forward(
-        self, q: torch.Tensor, d: torch.Tensor, hard_negatives: torch.Tensor | None = None
+        self,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        hard_negatives: torch.Tensor | None = None,
+        *,
+        groups: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mean InfoNCE over the (global) batch.
 
@@ -59,6 +64,9 @@ class InfoNCELoss(nn.Module):
             d: (n, dim) positive document embeddings, ``d[i]`` pairs with ``q[i]``.
             hard_negatives: optional (n * k, dim) or (n, k, dim) extra negatives, shared
                 by every query of the global batch.
+            groups: optional (n,) integer class ids; an in-batch document of the same
+                group as a query (other than its own positive) is not used as a negative
+                (many pairs share one class text, e.g. "forest").
 
         Returns:
             A scalar. Under torch.distributed the loss is scaled by the world size so
@@ -79,8 +87,17 @@ class InfoNCELoss(nn.Module):
                 neg = gather_with_grad(neg)
             docs = torch.cat([d, neg], dim=0)
         logits = q.float() @ docs.float().T / self.temperature
-        labels = torch.arange(q.shape[0], device=q.device)
+        n = q.shape[0]
+        labels = torch.arange(n, device=q.device)
+        if groups is not None:
+            g = groups.to(q.device).reshape(-1)
+            if world > 1:
+                g = gather_with_grad(g)
+            same = (g[:, None] == g[None, :]) & ~torch.eye(n, dtype=torch.bool, device=q.device)
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            mask[:, :n] = same
+            logits = logits.masked_fill(mask, float("-inf"))
         loss = F.cross_entropy(logits, labels)
         if self.symmetric:
-            loss = 0.5 * (loss + F.cross_entropy(logits[:, : d.shape[0]].T, labels))
+            loss = 0.5 * (loss + F.cross_entropy(logits[:, :n].T, labels))
         return loss * world

@@ -162,3 +162,15 @@ def test_distributed_gather_gives_global_batch_gradients() -> None:
         assert loss == pytest.approx(ref.item(), rel=1e-5)
         torch.testing.assert_close(gq, ref_q.grad[rank * 4 : (rank + 1) * 4])
         torch.testing.assert_close(gd, ref_d.grad[rank * 4 : (rank + 1) * 4])
+
+
+def test_groups_mask_same_class_documents() -> None:
+    q, d = _unit(4, 8, 21), _unit(4, 8, 22)
+    d[1] = q[0]  # a same-class document identical to query 0: a false negative unless masked
+    groups = torch.tensor([0, 0, 1, 2])
+    masked = InfoNCELoss(0.1)(q, d, groups=groups)
+    logits = (q @ d.T) / 0.1
+    logits[0, 1] = logits[1, 0] = float("-inf")
+    expected = F.cross_entropy(logits, torch.arange(4))
+    assert masked.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert InfoNCELoss(0.1)(q, d).item() > masked.item() + 0.5

@@ -1,0 +1,170 @@
+"""Training configuration: plain dataclasses loaded from YAML.
+
+Relative paths are taken from the current directory (run commands from the repo
+root); ``$VARS`` and ``~`` are expanded. Unknown keys are refused, naming the
+allowed ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from ..backend.errors import InputError, NotFoundError
+
+PairType = Literal["scene_class", "region_caption", "image_image", "geo"]
+PAIR_TYPES: tuple[str, ...] = ("scene_class", "region_caption", "image_image", "geo")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA through peft; ``enabled: false`` means full fine-tuning."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class DataConfig:
+    """A GeoTIFF scene + a labelled vector layer -> contrastive pairs."""
+
+    raster: list[str] = field(default_factory=list)  # one multi-band file, or one-band files on one grid
+    labels: str = ""  # GeoPackage / shapefile / GeoJSON
+    label_field: str = "label"  # class or caption attribute
+    layer: str | None = None  # layer name inside a GeoPackage
+    bands: tuple[int, int, int] | None = None  # 1-based scene bands fed as R, G, B
+    percentiles: tuple[float, float] = (2.0, 98.0)
+    chip_size: int = 16  # native pixels around a labelled point (scene_class / image_image / geo)
+    context_size: int = 64  # native pixels of the context window for region_caption
+    image_size: int | None = None  # model input edge; None = the preset's image_size
+    samples_per_class: int = 300  # points drawn inside each class's polygons
+    pair_types: list[str] = field(default_factory=lambda: ["scene_class"])
+    caption_template: str = "a satellite image of {label}"
+    block_size: int = 64  # spatial split block edge, native pixels
+    val_fraction: float = 0.3
+    buffer: int = 8  # drop training points closer than this (pixels) to a validation block
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings."""
+
+    steps: int = 200
+    batch_size: int = 32  # pairs per step (global, before GradCache chunking)
+    chunk_size: int = 32  # rows per forward; < batch_size turns GradCache on
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    temperature: float = 0.02
+    symmetric: bool = True
+    hard_negatives: bool = False  # add a different-class image per pair as an extra negative
+    max_grad_norm: float = 1.0
+    bf16: bool | None = None  # None = on CUDA only
+    gradient_checkpointing: bool | None = None  # None = on CUDA only
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class EvalConfig:
+    """Before/after evaluation on the spatial hold-out."""
+
+    before: bool = True
+    after: bool = True
+    max_samples: int = 400  # validation points evaluated (per class cap = this / n_classes)
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    """Everything ``geovec train`` needs."""
+
+    model: str = "tiny"  # base model: local dir, preset name or hub id ("tiny" writes one)
+    output_dir: str = "runs/train"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        p = Path(path)
+        if not p.is_file():
+            raise NotFoundError(f"config file not found: {p}", "pass the path of a YAML config")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"config {p} is not valid YAML: {e}", "fix the YAML syntax") from e
+        if not isinstance(raw, dict):
+            raise InputError(f"config {p} must be a mapping, got {type(raw).__name__}", "see training/configs/")
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        cfg = _build(cls, raw, "config")
+        cfg.data.raster = [_path(x) for x in ([cfg.data.raster] if isinstance(cfg.data.raster, str) else cfg.data.raster)]
+        cfg.data.labels = _path(cfg.data.labels) if cfg.data.labels else ""
+        cfg.output_dir = _path(cfg.output_dir)
+        if cfg.data.bands is not None:
+            cfg.data.bands = tuple(int(b) for b in cfg.data.bands)  # type: ignore[assignment]
+        cfg.data.percentiles = tuple(float(x) for x in cfg.data.percentiles)  # type: ignore[assignment]
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        bad = [t for t in self.data.pair_types if t not in PAIR_TYPES]
+        if bad or not self.data.pair_types:
+            raise InputError(f"data.pair_types {self.data.pair_types} invalid", f"use some of {list(PAIR_TYPES)}")
+        if not 0.0 < self.data.val_fraction < 1.0:
+            raise InputError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}", "e.g. 0.3")
+        for name in ("chip_size", "block_size", "samples_per_class", "context_size"):
+            if getattr(self.data, name) < 1:
+                raise InputError(f"data.{name} must be >= 1, got {getattr(self.data, name)}", "use a positive integer")
+        t = self.train
+        if t.steps < 0 or t.batch_size < 2 or t.chunk_size < 1:
+            raise InputError(
+                f"train.steps={t.steps}, batch_size={t.batch_size}, chunk_size={t.chunk_size} out of range",
+                "steps >= 0, batch_size >= 2 (in-batch negatives), chunk_size >= 1",
+            )
+        if not t.lr > 0 or not t.temperature > 0:
+            raise InputError(f"train.lr={t.lr} and train.temperature={t.temperature} must be > 0", "e.g. 1e-4, 0.02")
+
+
+T = TypeVar("T")
+
+
+def _path(value: str) -> str:
+    return os.path.expanduser(os.path.expandvars(str(value)))
+
+
+def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise InputError(f"unknown key(s) {unknown} in {where}", f"allowed: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    nested = {"data": DataConfig, "train": TrainConfig, "lora": LoraConfig, "eval": EvalConfig}
+    for key, value in raw.items():
+        if cls is Config and key in nested:
+            if not isinstance(value, dict):
+                raise InputError(f"{where}.{key} must be a mapping, got {value!r}", "indent its keys under it")
+            kwargs[key] = _build(nested[key], value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
