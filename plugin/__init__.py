@@ -1,1 +1,1 @@
-"""GeoVec."""
+"""GeoVec QGIS plugin (imports only qgis, qgis.PyQt and the standard library)."""

@@ -1,0 +1,247 @@
+"""Find, start and stop the ``geovec serve`` process; hand out the live connection.
+
+Everything here is asynchronous: :meth:`BackendManager.ensure` returns at once and
+later emits ``ready(Connection)`` or ``failed(message, hint)`` on the UI thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
+
+from .client import BackendError, default_token_file, get_json_async, read_token_file
+from .params import Connection
+from .settings import Setting
+
+log = logging.getLogger(__name__)
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
+_current: Connection | None = None
+
+
+def current_connection() -> Connection | None:
+    """The connection of the running plugin's backend, else the one in the token file."""
+    if _current is not None:
+        return _current
+    url = Setting.BACKEND_URL.get()
+    data = read_token_file(Setting.TOKEN_FILE.get() or None) or {}
+    url = url or data.get("url", "")
+    return Connection(url, data.get("token", "")) if url else None
+
+
+def data_dir() -> Path:
+    """The plugin's own folder in the QGIS profile (logs, managed env, token file)."""
+    path = Path(QgsApplication.qgisSettingsDirPath()) / "geovec"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def managed_env_dir() -> Path:
+    """Where "Set up backend" creates the backend environment."""
+    return Path(Setting.MANAGED_ENV.get() or data_dir() / "env")
+
+
+def _env_command(env: Path) -> list[str] | None:
+    for rel in ("bin/geovec", "Scripts/geovec.exe"):
+        if (env / rel).is_file():
+            return [str(env / rel)]
+    return None
+
+
+def command_from_setting(value: str) -> list[str] | None:
+    """A configured backend: an environment folder, a ``geovec`` executable or a python."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return _env_command(path)
+    if not path.is_file():
+        return None
+    if path.name.lower().startswith("python"):
+        return [str(path), "-m", "geovec.backend"]
+    return [str(path)]
+
+
+def find_command() -> tuple[list[str] | None, list[str]]:
+    """The ``geovec`` command to run and the places looked at (for the error message)."""
+    tried: list[str] = []
+    configured = Setting.BACKEND_COMMAND.get()
+    if configured:
+        tried.append(f"configured backend {configured}")
+        return command_from_setting(configured), tried
+    candidates = [("managed environment", managed_env_dir())]
+    for what, env in candidates:
+        tried.append(f"{what} {env}")
+        cmd = _env_command(env)
+        if cmd:
+            return cmd, tried
+    tried.append("`geovec` on PATH")
+    found = shutil.which("geovec")
+    if found:
+        return [found], tried
+    tried.append(f"plugin environment {PLUGIN_DIR / '.venv'}")
+    return _env_command(PLUGIN_DIR / ".venv"), tried
+
+
+def child_env() -> dict[str, str]:
+    """QGIS's environment minus what would make another Python pick up QGIS's libraries."""
+    env = dict(os.environ)
+    for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "QGIS_PREFIX_PATH"):
+        env.pop(key, None)
+    return env
+
+
+class BackendManager(QObject):
+    """Connects to a running backend, or starts one and waits for ``/health`` without blocking."""
+
+    ready = pyqtSignal(object)  # Connection
+    failed = pyqtSignal(str, str)  # message, hint
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.connection: Connection | None = None
+        self.health: dict | None = None
+        self.process: subprocess.Popen | None = None
+        self.log_path = data_dir() / "backend.log"
+        self.token_path = data_dir() / "server.json"
+        self._busy = False
+        self._deadline = 0.0
+        self._poll = QTimer(self)
+        self._poll.setInterval(250)
+        self._poll.timeout.connect(self._check_started)
+        self._pending = None
+
+    @property
+    def owned(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure(self) -> None:
+        """Emit ``ready`` once a backend answers ``/health``; start one if allowed and needed."""
+        if self._busy:
+            return
+        self._busy = True
+        conn = self.connection if self.owned else current_connection()
+        if conn is None:
+            self._start()
+            return
+        self._pending = get_json_async(conn, "/v1/health", lambda d, e: self._on_probe(conn, d, e))
+
+    def _on_probe(self, conn: Connection, data, error: BackendError | None) -> None:
+        self._pending = None
+        if error is None and isinstance(data, dict):
+            self._succeed(conn, data)
+        elif Setting.BACKEND_URL.get() and not Setting.AUTO_START.get():
+            self._fail(str(error), "check the backend URL in GeoVec > Settings")
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        if not Setting.AUTO_START.get():
+            self._fail("No GeoVec backend is running", "start one with `geovec serve`, or enable auto-start in GeoVec > Settings")
+            return
+        cmd, tried = find_command()
+        if not cmd:
+            self._fail(
+                "No GeoVec backend found (looked at: " + "; ".join(tried) + ")",
+                "run GeoVec > Set up backend, or set the backend command/environment in GeoVec > Settings",
+            )
+            return
+        args = cmd + ["serve", "--host", "127.0.0.1", "--port", "0", "--token-file", str(self.token_path)]
+        device = Setting.DEVICE.get()
+        if device:
+            args += ["--device", device]
+        try:
+            self.token_path.unlink(missing_ok=True)
+            logf = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+            kwargs = {"start_new_session": True} if sys.platform != "win32" else {"creationflags": 0x08000000}
+            self.process = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=child_env(), **kwargs)
+            logf.close()
+        except OSError as e:
+            self._fail(f"Could not start the GeoVec backend ({' '.join(args)}): {e}",
+                       "check the backend command in GeoVec > Settings, or run GeoVec > Set up backend")
+            return
+        log.info("started GeoVec backend pid %s: %s", self.process.pid, " ".join(args))
+        self._deadline = time.monotonic() + float(Setting.START_TIMEOUT_S.get())
+        self._poll.start()
+
+    def _log_tail(self, n: int = 1200) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-n:].strip()
+        except OSError:
+            return ""
+
+    def _check_started(self) -> None:
+        if self._pending is not None or self.process is None:
+            return
+        code = self.process.poll()
+        if code is not None:
+            self._poll.stop()
+            self.process = None
+            self._fail(f"The GeoVec backend exited at start (code {code}): {self._log_tail(600)}",
+                       f"see the full log in {self.log_path}")
+            return
+        if time.monotonic() > self._deadline:
+            self._poll.stop()
+            self.stop()
+            self._fail("The GeoVec backend did not answer /health in time",
+                       f"see {self.log_path}; raise the start timeout in GeoVec > Settings")
+            return
+        data = read_token_file(self.token_path)
+        if not data or int(data.get("pid") or -1) != self.process.pid:
+            return
+        conn = Connection(data["url"], data.get("token", ""))
+        self._pending = get_json_async(conn, "/v1/health", lambda d, e: self._on_started(conn, d, e))
+
+    def _on_started(self, conn: Connection, data, error: BackendError | None) -> None:
+        self._pending = None
+        if error is None and isinstance(data, dict) and self._poll.isActive():
+            self._poll.stop()
+            self._succeed(conn, data)
+
+    def _succeed(self, conn: Connection, health: dict) -> None:
+        global _current
+        self._busy = False
+        self.connection, self.health = conn, health
+        _current = conn
+        self.ready.emit(conn)
+
+    def _fail(self, message: str, hint: str) -> None:
+        self._busy = False
+        self.failed.emit(message, hint)
+
+    def refresh_health(self) -> None:
+        """Fetch ``/health`` again and re-emit ``ready`` (the dock's status line follows it)."""
+        if self.connection is not None:
+            conn = self.connection
+            self._pending = get_json_async(conn, "/v1/health", lambda d, e: self._on_refresh(conn, d, e))
+
+    def _on_refresh(self, conn: Connection, data, error) -> None:
+        self._pending = None
+        if error is None and isinstance(data, dict):
+            self.health = data
+            self.ready.emit(conn)
+
+    def stop(self) -> None:
+        """Stop the backend if this plugin started it; forget the connection."""
+        global _current
+        self._poll.stop()
+        self._busy = False
+        if _current is self.connection:
+            _current = None
+        proc, self.process = self.process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            log.info("stopped GeoVec backend pid %s", proc.pid)
+        if proc is not None:
+            self.connection = None

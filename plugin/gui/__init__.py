@@ -1,0 +1,1 @@
+"""Dock, results view and settings dialog."""

@@ -1,0 +1,126 @@
+"""GeoVecPlugin: wires actions, toolbar, menu, dock and Processing provider; nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .backend_manager import data_dir, managed_env_dir
+from .controller import Controller
+from .gui.dock import GeoVecDock
+from .gui.settings_dialog import SettingsDialog
+from .processing.provider import GeoVecProvider
+from .settings import Setting
+from .tasks import GeoVecTask, Outcome, SetupBackendTask
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+MENU = "&GeoVec"
+
+
+class GeoVecPlugin:
+    """The object QGIS gets from ``classFactory``."""
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.toolbar = None
+        self.dock: GeoVecDock | None = None
+        self.controller: Controller | None = None
+        self.provider: GeoVecProvider | None = None
+        self.setup_task: SetupBackendTask | None = None
+
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
+        self.provider = GeoVecProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS API)
+        self.initProcessing()
+        icon = QIcon(str(RESOURCES / "icon.svg"))
+        self.toolbar = self.iface.addToolBar("GeoVec")
+        self.toolbar.setObjectName("GeoVecToolbar")
+        self.dock_action = self._action(icon, "GeoVec search", self.toggle_dock, checkable=True, toolbar=True)
+        self._action(QIcon(), "Set up backend…", self.setup_backend)
+        self._action(QIcon(), "Settings…", self.show_settings)
+
+    def _action(self, icon: QIcon, text: str, slot, *, checkable: bool = False, toolbar: bool = False) -> QAction:
+        action = QAction(icon, text, self.iface.mainWindow())
+        action.setObjectName("GeoVec " + text)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        self.iface.addPluginToMenu(MENU, action)
+        if toolbar:
+            self.toolbar.addAction(action)
+        self.actions.append(action)
+        return action
+
+    # --- dock -----------------------------------------------------------------------------
+    def open_dock(self) -> GeoVecDock:
+        if self.dock is None:
+            self.dock = GeoVecDock(self.iface.mainWindow())
+            self.controller = Controller(self.iface, self.dock)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.visibilityChanged.connect(self.dock_action.setChecked)
+            self.controller.connect_backend()
+        self.dock.show()
+        self.dock.raise_()
+        return self.dock
+
+    def toggle_dock(self, checked: bool = True) -> None:
+        if checked:
+            self.open_dock()
+        elif self.dock is not None:
+            self.dock.hide()
+
+    # --- backend setup and settings -------------------------------------------------------
+    def show_settings(self) -> None:
+        SettingsDialog(self.iface.mainWindow()).exec_()
+
+    def setup_backend(self) -> SetupBackendTask | None:
+        if self.setup_task is not None:
+            self.iface.messageBar().pushMessage("GeoVec", "Backend setup is already running", Qgis.Warning, 5)
+            return None
+        env = managed_env_dir()
+        task = SetupBackendTask(env, data_dir() / "setup.log", python=Setting.SETUP_PYTHON.get() or None,
+                                on_done=self._setup_done)
+        self.setup_task = task
+        self.iface.messageBar().pushMessage("GeoVec", f"Setting up the backend in {env} (log: {task.log_path})",
+                                            Qgis.Info, 5)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _setup_done(self, task: GeoVecTask) -> None:
+        self.setup_task = None
+        if self.iface is None:
+            return
+        text = task.message if task.outcome is not Outcome.SUCCESS else f"Backend installed in {task.result}"
+        self.iface.messageBar().pushMessage("GeoVec", text, task.outcome.level, 0 if task.outcome is Outcome.FAILED else 8)
+
+    # --- teardown -------------------------------------------------------------------------
+    def unload(self) -> None:
+        """Remove every action, the toolbar, dock, map tools, provider, result layer; stop the backend."""
+        if self.setup_task is not None:
+            self.setup_task.cancel()
+            self.setup_task.waitForFinished(5000)
+            self.setup_task = None
+        if self.controller is not None:
+            self.controller.shutdown()
+            self.controller.deleteLater()
+            self.controller = None
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            action.deleteLater()
+        self.actions = []
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

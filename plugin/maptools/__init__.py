@@ -1,0 +1,1 @@
+"""Map tools, one per file."""

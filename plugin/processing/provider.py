@@ -1,0 +1,28 @@
+"""GeoVecProvider: the Processing provider with the indexing and text search algorithms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .alg_index import IndexFolderAlgorithm
+from .alg_search_text import SearchTextAlgorithm
+
+ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
+
+
+class GeoVecProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "geovec"
+
+    def name(self) -> str:
+        return "GeoVec"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
+        self.addAlgorithm(IndexFolderAlgorithm())
+        self.addAlgorithm(SearchTextAlgorithm())

@@ -1,0 +1,181 @@
+"""Headless QGIS for the plugin tests (run with /usr/bin/python3 -m pytest, Debian's QGIS).
+
+The repository is importable as the package ``geovec`` through a symlink in a temp
+folder, exactly as QGIS imports an installed plugin. A real ``geovec serve`` runs
+from GEOVEC_BACKEND_PYTHON (default: the repo's .venv) with the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_TMP = Path(tempfile.mkdtemp(prefix="geovec-plugin-tests-"))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["GEOVEC_TOKEN_FILE"] = str(_TMP / "no-server.json")  # never the user's own server
+(_TMP / "pkgs").mkdir()
+(_TMP / "pkgs" / "geovec").symlink_to(ROOT, target_is_directory=True)
+sys.path.insert(0, str(_TMP / "pkgs"))
+sys.path.append("/usr/share/qgis/python/plugins")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+BACKEND_PYTHON = os.environ.get("GEOVEC_BACKEND_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+
+from qgis.core import QgsApplication  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QEvent  # noqa: E402
+
+QCoreApplication.setOrganizationName("GeoVecTests")
+QCoreApplication.setApplicationName("GeoVecTests")
+QgsApplication.setPrefixPath("/usr", True)
+_APP = QgsApplication([], True, str(_TMP / "profile"))
+_APP.initQgis()
+
+
+def _init_processing() -> None:
+    from processing.core.Processing import Processing
+    from qgis.analysis import QgsNativeAlgorithms
+
+    Processing.initialize()
+    if QgsApplication.processingRegistry().providerById("native") is None:
+        QgsApplication.processingRegistry().addProvider(QgsNativeAlgorithms())
+
+
+_init_processing()
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    """Process Qt events until ``predicate()`` is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        QCoreApplication.processEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+        time.sleep(0.005)
+
+
+@pytest.fixture(scope="session")
+def qgis_app() -> QgsApplication:
+    return _APP
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    return _TMP
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real rasters in ../shared/data: required in CI, skipped with a message elsewhere."""
+    path = Path(os.environ.get("GEOVEC_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not (path / "README.md").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs the real sample rasters at {path}; none found")
+        pytest.skip(f"real sample rasters not found at {path} (set GEOVEC_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def iface(qgis_app):
+    """A fresh stand-in interface with an empty project."""
+    from qgis.core import QgsProject
+
+    from qgis_iface import StandInInterface
+
+    QgsProject.instance().clear()
+    stand_in = StandInInterface()
+    stand_in.window.show()
+    yield stand_in
+    stand_in.window.close()
+    QgsProject.instance().clear()
+    stand_in.window.deleteLater()
+    QCoreApplication.processEvents()
+
+
+@pytest.fixture
+def clean_settings(qgis_app):
+    """Every GeoVec setting back to its default before and after the test."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("geovec")
+    yield
+    QgsSettings().remove("geovec")
+
+
+@pytest.fixture(scope="session")
+def backend_python() -> str:
+    if not Path(BACKEND_PYTHON).is_file():
+        pytest.fail(f"GEOVEC_BACKEND_PYTHON={BACKEND_PYTHON} does not exist; run `make setup`")
+    return BACKEND_PYTHON
+
+
+@pytest.fixture(scope="session")
+def tiny_model(backend_python: str, tmp_root: Path) -> Path:
+    """The tiny random model written by the backend CLI once per session."""
+    out = tmp_root / "tiny-model"
+    subprocess.run([backend_python, "-m", "geovec.backend", "model", "tiny", str(out)], check=True,
+                   capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(backend_python: str, tiny_model: Path, tmp_root: Path):
+    """A real ``geovec serve`` on a random port; yields its token-file dict (url, token, pid)."""
+    token_file = tmp_root / "server.json"
+    log = open(tmp_root / "server.log", "wb")  # noqa: SIM115
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "QT_QPA_PLATFORM")}
+    proc = subprocess.Popen([backend_python, "-m", "geovec.backend", "serve", "--port", "0", "--device", "cpu",
+                             "--model", str(tiny_model), "--token-file", str(token_file)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 120
+    info = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            info = json.loads(token_file.read_text())
+            if info.get("pid") == proc.pid:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    if proc.poll() is not None or not info:
+        proc.kill()
+        pytest.fail("geovec serve did not start: " + (tmp_root / "server.log").read_text()[-2000:])
+    info["token_file"] = str(token_file)
+    info["model"] = str(tiny_model)
+    yield info
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def use_server(server, clean_settings):
+    """Point the plugin's settings at the session server (the plugin does not own it)."""
+    from geovec.plugin.settings import Setting
+
+    Setting.TOKEN_FILE.set(server["token_file"])
+    Setting.MODEL.set(server["model"])
+    Setting.AUTO_START.set(False)
+    return server
+
+
+@pytest.fixture
+def plugin(iface):
+    """The plugin loaded the way QGIS loads it: classFactory then initGui; unloaded after."""
+    import geovec
+
+    instance = geovec.classFactory(iface)
+    instance.initGui()
+    yield instance
+    instance.unload()
+    QCoreApplication.processEvents()
