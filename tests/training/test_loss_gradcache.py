@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
 from geovec.training.gradcache import GradCache
 from geovec.training.loss import InfoNCELoss
 
