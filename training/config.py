@@ -1,7 +1,8 @@
 """Training configuration: plain dataclasses loaded from YAML.
 
 Relative paths are taken from the current directory (run commands from the repo
-root); ``$VARS`` and ``~`` are expanded. Unknown keys are refused, naming the
+root); ``$VARS`` and ``~`` are expanded (``${GEOVEC_SHARED_DATA}`` defaults to
+``../shared/data`` beside the repository). Unknown keys are refused, naming the
 allowed ones, so a typo never silently falls back to a default.
 """
 
@@ -149,8 +150,15 @@ class Config:
 T = TypeVar("T")
 
 
+#: ``${GEOVEC_SHARED_DATA}`` in configs defaults to the sample data beside the repository.
+SHARED_DATA_DEFAULT = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
 def _path(value: str) -> str:
-    return os.path.expanduser(os.path.expandvars(str(value)))
+    text = str(value)
+    if "GEOVEC_SHARED_DATA" in text and "GEOVEC_SHARED_DATA" not in os.environ:
+        text = text.replace("${GEOVEC_SHARED_DATA}", str(SHARED_DATA_DEFAULT))
+    return os.path.expanduser(os.path.expandvars(text))
 
 
 def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:

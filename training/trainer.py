@@ -1,0 +1,313 @@
+"""Contrastive fine-tuning of the backend's embedder (full or LoRA), resumable.
+
+The trainer loads the model through :func:`geovec.backend.model.embedder.load_embedder`
+and encodes with the same ``prepare`` (processor + preset prompt) and ``forward``
+(last-token pooling, L2 norm) as indexing, so a checkpoint it writes
+(``Embedder.save``: HF layout + geovec.json) loads with ``geovec index --model DIR``.
+
+Output directory::
+
+    base-model/            the tiny random model when ``model: tiny`` (written once)
+    checkpoints/step-N/    Embedder.save() + trainer_state.pt (optimizer, scheduler, RNG)
+    model/                 the final checkpoint (LoRA merged; adapter/ beside it)
+    train_log.jsonl        one JSON object per logged step / evaluation
+    report.json, report.md, figures/
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..backend.errors import InputError
+from .config import Config
+from .data.dataset import TrainData, build_train_data
+from .data.vector_labels import Pair
+from .eval.class_retrieval import class_retrieval
+from .gradcache import GradCache
+from .loss import InfoNCELoss
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.pt"
+
+
+def resolve_base_model(spec: str, output_dir: Path, seed: int = 0) -> str:
+    """``tiny`` -> a tiny random model written once under the output dir; else unchanged."""
+    if spec != "tiny":
+        return spec
+    from ..backend.model.tiny import write_tiny_model
+
+    target = output_dir / "base-model"
+    if not (target / "config.json").exists():
+        write_tiny_model(target, seed=seed)
+    return str(target)
+
+
+def torch_module(embedder: Any) -> torch.nn.Module:
+    """The trainable nn.Module behind an Embedder."""
+    model = getattr(embedder, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        raise InputError("the embedder exposes no torch model (embedder.model)", "use load_embedder()")
+    return model
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class BalancedSampler:
+    """Batches that cycle through the classes so each appears about equally often."""
+
+    def __init__(self, pairs: list[Pair], seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.by_class: dict[str, list[int]] = {}
+        for i, p in enumerate(pairs):
+            self.by_class.setdefault(p.label, []).append(i)
+        self.classes = sorted(self.by_class)
+        self._queues: dict[str, list[int]] = {c: [] for c in self.classes}
+
+    def next_of(self, c: str) -> int:
+        if not self._queues[c]:
+            self._queues[c] = list(self.rng.permutation(self.by_class[c]))
+        return int(self._queues[c].pop())
+
+    def batch(self, size: int) -> list[int]:
+        order = list(self.rng.permutation(self.classes))
+        return [self.next_of(order[i % len(order)]) for i in range(size)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "queues": self._queues}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._queues = {k: list(v) for k, v in state["queues"].items()}
+
+
+class Trainer:
+    """Runs ``cfg.train.steps`` contrastive steps on ``data`` and evaluates before / after."""
+
+    def __init__(self, cfg: Config, *, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.log_path = self.out / "train_log.jsonl"
+
+    # ------------------------------------------------------------------ setup
+    def _device(self) -> str:
+        d = self.cfg.train.device
+        return ("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d
+
+    def _load(self, spec: str) -> Any:
+        from ..backend.model.embedder import load_embedder
+
+        return load_embedder(spec, device=self._device(), torch_dtype=torch.float32)
+
+    def _setup_model(self, embedder: Any, resume_dir: Path | None) -> torch.nn.Module:
+        model = torch_module(embedder)
+        t, lora = self.cfg.train, self.cfg.lora
+        cuda = self._device().startswith("cuda")
+        if lora.enabled:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if resume_dir is not None and (resume_dir / "adapter").is_dir():
+                model = PeftModel.from_pretrained(model, str(resume_dir / "adapter"), is_trainable=True)
+            else:
+                pcfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                  target_modules=list(lora.targets))
+                model = get_peft_model(model, pcfg)
+            embedder.model = model
+        if t.gradient_checkpointing if t.gradient_checkpointing is not None else cuda:
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(base, "enable_input_require_grads"):
+                base.enable_input_require_grads()
+        model.train()
+        return model
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoints(self) -> list[Path]:
+        root = self.out / "checkpoints"
+        done = [p for p in root.glob("step-*") if (p / STATE_FILE).exists()] if root.exists() else []
+        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+    def _save_checkpoint(self, embedder: Any, step: int, state: dict[str, Any]) -> Path:
+        final = self.out / "checkpoints" / f"step-{step}"
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._save_model(embedder, tmp)
+        torch.save(state, tmp / STATE_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a checkpoint exists whole or not at all
+        for old in self._checkpoints()[: -self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def _save_model(self, embedder: Any, directory: Path) -> None:
+        """HF layout + geovec.json through Embedder.save; LoRA: adapter/ and the merged model."""
+        model = torch_module(embedder)
+        directory.mkdir(parents=True, exist_ok=True)
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(str(directory / "adapter"))
+            # merge a copy so the model being trained keeps its adapter layers
+            embedder.model = copy.deepcopy(model).merge_and_unload()
+            try:
+                embedder.save(directory)
+            finally:
+                embedder.model = model
+        else:
+            embedder.save(directory)
+
+    # ------------------------------------------------------------------ logging
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def evaluate(self, embedder: Any, data: TrainData) -> dict[str, Any]:
+        model = torch_module(embedder)
+        was_training = model.training
+        model.eval()
+        try:
+            return class_retrieval(
+                embedder, data.val_images, [p.label for p in data.val_points], data.classes,
+                template=self.cfg.data.caption_template, batch_size=self.cfg.eval.batch_size,
+            )
+        finally:
+            model.train(was_training)
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        _seed_all(t.seed)
+        started = time.perf_counter()
+        base = resolve_base_model(cfg.model, self.out, seed=t.seed)
+        ckpts = self._checkpoints()
+        resume_dir = ckpts[-1] if ckpts else None
+        embedder = self._load(str(resume_dir) if resume_dir and not cfg.lora.enabled else base)
+        image_size = cfg.data.image_size or int(embedder.preset.image_size)
+        data = build_train_data(cfg.data, dict(embedder.preset.instructions), image_size)
+        report: dict[str, Any] = {"config": cfg.to_dict(), "split": data.split, "classes": data.classes,
+                                  "base_model": base, "device": self._device()}
+        if resume_dir is None:
+            self.log_path.unlink(missing_ok=True)
+            if cfg.eval.before:
+                report["before"] = self.evaluate(embedder, data)
+                self._log({"event": "eval", "step": 0, **_flat(report["before"])})
+                log.info("before: P@1 %.3f", report["before"]["p_at_1"])
+        model = self._setup_model(embedder, resume_dir)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(t.warmup_steps, max(t.steps, 1)))
+        sampler = BalancedSampler(data.train_pairs, t.seed)
+        step = 0
+        if resume_dir is not None:
+            state = torch.load(resume_dir / STATE_FILE, weights_only=False)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            sampler.load_state_dict(state["sampler"])
+            torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            report["before"] = state.get("before")
+            log.info("resumed from %s at step %d", resume_dir, step)
+        loss_fn = InfoNCELoss(t.temperature, symmetric=t.symmetric)
+        groups_index = {c: i for i, c in enumerate(data.classes)}
+        cuda = self._device().startswith("cuda")
+        bf16 = t.bf16 if t.bf16 is not None else cuda
+
+        def encode(batch: Any) -> torch.Tensor:
+            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
+                return embedder.forward(batch).float()
+
+        bar = _progress(t.steps, step, self.progress)
+        while step < t.steps:
+            t0 = time.perf_counter()
+            idx = sampler.batch(t.batch_size)
+            pairs = [data.train_pairs[i] for i in idx]
+            groups = torch.tensor([groups_index[p.label] for p in pairs])
+            chunks = [pairs[i : i + t.chunk_size] for i in range(0, len(pairs), t.chunk_size)]
+            q_chunks = [embedder.prepare([p.query for p in c]) for c in chunks]
+            d_chunks = [embedder.prepare([p.doc for p in c]) for c in chunks]
+            n_chunks = None
+            if t.hard_negatives:
+                negs = [data.train_pairs[sampler.next_of(_other(data.classes, p.label, sampler.rng))] for p in pairs]
+                n_chunks = [embedder.prepare([p.doc for p in negs[i : i + t.chunk_size]])
+                            for i in range(0, len(negs), t.chunk_size)]
+            opt.zero_grad(set_to_none=True)
+
+            loss = GradCache(encode, functools.partial(loss_fn, groups=groups)).step(q_chunks, d_chunks, n_chunks)
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
+            opt.step()
+            sched.step()
+            step += 1
+            dt = time.perf_counter() - t0
+            if on_step:
+                on_step(step, loss)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if step % t.log_every == 0 or step == t.steps or step == 1:
+                self._log({"event": "train", "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
+                           "grad_norm": gnorm, "samples_per_s": len(pairs) / dt,
+                           "elapsed_s": time.perf_counter() - started})
+            if step % t.checkpoint_every == 0 and step < t.steps:
+                self._save_checkpoint(embedder, step, {
+                    "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "before": report.get("before")})
+        if bar is not None:
+            bar.close()
+        final = self.out / "model"
+        shutil.rmtree(final, ignore_errors=True)
+        self._save_model(embedder, final)
+        report["model_dir"] = str(final)
+        report["train_wall_s"] = time.perf_counter() - started
+        if cfg.eval.after:
+            report["after"] = self.evaluate(embedder, data)
+            self._log({"event": "eval", "step": step, **_flat(report["after"])})
+            log.info("after: P@1 %.3f", report["after"]["p_at_1"])
+        report["wall_s"] = time.perf_counter() - started
+        return report
+
+
+def _other(classes: list[str], label: str, rng: np.random.Generator) -> str:
+    others = [c for c in classes if c != label]
+    return str(rng.choice(others))
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def _warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return f
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step")
