@@ -17,7 +17,7 @@ from pathlib import Path
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 
-from .client import BackendError, default_token_file, get_json_async, read_token_file
+from .client import BackendError, get_json_async, read_token_file
 from .params import Connection
 from .settings import Setting
 

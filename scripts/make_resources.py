@@ -1,31 +1,75 @@
-"""Regenerate resources/icon.png (from icon.svg) and resources/hits.qml (score-graduated style).
+"""Regenerate resources/icon.png (from icon.svg) and resources/hits.qml (style graduated by score).
 
-Run with the QGIS Python: /usr/bin/python3 scripts/make_resources.py (from the repo root).
+Run with the QGIS Python from the repo root: /usr/bin/python3 scripts/make_resources.py
 """
-import os, sys
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-from qgis.core import *
-from qgis.PyQt.QtGui import QColor, QImage, QPainter
-from qgis.PyQt.QtSvg import QSvgRenderer
-from qgis.PyQt.QtCore import Qt
-app = QgsApplication([], True); app.initQgis()
-img = QImage(64, 64, QImage.Format_ARGB32); img.fill(Qt.transparent)
-p = QPainter(img); QSvgRenderer("resources/icon.svg").render(p); p.end(); img.save("resources/icon.png")
-layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=rank:integer&field=score:double&field=source:string&field=query:string", "h", "memory")
-ranges = []
-cols = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
-bounds = [(-1.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0)]
-for (lo, hi), c in zip(bounds, cols):
-    sym = QgsFillSymbol.createSimple({"color": c + "40", "outline_color": c, "outline_width": "0.8", "style": "solid"})
-    sym.setColor(QColor(c)); sym.symbolLayer(0).setFillColor(QColor(c + "")); 
-    fc = QColor(c); fc.setAlpha(70); sym.symbolLayer(0).setFillColor(fc); sym.symbolLayer(0).setStrokeColor(QColor(c)); sym.symbolLayer(0).setStrokeWidth(0.8)
-    ranges.append(QgsRendererRange(lo, hi, sym, f"{lo:.1f} – {hi:.1f}"))
-r = QgsGraduatedSymbolRenderer("score", ranges)
-layer.setRenderer(r)
-pal = QgsPalLayerSettings(); pal.fieldName = "rank"; pal.enabled = True
-fmt = QgsTextFormat(); fmt.setSize(10); fmt.setColor(QColor("white"))
-buf = QgsTextBufferSettings(); buf.setEnabled(True); buf.setColor(QColor("black")); buf.setSize(1); fmt.setBuffer(buf)
-pal.setFormat(fmt); pal.placement = QgsPalLayerSettings.OverPoint
-layer.setLabeling(QgsVectorLayerSimpleLabeling(pal)); layer.setLabelsEnabled(True)
-print(layer.saveNamedStyle("resources/hits.qml"))
-app.exitQgis()
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from qgis.core import (  # noqa: E402
+    QgsApplication,
+    QgsFillSymbol,
+    QgsGraduatedSymbolRenderer,
+    QgsPalLayerSettings,
+    QgsRendererRange,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import Qt  # noqa: E402
+from qgis.PyQt.QtGui import QColor, QImage, QPainter  # noqa: E402
+from qgis.PyQt.QtSvg import QSvgRenderer  # noqa: E402
+
+CLASSES = [(-1.0, 0.2, "#ffffb2"), (0.2, 0.4, "#fecc5c"), (0.4, 0.6, "#fd8d3c"), (0.6, 0.8, "#f03b20"),
+           (0.8, 1.0, "#bd0026")]
+
+
+def icon_png() -> None:
+    img = QImage(64, 64, QImage.Format_ARGB32)
+    img.fill(Qt.transparent)
+    painter = QPainter(img)
+    QSvgRenderer("resources/icon.svg").render(painter)
+    painter.end()
+    img.save("resources/icon.png")
+
+
+def hits_qml() -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=rank:integer&field=score:double", "hits", "memory")
+    ranges = []
+    for lo, hi, colour in CLASSES:
+        sym = QgsFillSymbol.createSimple({})
+        fill = QColor(colour)
+        fill.setAlpha(35)
+        sym.symbolLayer(0).setFillColor(fill)
+        sym.symbolLayer(0).setStrokeColor(QColor(colour))
+        sym.symbolLayer(0).setStrokeWidth(1.0)
+        ranges.append(QgsRendererRange(lo, hi, sym, f"{lo:.1f} – {hi:.1f}"))
+    layer.setRenderer(QgsGraduatedSymbolRenderer("score", ranges))
+    label = QgsPalLayerSettings()
+    label.fieldName = "rank"
+    label.enabled = True
+    label.placement = QgsPalLayerSettings.OverPoint
+    fmt = QgsTextFormat()
+    fmt.setSize(10)
+    fmt.setColor(QColor("white"))
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setColor(QColor("black"))
+    buffer.setSize(1)
+    fmt.setBuffer(buffer)
+    label.setFormat(fmt)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(label))
+    layer.setLabelsEnabled(True)
+    layer.saveNamedStyle("resources/hits.qml")
+
+
+if __name__ == "__main__":
+    app = QgsApplication([], True)
+    app.initQgis()
+    icon_png()
+    hits_qml()
+    app.exitQgis()

@@ -60,9 +60,11 @@ class ResultsView:
         for f in sorted(layer.getFeatures(), key=lambda f: f["rank"]):
             row = self.table.rowCount()
             self.table.insertRow(row)
-            for col, value in enumerate((str(f["rank"]), f"{f['score']:.4f}", f["source"])):
+            name = Path(f["source"].split(",")[0].strip()).name or f["source"]
+            for col, value in enumerate((str(f["rank"]), f"{f['score']:.4f}", name)):
                 item = QTableWidgetItem(value)
                 item.setData(0x0100, f.id())  # Qt.UserRole: feature id
+                item.setToolTip(f["source"])
                 self.table.setItem(row, col, item)
         return len(feats)
 

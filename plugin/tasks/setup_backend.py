@@ -6,14 +6,13 @@ step is logged; a failing step ends the task with the exact command to run by ha
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from qgis.PyQt.QtCore import pyqtSignal
 

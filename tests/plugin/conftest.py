@@ -86,17 +86,16 @@ def shared_data() -> Path:
 def iface(qgis_app):
     """A fresh stand-in interface with an empty project."""
     from qgis.core import QgsProject
-
     from qgis_iface import StandInInterface
 
     QgsProject.instance().clear()
     stand_in = StandInInterface()
     stand_in.window.show()
     yield stand_in
-    stand_in.window.close()
     QgsProject.instance().clear()
-    stand_in.window.deleteLater()
+    stand_in.close()
     QCoreApplication.processEvents()
+    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
 
 
 @pytest.fixture

@@ -31,9 +31,19 @@ class StandInInterface:
         self.plugin_menu = self.window.menuBar().addMenu("&Plugins")
         self.submenus: dict[str, QMenu] = {}
         project = QgsProject.instance()
-        self.bridge = QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), self.canvas)
-        project.crsChanged.connect(lambda: self.canvas.setDestinationCrs(project.crs()))
+        self.bridge = QgsLayerTreeMapCanvasBridge(project.layerTreeRoot(), self.canvas, self.canvas)
+        self.bridge.setAutoSetupOnFirstLayer(False)  # QgsProject sets its CRS from the first layer itself
+        project.crsChanged.connect(self._follow_project_crs)
         self.window.resize(1200, 800)
+
+    def _follow_project_crs(self) -> None:
+        self.canvas.setDestinationCrs(QgsProject.instance().crs())
+
+    def close(self) -> None:
+        """Disconnect from the project and delete the window (the canvas and bridge go with it)."""
+        QgsProject.instance().crsChanged.disconnect(self._follow_project_crs)
+        self.window.close()
+        self.window.deleteLater()
 
     # --- QgisInterface API -----------------------------------------------------------------
     def mainWindow(self) -> QMainWindow:  # noqa: N802

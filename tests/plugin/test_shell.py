@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import ROOT, wait_until
 from qgis.core import Qgis, QgsApplication, QgsProject

@@ -1,0 +1,78 @@
+"""The plugin's HTTP client held to the backend contract (schemas.py and backend/openapi.json).
+
+QGIS's Python has no pydantic: the bodies the plugin builds are checked in the backend
+environment (GEOVEC_BACKEND_PYTHON) against the same models the server validates with.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import ROOT
+
+CHECK = r"""
+import json, sys
+from pathlib import Path
+from geovec.backend import schemas
+cases = json.load(sys.stdin)
+for name, body in cases["bodies"]:
+    getattr(schemas, name).model_validate(body)
+spec_path = Path(cases["openapi"])
+problems = []
+if spec_path.exists():
+    spec = json.loads(spec_path.read_text())
+    for method, path in cases["routes"]:
+        if method.lower() not in spec["paths"].get(path, {}):
+            problems.append(f"{method} {path} not in openapi.json")
+    comps = spec.get("components", {}).get("schemas", {})
+    for name, body in cases["bodies"]:
+        props = comps.get(name, {}).get("properties", {})
+        if not props:
+            problems.append(f"{name} not in openapi.json components")
+        problems += [f"{name}.{k} not in openapi.json" for k in body if k not in props]
+    for name, fields in cases["reads"].items():
+        props = comps.get(name, {}).get("properties", {})
+        problems += [f"{name}.{f} (read by the plugin) not in openapi.json" for f in fields if f not in props]
+print(json.dumps({"problems": problems, "openapi": spec_path.exists()}))
+"""
+
+# Response fields the plugin reads, per schema.
+READS = {
+    "Health": ["version", "device", "gpu_name", "gpu_free_mb", "model"],
+    "JobProgress": ["job_id", "state", "tiles_done", "tiles_total", "tiles_per_s", "eta_s", "current_file",
+                    "errors", "summary", "message"],
+    "IndexSummary": ["tiles", "scenes"],
+    "SearchResponse": ["features", "crs", "took_ms"],
+    "FileError": ["path", "error"],
+}
+
+
+def test_request_bodies_and_routes_match_the_backend_contract(backend_python):
+    from geovec.plugin.client import ROUTES
+    from geovec.plugin.params import IndexParams, SearchParams
+
+    bodies = [
+        ("IndexRequest", IndexParams("/data", "/idx").to_request()),
+        ("IndexRequest", IndexParams("/data", "/idx", model="tiny", tile_size=128, overlap=0.25,
+                                     resolution=0.5).to_request()),
+        ("SearchRequest", SearchParams("/idx", "text", text="water", min_score=0.1).to_request()),
+        ("SearchRequest", SearchParams("/idx", "box", box=(1, 2, 3, 4), crs="EPSG:32617", raster="/a.tif",
+                                       latlon=(29.6, -82.0), out_crs="EPSG:3857").to_request()),
+        ("SearchRequest", SearchParams("/idx", "point", point=(1, 2), exclude_own=False, k=3).to_request()),
+    ]
+    cases = {"bodies": bodies, "routes": [list(r) for r in ROUTES.values()],
+             "openapi": str(ROOT / "backend" / "openapi.json"), "reads": READS}
+    res = subprocess.run([backend_python, "-c", CHECK], input=json.dumps(cases), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["problems"] == []
+
+
+def test_bad_bodies_are_refused_by_the_same_models(backend_python):
+    """The check above can fail: a body the backend would refuse is refused."""
+    res = subprocess.run([backend_python, "-c", CHECK], capture_output=True, text=True, timeout=120,
+                         input=json.dumps({"bodies": [["SearchRequest", {"index": "i", "text": "a", "box": [1, 2, 3, 4]}]],
+                                           "routes": [], "openapi": "/nonexistent", "reads": {}}))
+    assert res.returncode != 0 and "exactly one of text, box, point" in res.stderr

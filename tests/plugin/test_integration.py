@@ -1,0 +1,252 @@
+"""The plugin against a real ``geovec serve`` (tiny model) over the real rasters in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS, ROOT, wait_until
+from helpers import (
+    StallProbe,
+    add_raster,
+    click,
+    drag_box,
+    render_canvas,
+    to_pixel,
+    wait_backend,
+    wait_search,
+)
+from qgis.core import (
+    Qgis,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+
+MAX_STALL_S = 0.200
+
+
+@pytest.fixture(scope="session")
+def built_index(server, shared_data, tmp_root, qgis_app):
+    """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
+    import geovec
+    from geovec.plugin.params import IndexParams
+    from geovec.plugin.settings import Setting
+    from qgis.core import QgsSettings
+    from qgis_iface import StandInInterface
+
+    QgsSettings().remove("geovec")
+    Setting.TOKEN_FILE.set(server["token_file"])
+    Setting.AUTO_START.set(False)
+    iface = StandInInterface()
+    plugin = geovec.classFactory(iface)
+    plugin.initGui()
+    plugin.open_dock()
+    wait_backend(plugin)
+    index = tmp_root / "index"
+    ctl = plugin.controller
+    probe = StallProbe().start()
+    ctl.start_index(IndexParams(str(shared_data), str(index), model=server["model"], tile_size=128))
+    wait_until(lambda: ctl.index_task is not None, 10, "the index task")
+    task = ctl.index_task
+    progress: list[int] = []
+    ctl.dock.progress.valueChanged.connect(progress.append)
+    wait_until(lambda: ctl.index_task is None, 600, "the indexing job")
+    probe.stop()
+    out = {"path": str(index), "outcome": task.outcome, "result": task.result, "message": task.message,
+           "max_gap": probe.max_gap, "ticks": probe.ticks, "progress": progress,
+           "label": ctl.dock.job_label.text(), "recent": Setting.RECENT_INDEXES.get(),
+           "messages": iface.messages(), "file_errors": task.file_errors}
+    plugin.unload()
+    QgsProject.instance().clear()
+    iface.close()
+    QgsSettings().remove("geovec")
+    return out
+
+
+@pytest.fixture
+def dock_on_index(plugin, iface, use_server, built_index):
+    plugin.open_dock()
+    wait_backend(plugin)
+    plugin.dock.index_combo.setEditText(built_index["path"])
+    return plugin
+
+
+def test_index_job_runs_to_completion_with_a_responsive_ui(built_index):
+    from geovec.plugin.tasks import Outcome
+
+    assert built_index["outcome"] is Outcome.SUCCESS, built_index["message"]
+    job = built_index["result"]
+    assert job["state"] == "done" and job["tiles_done"] > 0 and job["tiles_done"] == job["tiles_total"]
+    assert built_index["progress"] and built_index["progress"][-1] == 100
+    assert "Indexed" in built_index["label"] and built_index["path"] in built_index["recent"]
+    level, text = built_index["messages"][0]
+    assert level in (Qgis.Success, Qgis.Warning) and "Indexed" in text
+    assert built_index["ticks"] > 10
+    assert built_index["max_gap"] < MAX_STALL_S, f"UI stalled {built_index['max_gap'] * 1000:.0f} ms"
+
+
+def _box_query(plugin, iface, shared_data, project_crs: str) -> tuple[QgsVectorLayer, QgsGeometry]:
+    raster = add_raster(str(shared_data / "neon_osbs" / "OSBS_029.tif"))  # first layer sets the project CRS
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem(project_crs))
+    canvas = iface.canvas
+    xform = QgsCoordinateTransform(raster.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    canvas.setExtent(xform.transformBoundingBox(raster.extent()))
+    render_canvas(canvas)
+    e = raster.extent()  # a box over the upper-left quarter of the orthophoto, drawn in canvas pixels
+    a = to_pixel(canvas, xform.transform(QgsPointXY(e.xMinimum() + 0.1 * e.width(), e.yMaximum() - 0.1 * e.height())))
+    b = to_pixel(canvas, xform.transform(QgsPointXY(e.xMinimum() + 0.4 * e.width(), e.yMaximum() - 0.4 * e.height())))
+    plugin.dock.k_spin.setValue(8)
+    plugin.dock.box_button.click()
+    assert canvas.mapTool() is plugin.controller.box_tool
+    probe = StallProbe().start()
+    drag_box(canvas, a, b)
+    wait_search(plugin)
+    probe.stop()
+    assert probe.max_gap < MAX_STALL_S, f"UI stalled {probe.max_gap * 1000:.0f} ms during a search"
+    ta, tb = canvas.getCoordinateTransform().toMapCoordinates(a), canvas.getCoordinateTransform().toMapCoordinates(b)
+    return plugin.controller.results.layer, QgsGeometry.fromRect(QgsRectangle(ta, tb))
+
+
+def _check_hits(layer: QgsVectorLayer, crs: str, query_prefix: str, k: int) -> list:
+    assert layer is not None and layer.crs().authid() == crs
+    feats = sorted(layer.getFeatures(), key=lambda f: f["rank"])
+    assert 0 < len(feats) <= k
+    assert [f["rank"] for f in feats] == list(range(1, len(feats) + 1))
+    scores = [f["score"] for f in feats]
+    assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
+    assert all(f["source"].endswith(".tif") and f["query"].startswith(query_prefix) for f in feats)
+    assert all(f.geometry().isGeosValid() and f.geometry().area() > 0 for f in feats)
+    return feats
+
+
+@pytest.mark.parametrize("project_crs", ["EPSG:32617", "EPSG:3857"])
+def test_box_tool_on_the_orthophoto(dock_on_index, iface, shared_data, project_crs):
+    plugin = dock_on_index
+    layer, query_box = _box_query(plugin, iface, shared_data, project_crs)
+    feats = _check_hits(layer, project_crs, "box:", 8)
+    # "exclude the query's own tiles": no hit overlaps the drawn box
+    assert not [f["rank"] for f in feats if f.geometry().intersection(query_box).area() > 1e-6 * query_box.area()]
+    # the NEON hits lie on the orthophoto, whatever the project CRS
+    neon = [f for f in feats if f["source"].endswith("OSBS_029.tif")]
+    raster_extent = QgsGeometry.fromRect(QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:32617"), layer.crs(), QgsProject.instance()).transformBoundingBox(
+        QgsProject.instance().mapLayersByName("NEON OSBS_029")[0].extent()))
+    assert all(raster_extent.buffer(1.0, 4).contains(f.geometry()) for f in neon)
+    # the table mirrors the layer; selecting a row zooms to that hit
+    table = plugin.dock.table
+    assert table.rowCount() == len(feats)
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == [str(f["rank"]) for f in feats]
+    table.selectRow(1)
+    QCoreApplication.processEvents()
+    assert iface.canvas.extent().contains(feats[1].geometry().boundingBox())
+    assert layer.selectedFeatureIds() == [feats[1].id()]
+
+
+def test_point_tool_with_location_conditioning_in_another_crs(dock_on_index, iface, shared_data):
+    plugin = dock_on_index
+    raster = add_raster(str(shared_data / "neon_osbs" / "OSBS_029.tif"))
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    canvas = iface.canvas
+    xform = QgsCoordinateTransform(raster.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+    canvas.setExtent(xform.transformBoundingBox(raster.extent()))
+    render_canvas(canvas)
+    plugin.dock.location_check.setChecked(True)
+    plugin.dock.k_spin.setValue(5)
+    plugin.dock.point_button.click()
+    assert canvas.mapTool() is plugin.controller.point_tool
+    centre = xform.transform(raster.extent().center())
+    click(canvas, to_pixel(canvas, centre))
+    wait_search(plugin)
+    feats = _check_hits(plugin.controller.results.layer, "EPSG:3857", "point:", 5)
+    clicked = QgsGeometry.fromPointXY(canvas.getCoordinateTransform().toMapCoordinates(to_pixel(canvas, centre)))
+    assert not [f["rank"] for f in feats if f.geometry().contains(clicked)]
+
+
+def test_text_search_and_save_to_geopackage(dock_on_index, iface, tmp_path):
+    plugin = dock_on_index
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    plugin.dock.text_edit.setText("water")
+    plugin.dock.k_spin.setValue(6)
+    plugin.dock.text_button.click()
+    wait_search(plugin)
+    feats = _check_hits(plugin.controller.results.layer, "EPSG:4326", "text: water", 6)
+    saved = plugin.controller.results.save_gpkg(str(tmp_path / "hits.gpkg"))
+    assert saved.isValid() and saved.featureCount() == len(feats)
+    assert saved.crs().authid() == "EPSG:4326"
+    assert sorted(f["rank"] for f in saved.getFeatures()) == [f["rank"] for f in feats]
+
+
+def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugin):
+    import processing
+
+    res = processing.run("geovec:index_folder", {"FOLDER": str(shared_data / "neon_osbs"), "TILE_SIZE": 200,
+                                                 "OVERLAP": 0.0, "MODEL": use_server["model"],
+                                                 "INDEX": str(tmp_path / "neon_index")})
+    assert res["TILES"] >= 4 and res["SCENES"] == 1 and Path(res["INDEX"]).is_dir()
+    out = processing.run("geovec:search_text", {"INDEX": res["INDEX"], "TEXT": "trees", "K": 3,
+                                                "CRS": "EPSG:3857", "OUTPUT": "memory:"})
+    layer = out["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsProject.instance().mapLayer(layer)
+    feats = _check_hits(layer, "EPSG:3857", "text: trees", 3)
+    assert len(feats) == 3 and {f.fieldNames()[0] for f in feats} == {"rank"}
+
+
+def test_processing_without_backend_is_a_processing_error(clean_settings, plugin):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="No GeoVec backend is running"):
+        processing.run("geovec:search_text", {"INDEX": "/nonexistent", "TEXT": "x", "OUTPUT": "memory:"})
+
+
+def test_search_errors_from_the_backend_reach_the_message_bar(dock_on_index, iface, tmp_path):
+    plugin = dock_on_index
+    plugin.dock.index_combo.setEditText(str(tmp_path / "not-an-index"))
+    plugin.dock.text_edit.setText("water")
+    plugin.dock.text_button.click()
+    wait_until(lambda: iface.messages(), 60, "the error")
+    level, text = iface.messages()[0]
+    assert level == Qgis.Critical and "failed" in text and "not-an-index" in text
+
+
+def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_python):
+    import geovec
+    from geovec.plugin.settings import Setting
+
+    Setting.BACKEND_COMMAND.set(backend_python)
+    Setting.DEVICE.set("cpu")
+    plugin = geovec.classFactory(iface)
+    plugin.initGui()
+    plugin.open_dock()
+    wait_backend(plugin, 120)
+    proc = plugin.controller.backend.process
+    assert proc is not None and proc.poll() is None
+    wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
+    assert "Backend " in plugin.dock.backend_label.text() and "model:" in plugin.dock.backend_label.text()
+    plugin.unload()
+    assert proc.poll() is not None
+
+
+def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_data):
+    plugin = dock_on_index
+    layer, _ = _box_query(plugin, iface, shared_data, "EPSG:32617")
+    raster = QgsProject.instance().mapLayersByName("NEON OSBS_029")[0]
+    iface.canvas.setExtent(raster.extent().buffered(5))
+    render_canvas(iface.canvas)
+    QCoreApplication.processEvents()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / "qgis_geovec_dock.png"
+    image = iface.window.grab().toImage()
+    assert image.save(str(path))
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    assert image.width() >= 1000 and len(colours) > 500  # a rendered orthophoto, not a blank window
+    if os.environ.get("GEOVEC_UPDATE_SCREENSHOT"):
+        shutil.copy(path, ROOT / "docs" / "screenshot.png")
