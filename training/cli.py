@@ -82,10 +82,12 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..backend.model.embedder import load_embedder
-    from .eval.harness import run_eval
+    from .eval.harness import parse_spec, run_eval
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        for spec in args.tasks:  # refuse bad specs before loading a model
+            parse_spec(spec)
         embedder = load_embedder(args.model, device=args.device)
         summary = run_eval(embedder, args.tasks, args.out, batch_size=args.batch_size, train_log=args.train_log)
     except GeoVecError as e:
