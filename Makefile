@@ -21,9 +21,9 @@ setup: $(BIN)/.installed
 
 # QGIS 3.22+ from Debian for the plugin tests (system python3), Xvfb for screenshots.
 system-deps:
-	@/usr/bin/python3 -c 'import qgis.core, pytest' 2>/dev/null || { \
+	@/usr/bin/python3 -c 'import qgis.core, pytest, pytest_timeout' 2>/dev/null || { \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
-	    qgis python3-qgis qgis-plugin-grass- xvfb python3-pytest; }
+	    qgis python3-qgis qgis-plugin-grass- xvfb python3-pytest python3-pytest-timeout; }
 
 demo: setup
 	$(BIN)/python -m geovec.backend.demo --model "$(MODEL)" $(if $(DIR),--dir "$(DIR)",)
