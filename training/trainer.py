@@ -119,7 +119,7 @@ class Trainer:
         return load_embedder(spec, device=self._device(), torch_dtype=torch.float32)
 
     def _setup_model(self, embedder: Any, resume_dir: Path | None) -> torch.nn.Module:
-        model = torch_module(embedder)
+        model: Any = torch_module(embedder)
         t, lora = self.cfg.train, self.cfg.lora
         cuda = self._device().startswith("cuda")
         if lora.enabled:
@@ -160,7 +160,7 @@ class Trainer:
 
     def _save_model(self, embedder: Any, directory: Path) -> None:
         """HF layout + geovec.json through Embedder.save; LoRA: adapter/ and the merged model."""
-        model = torch_module(embedder)
+        model: Any = torch_module(embedder)
         directory.mkdir(parents=True, exist_ok=True)
         if hasattr(model, "peft_config"):
             model.save_pretrained(str(directory / "adapter"))

@@ -92,11 +92,11 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if size:
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
+        with Image.open(path) as src:
+            rgb = src.convert("RGB")
+        if size:
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
     except OSError as e:
         raise InputError(f"cannot read image {path}: {e}", "use an 8-bit RGB image (tif/jpg/png)") from e
 

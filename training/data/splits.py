@@ -56,19 +56,19 @@ def spatial_block_split(
     members: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, k in enumerate(keys):
         members[k].append(i)
-    class_total: Counter[str] = Counter()
+    class_total: dict[str, float] = defaultdict(float)
     class_blocks: dict[str, set[tuple[int, int]]] = defaultdict(set)
     for i, lab in enumerate(labels):
         class_total[lab] += float(w[i])
         class_blocks[lab].add(keys[i])
     target = {c: val_fraction * t for c, t in class_total.items()}
-    in_val: Counter[str] = Counter()
+    in_val: dict[str, float] = defaultdict(float)
     val_blocks_of: Counter[str] = Counter()
     order = list(members)
     np.random.default_rng(seed).shuffle(order)  # type: ignore[arg-type]
     is_val = np.zeros(n, dtype=bool)
     for key in order:
-        per_class: Counter[str] = Counter()
+        per_class: dict[str, float] = defaultdict(float)
         for i in members[key]:
             per_class[labels[i]] += float(w[i])
         # never move a class's last training block to validation

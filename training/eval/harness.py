@@ -52,9 +52,9 @@ def build_tasks(spec: str, preset: Any) -> list[T.RetrievalTask]:
     if kind == "scene_classification":
         return [T.scene_classification(formats.load_scene_folder(p), preset)]
     if kind == "cross_modal_retrieval":
-        samples = formats.load_caption_json(p)
-        test = [s for s in samples if s.split == "test"]
-        return T.cross_modal_retrieval(test or samples, preset)
+        captions = formats.load_caption_json(p)
+        test = [s for s in captions if s.split == "test"]
+        return T.cross_modal_retrieval(test or captions, preset)
     if kind == "compositional_retrieval":
         return [T.compositional_retrieval(formats.load_triplet_json(p), preset)]
     if kind == "vqa":
