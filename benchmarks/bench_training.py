@@ -57,16 +57,26 @@ def synthetic_pairs(n: int, preset, image_size: int, seed: int = 0) -> list[tupl
     return out
 
 
+def full_size_config(small: dict):
+    """The Qwen2-VL-2B sizes on top of a (tiny) config dict, keeping its token ids."""
+    from transformers import Qwen2VLConfig
+
+    d = dict(small)
+    text = {**d.get("text_config", {}), **QWEN2VL_2B, "layer_types": None,
+            "rope_scaling": {"type": "mrope", "rope_type": "default", "mrope_section": [16, 24, 24]}}
+    d.update(QWEN2VL_2B)
+    d.pop("layer_types", None)
+    d["text_config"] = text
+    d["vision_config"] = {**d.get("vision_config", {}), **QWEN2VL_2B_VISION}
+    return Qwen2VLConfig(**d)
+
+
 def full_size_model(embedder, lora_r: int) -> None:
     """Swap the embedder's model for the full Qwen2-VL-2B architecture with random weights + LoRA."""
     from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLForConditionalGeneration
 
-    small = torch_module(embedder).config.to_dict()
-    small.update(QWEN2VL_2B)
-    small["vision_config"] = {**small.get("vision_config", {}), **QWEN2VL_2B_VISION}
-    small.pop("text_config", None)
-    cfg = Qwen2VLConfig(**small)
+    cfg = full_size_config(torch_module(embedder).config.to_dict())
     cfg._attn_implementation = "sdpa"
     with torch.device("cuda"):
         model = Qwen2VLForConditionalGeneration._from_config(cfg, torch_dtype=torch.bfloat16)

@@ -46,7 +46,8 @@ class DataConfig:
     chip_size: int = 16  # native pixels around a labelled point (scene_class / image_image / geo)
     context_size: int = 64  # native pixels of the context window for region_caption
     image_size: int | None = None  # model input edge; None = the preset's image_size
-    samples_per_class: int = 300  # points drawn inside each class's polygons
+    samples_per_class: int = 300  # training points drawn inside each class's polygons
+    val_per_class: int = 60  # held-out points per class (balanced, so chance is ~1/classes)
     pair_types: list[str] = field(default_factory=lambda: ["scene_class"])
     caption_template: str = "a satellite image of {label}"
     block_size: int = 64  # spatial split block edge, native pixels
@@ -85,7 +86,6 @@ class EvalConfig:
 
     before: bool = True
     after: bool = True
-    max_samples: int = 400  # validation points evaluated (per class cap = this / n_classes)
     batch_size: int = 32
 
 
@@ -134,7 +134,7 @@ class Config:
             raise InputError(f"data.pair_types {self.data.pair_types} invalid", f"use some of {list(PAIR_TYPES)}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise InputError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}", "e.g. 0.3")
-        for name in ("chip_size", "block_size", "samples_per_class", "context_size"):
+        for name in ("chip_size", "block_size", "samples_per_class", "val_per_class", "context_size"):
             if getattr(self.data, name) < 1:
                 raise InputError(f"data.{name} must be >= 1, got {getattr(self.data, name)}", "use a positive integer")
         t = self.train

@@ -25,10 +25,9 @@ def _config(tmp: Path, model_dir: Path, **train: object) -> Config:
         "model": str(model_dir),
         "output_dir": str(tmp / "run"),
         "data": {"raster": [str(scene)], "labels": str(labels), "chip_size": 8, "image_size": 28,
-                 "samples_per_class": 60, "block_size": 24, "val_fraction": 0.3, "buffer": 4},
+                 "samples_per_class": 60, "val_per_class": 30, "block_size": 24, "val_fraction": 0.3, "buffer": 4},
         "train": {"steps": 30, "batch_size": 16, "chunk_size": 8, "lr": 2e-3, "temperature": 0.05,
                   "log_every": 5, "checkpoint_every": 1000, **train},
-        "eval": {"max_samples": 200},
     })
 
 

@@ -58,7 +58,7 @@ def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: 
             f"no validation block with block_size={cfg.block_size}", "use a smaller data.block_size or more features"
         )
     train_pts = sample_points(train_f, cfg.samples_per_class, seed=cfg.seed)
-    val_pts = sample_points(val_f, cfg.samples_per_class, seed=cfg.seed + 1)
+    val_pts = sample_points(val_f, cfg.val_per_class, seed=cfg.seed + 1)
     keep = drop_near(
         np.array([[p.col, p.row] for p in train_pts]), np.array([[p.col, p.row] for p in val_pts]), cfg.buffer
     )

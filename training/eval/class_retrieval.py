@@ -34,10 +34,12 @@ def class_retrieval(
     cls_index = {c: i for i, c in enumerate(classes)}
     positives = [{cls_index[lab]} for lab in labels]
     pred = [classes[int(j)] for j in sim.argmax(axis=1)]
+    per_class = per_class_accuracy(pred, labels)
     return {
         "p_at_1": precision_at_1(sim, positives),
+        "balanced_p_at_1": float(np.mean(list(per_class.values()))),
         "chance": 1.0 / len(classes),
         "n": len(labels),
-        "per_class": per_class_accuracy(pred, labels),
+        "per_class": per_class,
         "predicted_counts": {c: pred.count(c) for c in classes},
     }

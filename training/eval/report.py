@@ -82,10 +82,11 @@ def write_train_report(report: dict[str, Any], out_dir: str | Path) -> dict[str,
              f"- adapted model: `{report.get('model_dir')}`", f"- device: {report.get('device')}",
              f"- wall time: {report.get('wall_s', 0):.1f} s", "",
              "## Held-out class retrieval (spatial block hold-out)", "",
-             "| | P@1 | chance | n |", "|---|---|---|---|"]
+             "| | P@1 | balanced P@1 | chance | n |", "|---|---|---|---|---|"]
     for name, m in (("before", before), ("after", after)):
         if m:
-            lines.append(f"| {name} | {_fmt(m['p_at_1'])} | {_fmt(m['chance'])} | {m['n']} |")
+            lines.append(f"| {name} | {_fmt(m['p_at_1'])} | {_fmt(m.get('balanced_p_at_1', float('nan')))} "
+                         f"| {_fmt(m['chance'])} | {m['n']} |")
     if before and after and before.get("p_at_1"):
         lines += ["", f"Gain: x{after['p_at_1'] / max(before['p_at_1'], 1e-9):.2f}"]
     if after.get("per_class"):
