@@ -1,5 +1,345 @@
-"""placeholder, replaced by the CLI module."""
+"""``geovec`` command line (``python -m geovec.backend`` is the same).
+
+Sub-commands: ``model tiny``, ``index``, ``search``, ``info``; ``serve`` (from
+``backend/server/cli.py``) and ``train`` / ``eval`` (from ``training/cli.py``) are
+added when those modules are present. Every failure exits non-zero with one
+line on stderr (reason and hint), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .errors import GeoVecError
+
+log = logging.getLogger(__name__)
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def main(argv=None) -> int:
+class UsageError(Exception):
+    """A bad command line (raised by the parser instead of printing usage and exiting)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become one-line :class:`UsageError` s."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"geovec: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    return code
+
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def _group(text: str) -> tuple[str, list[str]]:
+    name, sep, paths = text.partition("=")
+    files = [p for p in paths.split(",") if p]
+    if not sep or not name or not files:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH,PATH,...")
+    return name, files
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from .model.tiny import write_tiny_model
+
+    path = write_tiny_model(Path(args.dir).expanduser(), seed=args.seed)
+    print(f"tiny random model written to {path} (for tests and demos: its hits are meaningless)")
     return 0
+
+
+class _TqdmProgress:
+    """Progress callback drawing a tqdm bar with rate and ETA on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, ev: Any) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=ev.tiles_total, unit="tile", dynamic_ncols=True, file=sys.stderr)
+        self.bar.total = ev.tiles_total
+        self.bar.n = ev.tiles_done
+        if ev.current_file:
+            self.bar.set_postfix_str(Path(ev.current_file).name, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from .schemas import IndexRequest, TilingOptions
+    from .service import SIDECAR, load_model, model_for_index, run_index
+
+    if args.repair:
+        _repair(args.index)
+    tiling = TilingOptions(tile_size=args.tile_size, overlap=args.overlap, resolution=args.resolution,
+                           min_valid_fraction=args.min_valid, bands=args.bands)
+    req = IndexRequest(folder=args.folder, index=args.index, model=args.model, tiling=tiling,
+                       groups=dict(args.group) if args.group else None, batch_size=args.batch_size)
+    if not Path(args.folder).expanduser().is_dir():
+        from .errors import NotFoundError
+
+        raise NotFoundError(f"folder {args.folder!r} does not exist or is not a folder",
+                            "give a folder containing .tif/.tiff/.vrt rasters")
+    if args.model:
+        embedder = load_model(args.model, device=args.device)
+    elif (Path(args.index).expanduser() / SIDECAR).exists():
+        embedder = model_for_index(args.index, device=args.device)
+    else:
+        raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
+
+    cancel = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\ngeovec: cancelling after the current batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+    bar = _TqdmProgress(not args.no_progress and not args.json)
+    try:
+        summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
+    finally:
+        bar.close()
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
+        print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
+              f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
+              f"skipped (below --min-valid); {len(summary.errors)} error(s); {summary.seconds:.1f} s")
+        for err in summary.errors:
+            print(f"  error: {err.path}: {err.error}")
+    return EXIT_INTERRUPTED if summary.cancelled else 0
+
+
+def _repair(index: str) -> None:
+    from .index import store as store_mod
+
+    fn = getattr(store_mod, "repair_index", None) or getattr(store_mod.IndexStore, "repair", None)
+    if fn is None:
+        raise UsageError("--repair is not supported by this index version")
+    fn(index)
+    print(f"repaired {index}", file=sys.stderr)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from .schemas import SearchRequest
+    from .service import model_for_index, run_search
+
+    fields: dict[str, Any] = {"index": args.index, "k": args.k, "min_score": args.min_score,
+                              "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs}
+    if args.text is not None:
+        fields["text"] = args.text
+    elif args.box is not None:
+        fields.update(box=args.box, crs=args.crs, raster=args.raster)
+    else:
+        fields.update(point=args.point, crs=args.crs, raster=args.raster)
+    if (args.box is not None or args.point is not None) and not args.crs:
+        raise UsageError("--crs is required with --box/--point (e.g. EPSG:4326 or the raster's EPSG code)")
+    if args.latlon is not None:
+        fields["latlon"] = args.latlon
+    try:
+        req = SearchRequest(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
+        raise UsageError(f"{where + ': ' if where else ''}{first.get('msg', e)}") from None
+
+    resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    if args.geojson:
+        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+    if args.json:
+        print(resp.model_dump_json(indent=2))
+        return 0
+    if not resp.features:
+        print("no hits")
+    for f in resp.features:
+        p = f.properties
+        print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}")
+    if args.geojson:
+        print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .service import index_info
+
+    info = index_info(args.index)
+    if args.json:
+        print(info.model_dump_json(indent=2))
+        return 0
+    print(f"index      {info.path}\ntiles      {info.count}\nscenes     {info.scenes}\n"
+          f"dim        {info.dim} ({info.space})\nmodel      {info.preset} @ {info.checkpoint}\n"
+          f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
+    for s in info.extra.get("scene_list", []):
+        print(f"  scene {s['name']} [{s['status']}] {s['scene_id']}")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _add_optional(sub: Any, which: str) -> None:
+    """Add serve/train/eval from their owners' modules when present."""
+    try:
+        if which == "serve":
+            from .server.cli import add_serve_parser  # type: ignore[import-not-found]
+
+            add_serve_parser(sub)
+        elif which == "train":
+            from ..training.cli import add_train_parser
+
+            add_train_parser(sub)
+        elif which == "eval":
+            from ..training.cli import add_eval_parser
+
+            add_eval_parser(sub)
+    except ImportError as e:
+        log.debug("geovec %s not available: %s", which, e)
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """The argparse parser; ``command`` limits the optional sub-commands imported."""
+    p = Parser(prog="geovec", description="Index GeoTIFFs into multimodal embeddings and search them.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    m = sub.add_parser("model", help="model utilities")
+    msub = m.add_subparsers(dest="model_command", metavar="WHAT", required=True)
+    tiny = msub.add_parser("tiny", help="write a tiny random Qwen2-VL checkpoint (tests, demos)")
+    tiny.add_argument("dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_model)
+
+    ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
+    ix.add_argument("folder")
+    ix.add_argument("--index", required=True, help="index directory (created if absent)")
+    ix.add_argument("--model", help="preset, local dir or hub id (default: the index's model)")
+    ix.add_argument("--tile-size", type=int, default=256)
+    ix.add_argument("--overlap", type=_finite, default=0.0)
+    ix.add_argument("--resolution", type=_finite, default=None, help="target metres/pixel (default native)")
+    ix.add_argument("--bands", type=int, nargs=3, metavar=("R", "G", "B"), help="1-based bands fed as RGB")
+    ix.add_argument("--min-valid", type=_finite, default=0.5, help="skip tiles with fewer valid pixels")
+    ix.add_argument("--batch-size", type=int, default=16)
+    ix.add_argument("--workers", type=int, default=2, help="reader threads")
+    ix.add_argument("--group", type=_group, action="append", metavar="NAME=PATH,PATH...",
+                    help="name a stack of one-band files explicitly (repeatable)")
+    ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
+    ix.add_argument("--device", default="auto")
+    ix.add_argument("--no-progress", action="store_true")
+    ix.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ix.set_defaults(func=cmd_index)
+
+    se = sub.add_parser("search", help="search an index by text, box or point")
+    se.add_argument("--index", required=True)
+    q = se.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text")
+    q.add_argument("--box", type=_finite, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
+    q.add_argument("--point", type=_finite, nargs=2, metavar=("X", "Y"))
+    se.add_argument("--crs", help="CRS of --box/--point: EPSG code, WKT or PROJ string")
+    se.add_argument("--raster", help="raster the box/point refers to (default: found in the index)")
+    se.add_argument("--latlon", type=_finite, nargs=2, metavar=("LAT", "LON"), help="condition on a location")
+    se.add_argument("--k", type=int, default=10)
+    se.add_argument("--min-score", type=_finite, default=None)
+    se.add_argument("--include-overlapping", action="store_true", help="keep hits overlapping the query")
+    se.add_argument("--out-crs", default="EPSG:4326")
+    se.add_argument("--model", help="override the index's recorded model")
+    se.add_argument("--device", default="auto")
+    se.add_argument("--json", action="store_true")
+    se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
+    se.set_defaults(func=cmd_search)
+
+    inf = sub.add_parser("info", help="describe an index")
+    inf.add_argument("--index", required=True)
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(func=cmd_info)
+
+    for which in ("serve", "train", "eval"):
+        if command in (None, which):
+            _add_optional(sub, which)
+    return p
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    for a in argv:
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``geovec``; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        warnings.filterwarnings("ignore")
+        try:
+            import transformers  # noqa: F401  (quiet its warnings too, if it is importable)
+
+            transformers.logging.set_verbosity_error()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        cmd = _command_of(argv)
+        args = build_parser(cmd if cmd not in ("-h", "--help") else None).parse_args(argv)
+        return int(args.func(args) or 0)
+    except SystemExit as e:  # --help, or a sub-command that exits on its own
+        return int(e.code) if isinstance(e.code, int) else (0 if e.code is None else _fail(str(e.code), 1))
+    except UsageError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except GeoVecError as e:
+        if verbose:
+            log.exception("failed")
+        return _fail(str(e), EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        return EXIT_ERROR
+    except Exception as e:  # noqa: BLE001 - never a traceback on the terminal
+        if verbose:
+            log.exception("unexpected failure")
+        return _fail(f"unexpected {type(e).__name__}: {e} (rerun with -v for details and report it)", EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,459 @@
+"""Index a folder of rasters: list windows -> read + preprocess -> embed -> write.
+
+The stages are small, separately callable pieces so a later runner (Ray Data, a
+multi-GPU job) can reuse them unchanged:
+
+* :func:`plan_scenes` decides per scene what to do (skip / resume / re-embed /
+  delete) and lists the windows still missing (:class:`ScenePlan`).
+* :func:`iter_batches` cuts the planned windows into :class:`BatchJob` s.
+* :class:`TileReader` reads one batch (windowed reads, stretch, valid-fraction
+  filter) **and** runs the model's processor on it (``Embedder.prepare``); it is
+  thread-safe and runs in a worker pool, so the main thread only runs
+  ``forward``.
+* :func:`embed_batch` runs the model; :class:`TileWriter` adds vectors to the
+  :class:`~geovec.backend.index.store.IndexStore` and checkpoints.
+
+:func:`index_folder` wires them with a bounded number of batches in flight, so
+memory stays flat however large the folder is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import GeoVecError, InputError, NotFoundError
+from .schemas import FileError, IndexSummary
+from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams, Window
+
+if TYPE_CHECKING:
+    from .index.store import IndexStore
+    from .model.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+#: Seconds between periodic hnsw checkpoints while indexing.
+CHECKPOINT_EVERY_S = 30.0
+
+
+@dataclass
+class ProgressEvent:
+    """Progress of one indexing run, sent to the ``progress`` callback after every batch."""
+
+    tiles_done: int  # windows processed (embedded or skipped) in this run
+    tiles_total: int  # windows this run has to process
+    tiles_per_s: float
+    eta_s: float | None
+    current_file: str | None
+    scenes_done: int = 0
+    scenes_total: int = 0
+    tiles_embedded: int = 0
+    tiles_skipped: int = 0
+    message: str = ""
+
+
+@dataclass
+class ScenePlan:
+    """What to index for one scene: the windows still missing from the index."""
+
+    scene: Scene
+    stretch: Stretch
+    windows: list[Window]
+    resumed: bool = False  # some tiles were already stored by an interrupted run
+
+
+@dataclass
+class BatchJob:
+    """Up to ``batch_size`` windows of one scene; ``last`` marks the scene's final batch."""
+
+    plan: ScenePlan
+    windows: list[Window]
+    last: bool
+
+
+@dataclass
+class PreparedBatch:
+    """A batch read and preprocessed by a worker, ready for ``forward``."""
+
+    job: BatchJob
+    records: list[TileRecord]
+    features: Any  # BatchFeature from Embedder.prepare, or None if every tile was skipped
+    skipped: int  # windows below min_valid_fraction
+    error: str | None = None
+
+
+@dataclass
+class Plan:
+    """The outcome of :func:`plan_scenes`."""
+
+    scenes: list[ScenePlan] = field(default_factory=list)
+    unchanged: int = 0
+    removed: int = 0
+
+
+def _native_tile_size(scene: Scene, params: TilingParams) -> int:
+    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``)."""
+    from .raster.tiling import GridSampler
+
+    sampler = GridSampler(scene, params)
+    size = getattr(sampler, "native_size", None) or getattr(sampler, "size", None)
+    if isinstance(size, tuple):
+        size = size[0]
+    if size:
+        return int(size)
+    if params.resolution is None:
+        return params.tile_size
+    gsd = abs(scene.transform[0])
+    return max(1, round(params.tile_size * params.resolution / gsd))
+
+
+def native_tile_size(scene: Scene, params: TilingParams) -> int:
+    """Public wrapper of the tile edge in native pixels, used by the query side."""
+    return _native_tile_size(scene, params)
+
+
+def tile_id_for(scene: Scene, window: Window, params: TilingParams) -> str:
+    """The stable tile id of ``window`` (same as the one :func:`make_record` gives)."""
+    from .raster import tiling
+
+    fn = getattr(tiling, "tile_id", None)
+    if fn is not None:
+        return str(fn(scene, window))
+    return tiling.make_record(scene, window, valid_fraction=0.0, out_size=params.tile_size).tile_id
+
+
+def _under(path: str, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def remove_vanished(store: IndexStore, scene_ids: set[str], *, folder: Path,
+                    keep_paths: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+    """Delete indexed scenes under ``folder`` that the scan no longer finds.
+
+    Scenes with a source in ``keep_paths`` (files still there but failing to open
+    now) keep their tiles; that failure is reported as a per-file error instead.
+    Returns the number of scenes removed.
+    """
+    removed = 0
+    for row in store.scenes():
+        sid = row["scene_id"]
+        sources = row.get("sources") or []
+        if isinstance(sources, str):
+            sources = json.loads(sources)
+        if sid in scene_ids or not sources or not all(_under(p, folder) for p in sources):
+            continue
+        if any(str(Path(p).resolve()) in keep_paths for p in sources):
+            continue
+        n = store.delete_scene(sid)
+        removed += 1
+        log.info("removed vanished scene %s (%d tiles)", row.get("name", sid), n)
+    return removed
+
+
+def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePlan | None:
+    """What is left to do for ``scene``; None when it is complete and unchanged.
+
+    A changed fingerprint drops the scene's tiles first; a partial scene resumes
+    with its stored stretch, skipping the tile ids already stored.
+    """
+    from .raster.stretch import compute_stretch
+    from .raster.tiling import GridSampler
+
+    status = store.scene_status(scene.scene_id)
+    stretch: Stretch | None = None
+    done: set[str] = set()
+    if status is not None:
+        fingerprint, state = status
+        if fingerprint != scene.fingerprint:
+            n = store.delete_scene(scene.scene_id)
+            log.info("scene %s changed: dropped %d tiles, re-embedding", scene.name, n)
+        elif state == "complete":
+            return None
+        else:
+            stored = store.scene(scene.scene_id)
+            stretch = stored[1] if stored else None
+            done = store.tile_ids(scene.scene_id)
+    resumed = bool(done)
+    if stretch is None:
+        stretch = compute_stretch(scene, percentiles=params.percentiles)
+        store.upsert_scene(scene, stretch)
+    windows = list(GridSampler(scene, params))
+    if done:
+        windows = [w for w in windows if tile_id_for(scene, w, params) not in done]
+    return ScenePlan(scene, stretch, windows, resumed)
+
+
+def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path,
+                keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
+                errors: list[FileError] | None = None) -> Plan:
+    """Stage 1: delete vanished scenes, then plan every scene (see :func:`plan_scene`).
+
+    A scene whose stretch or windows cannot be computed is appended to ``errors``
+    (raised if ``errors`` is None) and the run goes on.
+    """
+    plan = Plan()
+    plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths)
+    for scene in scenes:
+        try:
+            sp = plan_scene(store, scene, params)
+        except Exception as e:  # noqa: BLE001 - one bad file never stops the run
+            if errors is None:
+                raise
+            msg = str(e) if isinstance(e, GeoVecError) else f"{type(e).__name__}: {e}"
+            errors.append(FileError(path=",".join(scene.sources), error=msg))
+            log.warning("scene %s: %s", scene.name, msg)
+            continue
+        if sp is None:
+            plan.unchanged += 1
+        else:
+            plan.scenes.append(sp)
+    return plan
+
+
+def iter_batches(plans: Sequence[ScenePlan], batch_size: int) -> Iterator[BatchJob]:
+    """Cut each scene's windows into batches; a scene with nothing left yields one empty last batch."""
+    for p in plans:
+        if not p.windows:
+            yield BatchJob(p, [], True)
+            continue
+        for i in range(0, len(p.windows), batch_size):
+            chunk = p.windows[i : i + batch_size]
+            yield BatchJob(p, chunk, i + batch_size >= len(p.windows))
+
+
+class TileReader:
+    """Stage 2: read + stretch + filter + ``Embedder.prepare`` one batch (thread-safe)."""
+
+    def __init__(self, embedder: Embedder, params: TilingParams) -> None:
+        self.embedder = embedder
+        self.params = params
+        self.instruction = embedder.preset.instructions["tile"]
+
+    def read(self, job: BatchJob) -> tuple[list[TileRecord], list[np.ndarray], int]:
+        """Windowed reads of ``job``; returns kept records, their images and the skipped count."""
+        from .raster.tiling import make_record, read_tile
+
+        records: list[TileRecord] = []
+        images: list[np.ndarray] = []
+        skipped = 0
+        scene, stretch = job.plan.scene, job.plan.stretch
+        for w in job.windows:
+            img, vf = read_tile(scene, w, stretch, out_size=self.params.tile_size)
+            if vf < self.params.min_valid_fraction or vf <= 0.0:
+                skipped += 1
+                continue
+            records.append(make_record(scene, w, valid_fraction=vf, out_size=self.params.tile_size))
+            images.append(img)
+        return records, images, skipped
+
+    def __call__(self, job: BatchJob) -> PreparedBatch:
+        try:
+            records, images, skipped = self.read(job)
+            features = None
+            if images:
+                features = self.embedder.prepare([EmbedInput(self.instruction, image=im) for im in images])
+            return PreparedBatch(job, records, features, skipped)
+        except Exception as e:  # noqa: BLE001 - reported per file, never a silent skip
+            log.debug("reading %s failed", job.plan.scene.name, exc_info=True)
+            return PreparedBatch(job, [], None, 0, error=str(e) or type(e).__name__)
+
+
+def embed_batch(embedder: Embedder, features: Any) -> np.ndarray:
+    """Stage 3: forward one prepared batch under ``inference_mode``; float32 (n, dim)."""
+    import torch
+
+    with torch.inference_mode():
+        out = embedder.forward(features)
+    return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+class TileWriter:
+    """Stage 4: add vectors to the store, checkpoint every ``every_s`` seconds and at the end."""
+
+    def __init__(self, store: IndexStore, every_s: float = CHECKPOINT_EVERY_S) -> None:
+        self.store = store
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def write(self, records: Sequence[TileRecord], vectors: np.ndarray) -> int:
+        n = self.store.add(records, vectors) if records else 0
+        if time.monotonic() - self._last >= self.every_s:
+            self.checkpoint()
+        return n
+
+    def complete(self, scene_id: str) -> None:
+        self.store.complete_scene(scene_id)
+
+    def checkpoint(self) -> None:
+        self.store.checkpoint()
+        self._last = time.monotonic()
+
+
+class _Progress:
+    def __init__(self, total: int, scenes_total: int, cb: Callable[[ProgressEvent], None] | None) -> None:
+        self.total, self.scenes_total, self.cb = total, scenes_total, cb
+        self.done = self.embedded = self.skipped = self.scenes_done = 0
+        self.t0 = time.monotonic()
+
+    def emit(self, current: str | None, message: str = "") -> None:
+        if self.cb is None:
+            return
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        rate = self.done / dt
+        eta = (self.total - self.done) / rate if rate > 0 else None
+        try:
+            self.cb(ProgressEvent(self.done, self.total, rate, eta, current, self.scenes_done,
+                                  self.scenes_total, self.embedded, self.skipped, message))
+        except Exception:  # a broken progress consumer must not kill the indexing run
+            log.warning("progress callback failed", exc_info=True)
+
+
+def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams) -> IndexStore:
+    from .index.store import IndexStore
+
+    store = IndexStore.open_or_create(
+        index_path, dim=embedder.dim, preset=embedder.preset.name, checkpoint=embedder.checkpoint_id,
+        tiling=params.to_dict(),
+    )
+    stored = (store.meta or {}).get("tiling")
+    if stored and TilingParams.from_dict(stored) != params:
+        store.close()
+        raise InputError(
+            f"index {index_path} was built with tiling {stored}, not {params.to_dict()}",
+            "index with the same --tile-size/--overlap/--resolution/--min-valid/--bands, or use a new --index",
+        )
+    return store
+
+
+def index_folder(
+    folder: str | Path,
+    index_path: str | Path,
+    embedder: Embedder,
+    *,
+    params: TilingParams,
+    groups: dict[str, list[str]] | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> IndexSummary:
+    """Index (or update) every raster under ``folder`` into the index at ``index_path``.
+
+    Args:
+        folder: folder scanned recursively for .tif/.tiff/.vrt.
+        index_path: index directory (created if absent).
+        embedder: the model; its preset/checkpoint must match an existing index.
+        params: tiling parameters (must equal the index's for an existing index).
+        groups: explicit scene name -> band files, on top of automatic grouping.
+        batch_size: tiles per forward pass.
+        workers: threads reading tiles and running the processor.
+        progress: called with a :class:`ProgressEvent` after every batch.
+        cancel: when set, the current batch is finished and written, the index
+            checkpointed, and the summary returned with ``cancelled=True``.
+
+    Returns:
+        An :class:`IndexSummary`; per-file problems are in ``errors``.
+    """
+    from .raster.scan import scan_folder
+
+    t0 = time.monotonic()
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
+                            "give a folder containing .tif/.tiff/.vrt rasters")
+    root = root.resolve()
+    cancel = cancel or threading.Event()
+    scan = scan_folder(root, groups=groups, bands=params.bands)
+    summary = IndexSummary(errors=[FileError(path=p, error=r) for p, r in scan.errors])
+    error_paths = {str(Path(p).resolve()) for p, _ in scan.errors}
+
+    store = _open_store(index_path, embedder, params)
+    try:
+        plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
+                           errors=summary.errors)
+        summary.scenes_skipped_unchanged = plan.unchanged
+        summary.scenes_removed = plan.removed
+        total = sum(len(p.windows) for p in plan.scenes)
+        prog = _Progress(total, len(plan.scenes), progress)
+        prog.emit(None, f"{len(plan.scenes)} scene(s), {total} tile(s) to index")
+        _run_stages(store, embedder, plan.scenes, params, batch_size, workers, cancel, prog, summary)
+        summary.cancelled = cancel.is_set()
+        store.checkpoint()
+        prog.emit(None, "cancelled" if summary.cancelled else "done")
+    finally:
+        store.close()
+    summary.seconds = round(time.monotonic() - t0, 3)
+    return summary
+
+
+def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan], params: TilingParams,
+                batch_size: int, workers: int, cancel: threading.Event, prog: _Progress,
+                summary: IndexSummary) -> None:
+    """Run read+prepare in a pool, forward on this thread, write in order, with bounded prefetch."""
+    reader = TileReader(embedder, params)
+    writer = TileWriter(store)
+    failed: set[str] = set()
+    counted: set[str] = set()
+    jobs = iter_batches(plans, batch_size)
+    pending: deque[Future[PreparedBatch]] = deque()
+    max_pending = max(2, workers * 2)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geovec-read") as pool:
+        def fill() -> None:
+            while len(pending) < max_pending and not cancel.is_set():
+                job = next(jobs, None)
+                if job is None:
+                    return
+                pending.append(pool.submit(reader, job))
+
+        fill()
+        while pending:
+            batch = pending.popleft().result()
+            scene = batch.job.plan.scene
+            if scene.scene_id in failed:
+                prog.done += len(batch.job.windows)
+                fill()
+                continue
+            if batch.error is not None:
+                failed.add(scene.scene_id)
+                summary.errors.append(FileError(path=",".join(scene.sources), error=batch.error))
+                log.warning("scene %s: %s", scene.name, batch.error)
+                prog.done += len(batch.job.windows)
+                fill()
+                continue
+            if batch.records:
+                vectors = embed_batch(embedder, batch.features)
+                writer.write(batch.records, vectors)
+            n = len(batch.job.windows)
+            prog.done += n
+            prog.embedded += len(batch.records)
+            prog.skipped += batch.skipped
+            summary.tiles += len(batch.records)
+            summary.tiles_skipped += batch.skipped
+            if scene.scene_id not in counted:
+                counted.add(scene.scene_id)
+                summary.scenes += 1
+            if batch.job.last:
+                writer.complete(scene.scene_id)
+                prog.scenes_done += 1
+            prog.emit(scene.sources[0] if scene.sources else scene.name)
+            if cancel.is_set():
+                for f in pending:
+                    f.cancel()
+                pending.clear()
+                break
+            fill()
+    writer.checkpoint()

@@ -1,0 +1,258 @@
+"""Query service: text / box / point / image -> tile hits -> GeoJSON.
+
+A query is built in two steps so bad input fails before any model is loaded:
+:func:`build_query` resolves the raster, the pixel box and the context window and
+reads the query image with the scene's *stored* stretch (so query preprocessing
+equals index preprocessing), giving a :class:`Query`; :func:`run_query` embeds it
+with the model and searches the index. :func:`search` does both.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError, NotFoundError, OutOfBoundsError
+from .schemas import SearchRequest, SearchResponse
+from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord, TilingParams, Window
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from .index.store import IndexStore
+    from .model.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Query:
+    """A query ready to embed: instruction key plus the interleaved parts, and what to exclude."""
+
+    kind: str  # "text" | "box" | "point" | "image"
+    instruction_key: str  # key into Preset.instructions
+    text: str | None = None
+    image: np.ndarray | None = None
+    bbox: Box | None = None  # pixels of ``image``
+    latlon: tuple[float, float] | None = None
+    exclude_wgs84: BaseGeometry | None = None  # hits intersecting this are dropped
+    scene_id: str | None = None
+    window: Window | None = None
+    info: dict[str, Any] | None = None
+
+    def embed_input(self, embedder: Embedder) -> EmbedInput:
+        instruction = embedder.preset.instructions[self.instruction_key]
+        return EmbedInput(instruction, image=self.image, bbox=self.bbox, latlon=self.latlon, text=self.text)
+
+
+def index_tiling(store: IndexStore) -> TilingParams:
+    """The tiling recorded in the index sidecar."""
+    return TilingParams.from_dict((store.meta or {}).get("tiling") or {})
+
+
+def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -> tuple[Scene, Stretch]:
+    """The scene a box/point query refers to, with the stretch used to index it.
+
+    ``req.raster`` wins (its indexed stretch if indexed, else a fresh one); otherwise
+    the first indexed scene whose extent contains the query coordinates.
+    """
+    from .raster import geometry
+
+    if req.raster:
+        found = store.scene_for_path(req.raster)
+        if found is not None:
+            return found
+        if not Path(req.raster).exists():
+            raise NotFoundError(f"raster {req.raster!r} does not exist", "give the path of a raster file")
+        from .raster.scan import open_scene
+        from .raster.stretch import compute_stretch
+
+        scene = open_scene(req.raster, bands=tiling.bands)
+        log.info("raster %s is not in the index; computing its stretch", req.raster)
+        return scene, compute_stretch(scene, percentiles=tiling.percentiles)
+
+    coords = req.box if req.box is not None else req.point
+    assert coords is not None
+    crs = geometry.parse_crs(req.crs)
+    for row in store.scenes():
+        got = store.scene(row["scene_id"])
+        if got is None:
+            continue
+        scene = got[0]
+        try:
+            if req.box is not None:
+                geometry.box_to_pixel_box(scene, tuple(req.box), crs)  # type: ignore[arg-type]
+            else:
+                _point_pixel(scene, coords[0], coords[1], crs)
+        except OutOfBoundsError:
+            continue
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 - a scene whose CRS cannot take these coordinates
+            log.debug("scene %s cannot take %s", scene.name, coords, exc_info=True)
+            continue
+        return got
+    raise OutOfBoundsError(
+        f"{req.mode} {coords} in {req.crs} lies outside every indexed scene ({len(store.scenes())} scenes)",
+        "check --crs, or give the raster it was drawn on with --raster",
+    )
+
+
+def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, float]:
+    from .raster import geometry
+
+    cols, rows = geometry.to_pixels(scene, [x], [y], crs)
+    col, row = float(np.asarray(cols).ravel()[0]), float(np.asarray(rows).ravel()[0])
+    if not (math.isfinite(col) and math.isfinite(row)):
+        raise OutOfBoundsError(f"point ({x}, {y}) cannot be placed on scene {scene.name}",
+                               "check the point's CRS")
+    if not (0 <= col <= scene.width and 0 <= row <= scene.height):
+        raise OutOfBoundsError(
+            f"point ({x}, {y}) falls at pixel ({col:.1f}, {row:.1f}), outside scene {scene.name} "
+            f"(0..{scene.width} x 0..{scene.height})", "click inside the raster or check the CRS")
+    return col, row
+
+
+def build_query(store: IndexStore, req: SearchRequest) -> Query:
+    """Validate ``req`` against the index and build the query (reads pixels, no model)."""
+    from .pipeline import native_tile_size
+    from .raster import geometry
+    from .raster.tiling import read_tile
+
+    latlon = (float(req.latlon[0]), float(req.latlon[1])) if req.latlon is not None else None
+    if req.mode == "text":
+        return Query("text", "text_query", text=req.text, latlon=latlon, info={"text": req.text})
+
+    tiling = index_tiling(store)
+    scene, stretch = resolve_scene(store, req, tiling)
+    crs = geometry.parse_crs(req.crs)
+    size = native_tile_size(scene, tiling)
+    if req.box is not None:
+        pixel_box = geometry.box_to_pixel_box(scene, tuple(req.box), crs)  # type: ignore[arg-type]
+        window = geometry.context_window(scene, pixel_box, size)
+        image, _ = read_tile(scene, window, stretch, out_size=tiling.tile_size)
+        image_box = geometry.pixel_box_to_image_box(pixel_box, window, tiling.tile_size)
+        exclude = geometry.image_box_to_geometry(scene, window, tiling.tile_size, image_box, "EPSG:4326")
+        return Query("box", "region_query", image=image, bbox=tuple(image_box), latlon=latlon,  # type: ignore[arg-type]
+                     exclude_wgs84=exclude if req.exclude_overlapping else None,
+                     scene_id=scene.scene_id, window=tuple(window),  # type: ignore[arg-type]
+                     info={"box": req.box, "crs": req.crs, "scene": scene.name, "window": list(window),
+                           "image_box": list(image_box)})
+    assert req.point is not None
+    col, row = _point_pixel(scene, req.point[0], req.point[1], crs)
+    window = geometry.context_window(scene, (col - 0.5, row - 0.5, col + 0.5, row + 0.5), size)
+    image, _ = read_tile(scene, window, stretch, out_size=tiling.tile_size)
+    if latlon is None:
+        latlon = tuple(float(v) for v in geometry.pixel_to_latlon(scene, col, row))  # type: ignore[assignment]
+    exclude = geometry.window_to_geometry(scene, window, "EPSG:4326")
+    return Query("point", "point_query", image=image, latlon=latlon,
+                 exclude_wgs84=exclude if req.exclude_overlapping else None,
+                 scene_id=scene.scene_id, window=tuple(window),  # type: ignore[arg-type]
+                 info={"point": req.point, "crs": req.crs, "scene": scene.name, "window": list(window),
+                       "latlon": list(latlon) if latlon else None})
+
+
+def image_query(image: np.ndarray, *, latlon: tuple[float, float] | None = None) -> Query:
+    """A query by an image, embedded exactly like an indexed tile (instruction ``tile``)."""
+    return Query("image", "tile", image=image, latlon=latlon, info={"image": list(image.shape)})
+
+
+def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
+    """True when ``a`` and ``b`` share area (touching edges do not count)."""
+    if not a.intersects(b):
+        return False
+    inter = a.intersection(b).area
+    return inter > 1e-4 * max(min(a.area, b.area), 1e-18)
+
+
+def find_hits(store: IndexStore, vector: np.ndarray, *, k: int, min_score: float | None = None,
+              exclude_wgs84: BaseGeometry | None = None) -> list[Hit]:
+    """Nearest tiles to ``vector``, dropping those below ``min_score`` or overlapping ``exclude_wgs84``."""
+    from shapely import wkt
+
+    total = int(store.count)
+    if total <= 0:
+        return []
+    want = min(total, k if exclude_wgs84 is None else k * 4 + 16)
+    vec = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+    while True:
+        results = store.search(vec, want)[0]
+        hits: list[Hit] = []
+        for rec, score in results:
+            if min_score is not None and score < min_score:
+                break
+            if exclude_wgs84 is not None and _overlaps(wkt.loads(rec.footprint_wgs84), exclude_wgs84):
+                continue
+            hits.append(Hit(rank=len(hits) + 1, score=float(score), record=rec))
+            if len(hits) == k:
+                return hits
+        exhausted = len(results) < want or want >= total
+        below = min_score is not None and results and results[-1][1] < min_score
+        if exhausted or below:
+            return hits
+        want = min(total, want * 4)
+
+
+def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
+    """One hit as a GeoJSON Feature dict with its footprint in ``out_crs``."""
+    from shapely.geometry import box, mapping
+
+    from .raster import geometry
+
+    rec: TileRecord = hit.record
+    native = box(*rec.bounds)
+    geom = geometry.reproject_geometry(native, rec.crs_wkt, out_crs)
+    return {
+        "type": "Feature",
+        "geometry": mapping(geom),
+        "properties": {
+            "rank": hit.rank,
+            "score": round(hit.score, 6),
+            "tile_id": rec.tile_id,
+            "scene_id": rec.scene_id,
+            "source": rec.sources[0] if rec.sources else None,
+            "sources": list(rec.sources),
+            "window": list(rec.window),
+            "center_lat": rec.center_lat,
+            "center_lon": rec.center_lon,
+            "gsd": rec.gsd,
+            "valid_fraction": rec.valid_fraction,
+            "regions": [r.__dict__ for r in hit.regions],
+        },
+    }
+
+
+def run_query(store: IndexStore, embedder: Embedder, query: Query, *, k: int = 10,
+              min_score: float | None = None, out_crs: str = "EPSG:4326") -> SearchResponse:
+    """Embed ``query``, search ``store`` and return the hits as a GeoJSON FeatureCollection."""
+    from .raster import geometry
+
+    t0 = time.perf_counter()
+    geometry.parse_crs(out_crs)  # a bad out_crs fails before the model runs
+    vec = embedder.encode([query.embed_input(embedder)], batch_size=1)[0]
+    hits = find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=query.exclude_wgs84)
+    features = [hit_feature(h, out_crs) for h in hits]
+    info = {"kind": query.kind, **(query.info or {})}
+    return SearchResponse(features=features, crs=out_crs, query=info,  # type: ignore[arg-type]
+                          took_ms=round((time.perf_counter() - t0) * 1000, 2))
+
+
+def search(store: IndexStore, embedder: Embedder, req: SearchRequest) -> SearchResponse:
+    """Answer one :class:`SearchRequest` (text, box or point) against ``store``."""
+    t0 = time.perf_counter()
+    query = build_query(store, req)
+    resp = run_query(store, embedder, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)
+    resp.took_ms = round((time.perf_counter() - t0) * 1000, 2)
+    return resp
+
+
+def search_image(store: IndexStore, embedder: Embedder, image: np.ndarray, *, k: int = 10,
+                 latlon: tuple[float, float] | None = None, out_crs: str = "EPSG:4326") -> SearchResponse:
+    """Tiles most similar to ``image`` (an (H, W, 3) uint8 array), embedded like an indexed tile."""
+    return run_query(store, embedder, image_query(image, latlon=latlon), k=k, out_crs=out_crs)

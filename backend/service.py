@@ -1,0 +1,195 @@
+"""Service functions shared by the CLI and the HTTP routes.
+
+Stable entry points (the server imports these; keep their signatures):
+
+* :func:`load_model` - a cached :class:`Embedder` for a preset, path or hub id.
+* :func:`model_for_index` - the Embedder an index was built with (sidecar checkpoint).
+* :func:`open_index` - open an index read-only with clear errors (cached if asked).
+* :func:`run_index` - index a folder (:class:`IndexRequest` -> :class:`IndexSummary`).
+* :func:`run_search` - answer a :class:`SearchRequest` (-> :class:`SearchResponse`).
+* :func:`index_info` - describe an index (-> :class:`IndexInfo`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import IndexCorruptError, InputError, ModelMismatchError, ModelUnavailableError, NotFoundError
+from .schemas import IndexInfo, IndexRequest, IndexSummary, SearchRequest, SearchResponse
+from .types import TilingParams
+
+if TYPE_CHECKING:
+    from .index.store import IndexStore
+    from .model.embedder import Embedder
+    from .pipeline import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+SIDECAR = "index.json"
+_models: dict[tuple[str, str, str | None], Embedder] = {}
+_models_lock = threading.Lock()
+
+#: An Embedder, or a zero-argument callable giving one (loaded only when needed).
+EmbedderLike = Union["Embedder", Callable[[], "Embedder"]]
+
+
+def load_model(spec: str, *, device: str = "auto", preset: str | None = None) -> Embedder:
+    """Load (once per process) the model named by ``spec``: preset name, local dir or hub id."""
+    from .model.embedder import load_embedder
+
+    key = (spec, device, preset)
+    with _models_lock:
+        if key not in _models:
+            _models[key] = load_embedder(spec, device=device, preset=preset)
+        return _models[key]
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The index sidecar (index.json) as a dict; NotFoundError / IndexCorruptError with hints."""
+    p = Path(path).expanduser()
+    side = p / SIDECAR
+    if not p.is_dir() or not side.exists():
+        raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
+                            "build one with: geovec index FOLDER --index DIR --model MODEL")
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise IndexCorruptError(f"index sidecar {side} is unreadable: {e}",
+                                "restore it or rebuild the index with geovec index --repair") from e
+    if not isinstance(meta, dict):
+        raise IndexCorruptError(f"index sidecar {side} is not a JSON object",
+                                "rebuild the index with geovec index --repair")
+    return meta
+
+
+def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto") -> Embedder:
+    """The Embedder to query the index at ``path`` with.
+
+    ``model`` overrides the checkpoint recorded in the sidecar; either way the
+    loaded model's dimension must match the index (else ModelMismatchError).
+    """
+    meta = read_sidecar(path)
+    spec = model or meta.get("checkpoint") or meta.get("preset")
+    if not spec:
+        raise ModelUnavailableError(f"index {path} records no model checkpoint",
+                                    "pass --model PATH_OR_ID_OR_PRESET")
+    preset = meta.get("preset") if model is None else None
+    try:
+        emb = load_model(str(spec), device=device, preset=preset)
+    except ModelUnavailableError as e:
+        if model is None:
+            raise ModelUnavailableError(
+                f"the model this index was built with ({spec}) cannot be loaded: {e.message}",
+                "pass --model with a local copy of it") from e
+        raise
+    dim = meta.get("dim")
+    if dim is not None and int(dim) != int(emb.dim):
+        raise ModelMismatchError(f"model {spec} gives {emb.dim}-d vectors but index {path} holds {dim}-d ones",
+                                 f"query with the index's model ({meta.get('checkpoint')})")
+    return emb
+
+
+def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:
+    """Open the index at ``path`` read-only (reused from ``cache`` when given)."""
+    from .index.store import IndexStore
+
+    key = str(Path(path).expanduser().resolve())
+    if cache is not None and key in cache:
+        return cache[key]
+    read_sidecar(path)
+    store = IndexStore.open(key, writable=False)
+    if cache is not None:
+        cache[key] = store
+    return store
+
+
+def tiling_params(opts: Any) -> TilingParams:
+    """TilingParams from :class:`TilingOptions` (or any object with the same fields)."""
+    return TilingParams(
+        tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
+        min_valid_fraction=float(opts.min_valid_fraction),
+        bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
+    )
+
+
+def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
+              progress: Callable[[ProgressEvent], None] | None = None,
+              cancel: threading.Event | None = None, *, workers: int = 2) -> IndexSummary:
+    """Index ``req.folder`` into ``req.index``.
+
+    Args:
+        req: the request (folder, index, tiling, groups, batch size).
+        embedder: the model (or a callable giving it); None loads ``req.model``,
+            else the index's recorded checkpoint.
+        progress: called with a ProgressEvent after every batch.
+        cancel: set it to stop after the current batch (summary.cancelled=True).
+        workers: reader threads.
+    """
+    from .pipeline import index_folder
+
+    if not Path(req.folder).expanduser().is_dir():
+        raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
+                            "give a folder containing .tif/.tiff/.vrt rasters")
+    emb = _resolve_embedder(embedder, model=req.model, index=req.index)
+    return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
+                        batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel)
+
+
+def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
+    if embedder is not None:
+        return embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder  # type: ignore[return-value]
+    if model:
+        return load_model(model)
+    if (Path(index).expanduser() / SIDECAR).exists():
+        return model_for_index(index)
+    raise InputError("no model given for a new index", "pass --model PATH_OR_ID_OR_PRESET (e.g. a tiny model dir)")
+
+
+def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
+               store_cache: MutableMapping[str, IndexStore] | None = None) -> SearchResponse:
+    """Answer ``req``. Input is validated (index, raster, box, CRS) before the model is resolved.
+
+    Args:
+        req: the query.
+        embedder: an Embedder, a callable giving one (called only once input is
+            valid), or None for the index's recorded model.
+        store_cache: path -> open IndexStore, reused across calls (the server keeps one).
+    """
+    from .search import build_query, run_query
+
+    store = open_index(req.index, cache=store_cache)
+    try:
+        query = build_query(store, req)
+        emb = _resolve_embedder(embedder, model=None, index=req.index)
+        if int(emb.dim) != int(store.dim):
+            raise ModelMismatchError(f"model gives {emb.dim}-d vectors but index {req.index} holds {store.dim}-d",
+                                     "query with the model the index was built with")
+        return run_query(store, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)
+    finally:
+        if store_cache is None:
+            store.close()
+
+
+def index_info(path: str | Path) -> IndexInfo:
+    """Describe the index at ``path`` (validates sidecar and files on the way)."""
+    store = open_index(path)
+    try:
+        meta = dict(store.meta or {})
+        scenes = store.scenes()
+        known = {"count", "dim", "space", "preset", "checkpoint", "tiling", "created", "updated"}
+        return IndexInfo(
+            path=str(Path(path).expanduser().resolve()), count=int(store.count), dim=int(store.dim),
+            space=str(meta.get("space", "cosine")), preset=str(meta.get("preset", "")),
+            checkpoint=str(meta.get("checkpoint", "")), tiling=dict(meta.get("tiling") or {}),
+            scenes=len(scenes), created=str(meta.get("created", "")), updated=str(meta.get("updated", "")),
+            extra={**{k: v for k, v in meta.items() if k not in known},
+                   "scene_list": [{"scene_id": s.get("scene_id"), "name": s.get("name"), "status": s.get("status")}
+                                  for s in scenes]},
+        )
+    finally:
+        store.close()
