@@ -1,4 +1,7 @@
-"""``geovec train`` and ``geovec eval`` sub-commands (imported lazily by backend/cli.py)."""
+"""``geovec train`` and ``geovec eval`` sub-commands (imported lazily by backend/cli.py).
+
+The ``run_*`` functions raise GeoVecError; ``geovec``'s main turns it into one line and exit 1.
+"""
 
 from __future__ import annotations
 
@@ -37,20 +40,15 @@ def run_train(args: argparse.Namespace) -> int:
     from .eval.report import write_train_report
     from .trainer import Trainer
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = Config.from_yaml(args.config)
-        if args.output_dir:
-            cfg.output_dir = args.output_dir
-        if args.steps is not None:
-            cfg.train.steps = args.steps
-        if args.model:
-            cfg.model = args.model
-        report = Trainer(cfg, progress=not args.no_progress).run()
-        files = write_train_report(report, cfg.output_dir)
-    except GeoVecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = Config.from_yaml(args.config)
+    if args.output_dir:
+        cfg.output_dir = args.output_dir
+    if args.steps is not None:
+        cfg.train.steps = args.steps
+    if args.model:
+        cfg.model = args.model
+    report = Trainer(cfg, progress=not args.no_progress).run()
+    files = write_train_report(report, cfg.output_dir)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -81,18 +79,14 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_eval_cmd(args: argparse.Namespace) -> int:
-    from ..backend.model.embedder import load_embedder
     from .eval.harness import parse_spec, run_eval
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        for spec in args.tasks:  # refuse bad specs before loading a model
-            parse_spec(spec)
-        embedder = load_embedder(args.model, device=args.device)
-        summary = run_eval(embedder, args.tasks, args.out, batch_size=args.batch_size, train_log=args.train_log)
-    except GeoVecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for spec in args.tasks:  # refuse bad specs before loading a model
+        parse_spec(spec)
+    from ..backend.model.embedder import load_embedder
+
+    embedder = load_embedder(args.model, device=args.device)
+    summary = run_eval(embedder, args.tasks, args.out, batch_size=args.batch_size, train_log=args.train_log)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:
@@ -111,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     add_train_parser(sub)
     add_eval_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except GeoVecError as e:  # same convention as backend/cli.py: one line, exit 1
+        print(f"geovec: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -96,6 +96,6 @@ def test_six_families_report(tmp_path: Path, tiny_embedder) -> None:
 
 
 def test_eval_cli_bad_spec(tmp_path: Path, tiny_model_dir: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "geovec.training.cli", "eval", "--model", str(tiny_model_dir),
+    proc = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir),
                            "--tasks", "nonsense=/x"], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 2 and "FAMILY=PATH" in proc.stderr
+    assert proc.returncode == 1 and "FAMILY=PATH" in proc.stderr

@@ -99,6 +99,6 @@ def test_lora_run_writes_adapter_and_merged_model(tmp_path: Path, tiny_model_dir
 
 def test_cli_train_bad_config_exits_nonzero(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("train:\n  stepz: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "geovec.training.cli", "train", "--config", str(tmp_path / "c.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "geovec.backend", "train", "--config", str(tmp_path / "c.yaml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 2 and "stepz" in proc.stderr
+    assert proc.returncode == 1 and "stepz" in proc.stderr
