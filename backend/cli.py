@@ -144,7 +144,13 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"skipped (below --min-valid); {len(summary.errors)} error(s); {summary.seconds:.1f} s")
         for err in summary.errors:
             print(f"  error: {err.path}: {err.error}")
-    return EXIT_INTERRUPTED if summary.cancelled else 0
+    if summary.cancelled:
+        return EXIT_INTERRUPTED
+    if summary.errors:
+        first = summary.errors[0]
+        return _fail(f"{len(summary.errors)} file(s) could not be indexed, e.g. {first.path}: {first.error}"
+                     " (the other files were indexed; fix or remove these and rerun)", EXIT_ERROR)
+    return 0
 
 
 def _repair(index: str) -> None:
