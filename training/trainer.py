@@ -64,6 +64,33 @@ def torch_module(embedder: Any) -> torch.nn.Module:
     return model
 
 
+def init_distributed() -> tuple[int, int]:
+    """(rank, world) from torchrun's environment; initialises the process group once."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average gradients over ranks (what DDP does), for any model structure."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -107,11 +134,17 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.log_path = self.out / "train_log.jsonl"
+        self.rank, self.world = init_distributed()
+        self.main = self.rank == 0
 
     # ------------------------------------------------------------------ setup
     def _device(self) -> str:
         d = self.cfg.train.device
-        return ("cuda" if torch.cuda.is_available() else "cpu") if d == "auto" else d
+        if d == "auto":
+            d = "cuda" if torch.cuda.is_available() else "cpu"
+        if d == "cuda" and self.world > 1:
+            d = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        return d
 
     def _load(self, spec: str) -> Any:
         from ..backend.model.embedder import load_embedder
@@ -175,6 +208,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ logging
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -197,7 +232,10 @@ class Trainer:
             torch.set_num_threads(t.num_threads)
         _seed_all(t.seed)
         started = time.perf_counter()
-        base = resolve_base_model(cfg.model, self.out, seed=t.seed)
+        if self.main:
+            base = resolve_base_model(cfg.model, self.out, seed=t.seed)
+        _barrier(self.world)
+        base = resolve_base_model(cfg.model, self.out, seed=t.seed)  # written by rank 0 by now
         ckpts = self._checkpoints()
         resume_dir = ckpts[-1] if ckpts else None
         embedder = self._load(str(resume_dir) if resume_dir and not cfg.lora.enabled else base)
@@ -206,8 +244,9 @@ class Trainer:
         report: dict[str, Any] = {"config": cfg.to_dict(), "split": data.split, "classes": data.classes,
                                   "base_model": base, "device": self._device()}
         if resume_dir is None:
-            self.log_path.unlink(missing_ok=True)
-            if cfg.eval.before:
+            if self.main:
+                self.log_path.unlink(missing_ok=True)
+            if cfg.eval.before and self.main:
                 report["before"] = self.evaluate(embedder, data)
                 self._log({"event": "eval", "step": 0, **_flat(report["before"])})
                 log.info("before: P@1 %.3f", report["before"]["p_at_1"])
@@ -215,7 +254,8 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(t.warmup_steps, max(t.steps, 1)))
-        sampler = BalancedSampler(data.train_pairs, t.seed)
+        sampler = BalancedSampler(data.train_pairs, t.seed + self.rank)
+        per_rank = max(2, t.batch_size // self.world)
         step = 0
         if resume_dir is not None:
             state = torch.load(resume_dir / STATE_FILE, weights_only=False)
@@ -235,10 +275,10 @@ class Trainer:
             with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
                 return embedder.forward(batch).float()
 
-        bar = _progress(t.steps, step, self.progress)
+        bar = _progress(t.steps, step, self.progress and self.main)
         while step < t.steps:
             t0 = time.perf_counter()
-            idx = sampler.batch(t.batch_size)
+            idx = sampler.batch(per_rank)
             pairs = [data.train_pairs[i] for i in idx]
             groups = torch.tensor([groups_index[p.label] for p in pairs])
             chunks = [pairs[i : i + t.chunk_size] for i in range(0, len(pairs), t.chunk_size)]
@@ -252,6 +292,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
 
             loss = GradCache(encode, functools.partial(loss_fn, groups=groups)).step(q_chunks, d_chunks, n_chunks)
+            if self.world > 1:
+                _all_reduce_grads(params, self.world)
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
             opt.step()
             sched.step()
@@ -266,7 +308,7 @@ class Trainer:
                 self._log({"event": "train", "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
                            "grad_norm": gnorm, "samples_per_s": len(pairs) / dt,
                            "elapsed_s": time.perf_counter() - started})
-            if step % t.checkpoint_every == 0 and step < t.steps:
+            if step % t.checkpoint_every == 0 and step < t.steps and self.main:
                 self._save_checkpoint(embedder, step, {
                     "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -274,15 +316,19 @@ class Trainer:
         if bar is not None:
             bar.close()
         final = self.out / "model"
-        shutil.rmtree(final, ignore_errors=True)
-        self._save_model(embedder, final)
         report["model_dir"] = str(final)
         report["train_wall_s"] = time.perf_counter() - started
+        if not self.main:
+            _barrier(self.world)
+            return report
+        shutil.rmtree(final, ignore_errors=True)
+        self._save_model(embedder, final)
         if cfg.eval.after:
             report["after"] = self.evaluate(embedder, data)
             self._log({"event": "eval", "step": step, **_flat(report["after"])})
             log.info("after: P@1 %.3f", report["after"]["p_at_1"])
         report["wall_s"] = time.perf_counter() - started
+        _barrier(self.world)
         return report
 
 
