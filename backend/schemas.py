@@ -186,3 +186,27 @@ class Health(BaseModel):
     gpu_free_mb: float | None = None
     model_loaded: bool
     model: str | None = None
+
+
+# Server-only request bodies (added with the HTTP API; the CLI does not need them).
+
+
+class ModelLoadRequest(_Model):
+    """``POST /v1/models/load``."""
+
+    model: str = Field(min_length=1, max_length=4096, description="preset, local checkpoint dir or hub id")
+    device: Literal["auto", "cuda", "cpu"] | None = None
+
+
+class IndexCreateRequest(_Model):
+    """``POST /v1/indexes``: create an empty index for a model."""
+
+    path: str = Field(min_length=1, max_length=4096, description="index directory to create")
+    model: str | None = Field(None, max_length=4096, description="default: the loaded/configured model")
+    tiling: TilingOptions = Field(default_factory=TilingOptions)
+
+
+class IndexOpenRequest(_Model):
+    """``POST /v1/indexes/open``."""
+
+    path: str = Field(min_length=1, max_length=4096)

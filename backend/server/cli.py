@@ -1,0 +1,126 @@
+"""``geovec serve``: run the backend on loopback with a fresh token.
+
+The main CLI adds this sub-command lazily through :func:`add_serve_parser`;
+``python -m geovec.backend.server.cli`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Add ``serve`` to ``geovec``'s sub-commands; ``args.func(args)`` runs it."""
+    p = subparsers.add_parser("serve", help="run the local HTTP backend (loopback, token auth)",
+                              description="Run GeoVec's HTTP API on 127.0.0.1. Prints the URL and the token, "
+                                          "and writes both to the token file (mode 0600). No model is loaded "
+                                          "until a request needs one.")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; others need --allow-remote)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 0 = a random free port)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
+    p.add_argument("--model", default=None, help="model loaded on first use: preset, local dir or hub id")
+    p.add_argument("--allow-remote", action="store_true", default=None,
+                   help="allow a non-loopback --host (anyone with the token on that network can use it)")
+    p.add_argument("--log-level", choices=LEVELS, default=None, help="log file/console level (default info)")
+    p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
+    p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
+    p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def setup_logging(log_dir: Path, level: str) -> Path:
+    """Rotating ``server.log`` in ``log_dir`` plus stderr, at ``level``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "server.log"
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 << 20, backupCount=3, encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+    root.setLevel(level.upper())
+    return path
+
+
+def bind(host: str, port: int) -> tuple[socket.socket, str]:
+    """A listening socket on ``host:port`` (0 = random) and the URL clients use."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(addr)
+    sock.listen(128)
+    sock.set_inheritable(True)
+    real_port = sock.getsockname()[1]
+    shown = host if host not in ("0.0.0.0", "::", "") else socket.gethostname()
+    shown = f"[{shown}]" if ":" in shown else shown
+    return sock, f"http://{shown}:{real_port}"
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the server and block until SIGINT/SIGTERM; 0 on a clean shutdown."""
+    import uvicorn
+
+    from ..errors import GeoVecError
+    from .app import create_app
+    from .settings import Settings, is_loopback
+
+    try:
+        settings = Settings.from_env(
+            host=args.host, port=args.port, device=args.device, model=args.model,
+            allow_remote=args.allow_remote, log_level=args.log_level, token_file=args.token_file,
+            data_dir=args.data_dir, auto_resume=False if args.no_resume else None)
+    except (GeoVecError, ValueError) as e:
+        print(f"geovec serve: {e}", file=sys.stderr)
+        return 2
+    log_path = setup_logging(settings.log_dir, settings.log_level)
+    if not is_loopback(settings.host):
+        if not settings.allow_remote:
+            print(f"geovec serve: --host {settings.host} is not a loopback address; add --allow-remote to "
+                  "expose the backend to the network", file=sys.stderr)
+            return 2
+        log.warning("listening on %s: anyone on that network who has the token can use this backend",
+                    settings.host)
+    try:
+        sock, url = bind(settings.host, settings.port)
+    except OSError as e:
+        print(f"geovec serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    settings = settings.model_copy(update={"url": url})
+    app = create_app(settings)
+    print(f"GeoVec backend listening on {url}\n  token: {settings.token}\n  token file: {settings.token_file}\n"
+          f"  log: {log_path}\n  try: curl -H 'Authorization: Bearer {settings.token}' {url}/v1/jobs", flush=True)
+    config = uvicorn.Config(app, log_config=None, log_level=settings.log_level.lower(),
+                            access_log=settings.log_level.lower() == "debug", lifespan="on",
+                            timeout_graceful_shutdown=10, server_header=False)
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="geovec")
+    add_serve_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""``POST /v1/search``: text / box / point queries -> GeoJSON FeatureCollection."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import APIRouter
+
+from ...errors import IndexCorruptError
+from ...schemas import SearchRequest, SearchResponse
+from ..deps import ERRORS, State
+from ..state import check_path
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["search"], responses=ERRORS)
+
+
+@router.post("/search", response_model=SearchResponse)
+def search(body: SearchRequest, state: State) -> SearchResponse:
+    """Answer one query with the resident model (loaded on first use: --model, else the index's own)."""
+    from ...service import read_sidecar, run_search
+
+    path = check_path(body.index, "index", state.settings)
+    update = {"index": str(path)}
+    if body.raster is not None:
+        update["raster"] = str(check_path(body.raster, "raster", state.settings))
+    req = body.model_copy(update=update)
+
+    def embedder():  # called by run_search only once the input is valid
+        slot = state.models
+        if slot.loaded or state.settings.model:
+            return slot.get()
+        meta = read_sidecar(path)
+        return slot.get(str(meta.get("checkpoint") or meta.get("preset") or ""))
+
+    for attempt in range(4):
+        try:
+            return run_search(req, embedder, state.stores)
+        except IndexCorruptError:
+            # A job may be between renaming vectors.hnsw and rewriting index.json: retry, then
+            # fall back to the copy opened before that checkpoint.
+            if not state.jobs.writing(path):
+                raise
+            stale = state.stores.cached(str(path))
+            if attempt == 3 and stale is not None:
+                return run_search(req, embedder, {str(path): stale})
+            if attempt == 3:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")

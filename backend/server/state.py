@@ -1,0 +1,272 @@
+"""What the server keeps between requests: one resident model and the open indexes.
+
+* :class:`ModelSlot` holds at most one :class:`Embedder`. It loads lazily on first
+  use, under a lock, and a different model replaces the resident one only when no
+  job is using it (never two resident by accident). Every forward pass goes
+  through :class:`SerialisedEmbedder`, which holds ``gpu_lock``: indexing batches
+  and queries interleave batch by batch instead of running at once on the device.
+* :class:`StoreCache` is the ``store_cache`` handed to ``service.run_search``:
+  path -> read-only IndexStore, reopened when the index's sidecar changes (a job
+  checkpointed), keeping the previous one until the new one opens. Replaced
+  stores are closed after a grace period, so a search still running on one
+  never sees it closed.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BusyError, InputError, NotFoundError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
+
+log = logging.getLogger(__name__)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+RETIRE_AFTER_S = 30.0
+
+
+class SerialisedEmbedder:
+    """The resident Embedder with ``encode``/``forward`` serialised by one lock; the rest delegates."""
+
+    def __init__(self, inner: Embedder, lock: threading.Lock) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.encode(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.forward(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def check_path(value: str, what: str, settings: Settings) -> Path:
+    """``value`` as an absolute path; InputError for NUL bytes, huge names or paths outside allowed roots."""
+    if not value or "\x00" in value or len(value) > 4096:
+        raise InputError(f"{what} {value[:80]!r} is not a usable path", "give an absolute path to an existing file or folder")
+    try:
+        path = Path(value).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError) as e:
+        raise InputError(f"{what} {value[:200]!r} cannot be resolved: {e}", "give an absolute path") from e
+    if settings.allowed_roots and not any(path.is_relative_to(r.resolve()) for r in settings.allowed_roots):
+        raise InputError(f"{what} {value[:200]!r} is outside the folders this server may use",
+                         "use a path under: " + ", ".join(str(r) for r in settings.allowed_roots))
+    return path
+
+
+class ModelSlot:
+    """At most one resident model, loaded lazily; swapped only when idle."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gpu_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._embedder: Embedder | None = None
+        self._spec: str | None = None
+        self._device: str | None = None
+        self._users = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._embedder is not None
+
+    @property
+    def spec(self) -> str | None:
+        return self._spec if self._embedder is not None else self.settings.model
+
+    def device(self) -> str:
+        if self._embedder is not None:
+            return str(self._embedder.device)
+        return self.settings.device
+
+    def _normalise(self, spec: str) -> str:
+        if "\x00" in spec or len(spec) > 4096 or not spec.strip():
+            raise InputError(f"model {spec[:80]!r} is not a model name", "give a preset name, a local folder or owner/name")
+        p = Path(spec).expanduser()
+        if p.exists():
+            return str(check_path(spec, "model", self.settings))
+        from ..model.presets import PRESETS
+
+        if spec in PRESETS or HUB_ID.match(spec):
+            return spec
+        raise NotFoundError(f"model {spec[:200]!r} is neither a local folder, a preset ({', '.join(sorted(PRESETS))}) "
+                            "nor a hub id (owner/name)", "give a checkpoint folder, a preset name or a hub id")
+
+    def get(self, spec: str | None = None, *, device: str | None = None) -> SerialisedEmbedder:
+        """The resident model, loading ``spec`` (or the default) if needed.
+
+        Raises:
+            BusyError: a different model is resident and a job is using it.
+            ModelUnavailableError: no model was named and none is configured.
+        """
+        from ..errors import ModelUnavailableError
+
+        with self._load_lock:
+            want = self._normalise(spec) if spec else (self._spec if self._embedder else self.settings.model)
+            if want is None:
+                raise ModelUnavailableError("no model is loaded and none was named",
+                                            "start the server with --model, POST /v1/models/load, or pass model")
+            dev = device or self.settings.device
+            if self._embedder is not None and want == self._spec and (device is None or device == self._device):
+                return SerialisedEmbedder(self._embedder, self.gpu_lock)
+            if self._users:
+                raise BusyError(f"model {self._spec} is in use by a running job; cannot switch to {want}",
+                                "wait for the job to finish or cancel it, then retry")
+            self._drop()
+            from ..model.embedder import load_embedder
+
+            t0 = time.monotonic()
+            log.info("loading model %s on %s", want, dev)
+            self._embedder = load_embedder(want, device=dev)
+            self._spec, self._device = want, dev
+            log.info("model %s loaded on %s in %.1f s (dim %d)", want, self._embedder.device,
+                     time.monotonic() - t0, self._embedder.dim)
+            return SerialisedEmbedder(self._embedder, self.gpu_lock)
+
+    def acquire(self, spec: str | None = None) -> SerialisedEmbedder:
+        """Like :meth:`get`, and pins the model until :meth:`release` (used by jobs)."""
+        emb = self.get(spec)
+        with self._load_lock:
+            self._users += 1
+        return emb
+
+    def release(self) -> None:
+        with self._load_lock:
+            self._users = max(0, self._users - 1)
+
+    def unload(self) -> None:
+        with self._load_lock:
+            if self._users:
+                raise BusyError(f"model {self._spec} is in use by a running job",
+                                "wait for the job to finish or cancel it, then unload")
+            self._drop()
+
+    def _drop(self) -> None:
+        if self._embedder is None:
+            return
+        log.info("unloading model %s", self._spec)
+        self._embedder = None
+        self._spec = None
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(os.path.join(path, "index.json"))
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
+class StoreCache(MutableMapping[str, "IndexStore"]):
+    """Open read-only stores keyed by resolved path; stale entries (sidecar changed) read as absent."""
+
+    def __init__(self, recheck_s: float = 0.5) -> None:
+        self._stores: dict[str, tuple[IndexStore, tuple[int, int] | None, float]] = {}
+        self._retired: list[tuple[float, IndexStore]] = []
+        self._lock = threading.RLock()
+        self.recheck_s = recheck_s
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            entry = self._stores.get(key)  # type: ignore[arg-type]
+            if entry is None:
+                return False
+            store, stamp, checked = entry
+            now = time.monotonic()
+            if now - checked < self.recheck_s:
+                return True
+            if _stamp(str(key)) == stamp:
+                self._stores[key] = (store, stamp, now)  # type: ignore[index]
+                return True
+            return False
+
+    def __getitem__(self, key: str) -> IndexStore:
+        with self._lock:
+            return self._stores[key][0]
+
+    def __setitem__(self, key: str, store: IndexStore) -> None:
+        with self._lock:
+            old = self._stores.get(key)
+            self._stores[key] = (store, _stamp(key), time.monotonic())
+            if old is not None and old[0] is not store:
+                self._retired.append((time.monotonic(), old[0]))
+            self._sweep()
+
+    def __delitem__(self, key: str) -> None:
+        with self._lock:
+            store = self._stores.pop(key)[0]
+            self._retired.append((time.monotonic(), store))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._stores))
+
+    def __len__(self) -> int:
+        return len(self._stores)
+
+    def cached(self, key: str) -> IndexStore | None:
+        """The store for ``key`` even when stale (a fallback while a writer checkpoints)."""
+        with self._lock:
+            entry = self._stores.get(key)
+            return entry[0] if entry else None
+
+    def _sweep(self, force: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for t, store in self._retired:
+            if force or now - t > RETIRE_AFTER_S:
+                _close(store)
+            else:
+                keep.append((t, store))
+        self._retired = keep
+
+    def close_all(self) -> None:
+        with self._lock:
+            for store, _, _ in self._stores.values():
+                _close(store)
+            self._stores.clear()
+            self._sweep(force=True)
+
+
+def _close(store: IndexStore) -> None:
+    try:
+        store.close()
+    except Exception:  # noqa: BLE001 - closing at shutdown must go on for the others
+        log.warning("closing an index failed", exc_info=True)
+
+
+class ServerState:
+    """The app's shared state: settings, model slot, store cache, opened index paths, jobs."""
+
+    def __init__(self, settings: Settings) -> None:
+        from .jobs import JobManager
+
+        self.settings = settings
+        self.models = ModelSlot(settings)
+        self.stores = StoreCache()
+        self.opened: set[str] = set()
+        self.jobs = JobManager(settings, self)
+        self.started = time.time()
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.stores.close_all()
