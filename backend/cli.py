@@ -186,7 +186,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
-        raise UsageError(f"{where + ': ' if where else ''}{first.get('msg', e)}") from None
+        msg = str(first.get("msg", e)).removeprefix("Value error, ")
+        raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
 
     resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
     if args.geojson:

@@ -276,6 +276,9 @@ def embed_batch(embedder: Embedder, features: Any) -> np.ndarray:
     """Stage 3: forward one prepared batch under ``inference_mode``; float32 (n, dim)."""
     import torch
 
+    device = getattr(embedder, "device", None)
+    if device is not None and hasattr(features, "to"):
+        features = features.to(device)  # a no-op on CPU; forward may move it too
     with torch.inference_mode():
         out = embedder.forward(features)
     return out.float().cpu().numpy().astype(np.float32, copy=False)

@@ -96,12 +96,12 @@ def model_for_index(path: str | Path, *, model: str | None = None, device: str =
 
 def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:
     """Open the index at ``path`` read-only (reused from ``cache`` when given)."""
-    from .index.store import IndexStore
-
     key = str(Path(path).expanduser().resolve())
     if cache is not None and key in cache:
         return cache[key]
     read_sidecar(path)
+    from .index.store import IndexStore
+
     store = IndexStore.open(key, writable=False)
     if cache is not None:
         cache[key] = store
