@@ -238,7 +238,7 @@ class JobManager:
         p = job.progress
         slot = self.state.models
         try:
-            emb = slot.acquire(job.request.model)
+            emb = slot.acquire(self._model_for(job.request))
         except GeoVecError as e:
             self._finish(job, "failed", str(e))
             return
@@ -270,6 +270,17 @@ class JobManager:
             self._finish(job, "failed", f"unexpected {type(e).__name__}: {e}")
         finally:
             slot.release()
+
+    def _model_for(self, req: IndexRequest) -> str | None:
+        """``req.model``; else, with no model loaded or configured, the model an existing index was built with."""
+        if req.model or self.state.models.loaded or self.settings.model:
+            return req.model
+        sidecar = Path(req.index) / "index.json"
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            return str(meta.get("checkpoint") or meta.get("preset") or "") or None
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _stopped(self, job: Job) -> tuple[str, str]:
         if job.stop_reason == "shutdown":
