@@ -48,6 +48,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.model:
         cfg.model = args.model
     report = Trainer(cfg, progress=not args.no_progress).run()
+    if report.get("rank", 0) != 0:  # torchrun: rank 0 writes and reports
+        return 0
     files = write_train_report(report, cfg.output_dir)
     if args.json:
         print(json.dumps(report, indent=2, default=str))

@@ -9,6 +9,7 @@ allowed ones, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,8 @@ class Config:
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON/YAML types (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def validate(self) -> None:
         bad = [t for t in self.data.pair_types if t not in PAIR_TYPES]

@@ -18,6 +18,14 @@ from .synthetic import write_labels, write_scene
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _config(tmp: Path, model_dir: Path, **train: object) -> Config:
     scene = write_scene(tmp / "scene.tif") if not (tmp / "scene.tif").exists() else tmp / "scene.tif"
     labels = write_labels(tmp / "labels.gpkg") if not (tmp / "labels.gpkg").exists() else tmp / "labels.gpkg"
@@ -102,3 +110,24 @@ def test_cli_train_bad_config_exits_nonzero(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "geovec.backend", "train", "--config", str(tmp_path / "c.yaml")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 1 and "stepz" in proc.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Two CPU ranks (gloo): embeddings gathered, gradients averaged, rank 0 writes the model."""
+    import yaml
+
+    cfg = _config(tmp_path, tiny_model_dir, steps=2, batch_size=8, chunk_size=4)
+    raw = cfg.to_dict()
+    raw["eval"] = {"before": False, "after": True}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+         "-m", "geovec.training.cli", "train", "--config", str(tmp_path / "c.yaml"), "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("held-out class P@1") == 1  # only rank 0 reports
+    log = [json.loads(x) for x in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "train"] == [1, 2]
+    assert (tmp_path / "run" / "model" / "geovec.json").exists()
