@@ -189,7 +189,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         msg = str(first.get("msg", e)).removeprefix("Value error, ")
         raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
 
-    resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
+        from .server.client import search_via_server
+
+        resp = search_via_server(req, args.server or None)
+    else:
+        resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
     if args.json:
@@ -292,6 +297,8 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--device", default="auto")
     se.add_argument("--json", action="store_true")
     se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
+    se.add_argument("--server", nargs="?", const="", metavar="URL",
+                    help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)
 
     inf = sub.add_parser("info", help="describe an index")
