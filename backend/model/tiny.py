@@ -1,0 +1,111 @@
+"""A tiny random Qwen2-VL checkpoint in standard Hugging Face layout.
+
+Written entirely locally (no hub access): a few-layer Qwen2-VL with random
+weights, a byte-level BPE tokenizer trained in-process on a small built-in
+corpus plus every Qwen2-VL special token, and the Qwen2-VL image processor. It
+loads through exactly the same ``from_pretrained`` code as a real checkpoint.
+Its embeddings are meaningless until trained; it exists for tests, the demo
+fallback and plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+_WORDS = """
+water forest shrubland sediment herbaceous developed agriculture urban city town village road roads highway
+bridge pier port harbour harbor ship ships boat boats storage tank tanks circular oil refinery airport runway
+airplane plane building buildings house houses residential industrial commercial park parking lot field fields
+farmland crop crops grass grassland meadow wetland marsh swamp river lake pond sea ocean coast beach sand desert
+bare soil rock mountain hill snow ice cloud clouds shadow tree trees palm orchard vineyard greenhouse solar panel
+stadium church school railway station container dock canal dam reservoir quarry mine golf course baseball tennis
+basketball court swimming pool roundabout intersection overpass interchange parking next to near beside along the
+a an of in on at with and or find me image images satellite aerial overhead photo scene region represent given
+matches caption description similar taken latitude longitude location area north south east west left right top
+bottom center centre small large big dense sparse green blue red white dark bright many few one two three
+""".split()
+
+
+def _corpus() -> list[str]:
+    lines = [" ".join(_WORDS[i : i + 12]) for i in range(0, len(_WORDS), 12)]
+    lines += [f"latitude {d}.{d}{d}, longitude -{d}{d}.{d}" for d in range(10)]
+    lines += ["Represent the given image.", "Find me an overhead satellite image that matches the given caption:",
+              "Represent the region of the given image.", "(0,0),(1000,1000) 0123456789 .,:;()[]{}\"'-_/"]
+    return lines * 4
+
+
+def _build_tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    chat = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+            "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+            "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|>"
+            "<|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return Qwen2TokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              unk_token=None, bos_token=None, additional_special_tokens=SPECIAL_TOKENS[1:],
+                              chat_template=chat, model_max_length=4096)
+
+
+def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 56) -> Path:
+    """Write a tiny random Qwen2-VL checkpoint (HF layout + geovec.json) to ``directory``.
+
+    Args:
+        directory: target folder (created; existing files are overwritten).
+        seed: weights are deterministic for a given seed.
+        image_size: the square input size recorded for the ``tiny`` preset.
+
+    Returns:
+        The directory, loadable with ``load_embedder(str(directory))``.
+    """
+    import torch
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    out = Path(directory).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer(vocab_size=1024)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    hidden, heads = 64, 4
+    config = Qwen2VLConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=4096,
+        rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]}, tie_word_embeddings=True,
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": hidden, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_chans": 3},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.save_pretrained(out, safe_serialization=True)
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max(image_size, 28) ** 2 * 4)
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                 video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
+    processor.save_pretrained(out)
+    (out / "geovec.json").write_text(json.dumps({"preset": "tiny", "seed": seed}, indent=2))
+    log.info("tiny random Qwen2-VL written to %s", out)
+    return out
