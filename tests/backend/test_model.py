@@ -1,0 +1,131 @@
+"""The encoder contract on the tiny model, and the presets' literal formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geovec.backend.errors import InputError, NotFoundError
+from geovec.backend.model.embedder import load_embedder
+from geovec.backend.model.presets import PRESETS, get_preset
+from geovec.backend.types import EmbedInput
+
+
+def _images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_vlm2vec_prompt_format() -> None:
+    p = get_preset("vlm2vec-qwen2vl-2b")
+    img = np.zeros((448, 448, 3), np.uint8)
+    assert p.build_prompt(EmbedInput(p.instructions["tile"], image=img)) == "<|image_pad|> Represent the given image."
+    assert p.build_prompt(EmbedInput(p.instructions["region_query"], image=img, bbox=(0, 112, 224, 448))) == (
+        "<|image_pad|> Represent the region <|box_start|>(0,250),(500,1000)<|box_end|> of the given image.")
+    assert p.build_prompt(EmbedInput(p.instructions["text_query"], text="storage tanks")) == (
+        "Find me an overhead satellite image that matches the given caption: storage tanks")
+    assert p.adapter == "TIGER-Lab/VLM2Vec-Qwen2VL-2B" and p.base_model == "Qwen/Qwen2-VL-2B-Instruct"
+
+
+def test_gme_prompt_format() -> None:
+    p = get_preset("gme-qwen2vl-2b")
+    img = np.zeros((448, 448, 3), np.uint8)
+    assert p.build_prompt(EmbedInput(p.instructions["tile"], image=img)) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
+    q = p.build_prompt(EmbedInput(p.instructions["text_query"], text="a pier"))
+    assert q.startswith("<|im_start|>system\nFind an overhead satellite image") and "user\na pier<|im_end|>" in q
+
+
+def test_bbox_formats_round_and_clamp() -> None:
+    p = PRESETS["tiny"]
+    assert p.format_bbox((-5, 0.4, 56.2, 28), (56, 56)) == "<|box_start|>(0,7),(1000,500)<|box_end|>"
+    p25 = type(p)(**{**p.__dict__, "bbox_format": "qwen25vl", "image_size": 448})
+    assert p25.format_bbox((0, 0, 28, 56), (56, 56)) == '{"bbox_2d": [0, 0, 224, 448]}'
+    with pytest.raises(InputError, match="inverted"):
+        p.format_bbox((10, 10, 5, 20), (56, 56))
+    with pytest.raises(InputError, match="out of range"):
+        p.format_latlon(91.0, 0.0)
+    assert p.format_latlon(12.34567, -45.6) == "latitude 12.3457, longitude -45.6000"
+
+
+def test_encode_shapes_order_and_batch_independence(tiny_embedder) -> None:
+    e = tiny_embedder
+    ims = _images(5)
+    inputs = [EmbedInput(e.preset.instructions["tile"], image=im) for im in ims]
+    inputs += [EmbedInput(e.preset.instructions["text_query"], text="water " * (i + 1)) for i in range(4)]
+    inputs.append(EmbedInput(e.preset.instructions["region_query"], image=ims[0], bbox=(4, 4, 30, 40)))
+    v1 = e.encode(inputs, batch_size=1)
+    v8 = e.encode(inputs, batch_size=8)
+    assert v8.shape == (len(inputs), e.dim) and v8.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v8, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(v1, v8, atol=1e-4)
+    # order preserved: each vector equals that input embedded alone
+    alone = e.encode([inputs[6]], batch_size=1)[0]
+    np.testing.assert_allclose(v8[6], alone, atol=1e-4)
+
+
+def test_same_image_same_vector_and_conditioning_changes_it(tiny_embedder) -> None:
+    e = tiny_embedder
+    im = _images(1, seed=3)[0]
+    tile = EmbedInput(e.preset.instructions["tile"], image=im)
+    a, b = e.encode([tile, tile])
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    r1, r2, g1, g2 = e.encode([
+        EmbedInput(e.preset.instructions["region_query"], image=im, bbox=(0, 0, 20, 20)),
+        EmbedInput(e.preset.instructions["region_query"], image=im, bbox=(30, 30, 60, 60)),
+        EmbedInput(e.preset.instructions["point_query"], image=im, latlon=(10.0, 20.0)),
+        EmbedInput(e.preset.instructions["point_query"], image=im, latlon=(-33.0, 151.0)),
+    ])
+    assert float(r1 @ r2) < 0.99999 and float(g1 @ g2) < 0.99999
+
+
+def test_save_and_reload_identical(tiny_embedder, tmp_path) -> None:
+    e = tiny_embedder
+    inputs = [EmbedInput(e.preset.instructions["tile"], image=_images(1)[0]), EmbedInput("", text="forest")]
+    before = e.encode(inputs)
+    out = e.save(tmp_path / "ckpt")
+    assert (out / "geovec.json").exists() and (out / "config.json").exists()
+    again = load_embedder(str(out), device="cpu")
+    assert again.preset.name == "tiny" and again.dim == e.dim
+    np.testing.assert_allclose(again.encode(inputs), before, atol=1e-5)
+
+
+def test_bad_inputs_and_missing_models(tiny_embedder, tmp_path) -> None:
+    with pytest.raises(InputError, match="empty input"):
+        tiny_embedder.encode([EmbedInput("", text="   ")])
+    with pytest.raises(NotFoundError, match="unknown model preset"):
+        load_embedder("no-such-preset", device="cpu")
+    with pytest.raises(NotFoundError, match="not a checkpoint directory"):
+        load_embedder(str(tmp_path / "missing"), device="cpu")
+    import torch
+
+    if not torch.cuda.is_available():  # on a GPU machine this request is valid
+        with pytest.raises(InputError, match="CUDA is not available"):
+            load_embedder("tiny", device="cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        load_embedder("tiny", device="tpu")
+
+
+def test_prepare_is_thread_safe(tiny_embedder) -> None:
+    import threading
+
+    e = tiny_embedder
+    inputs = [EmbedInput(e.preset.instructions["tile"], image=im) for im in _images(4)]
+    ref = e.prepare(inputs)["input_ids"]
+    results, errors = [], []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(e.prepare(inputs)["input_ids"])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 20
+    assert all(bool((r == ref).all()) for r in results)
