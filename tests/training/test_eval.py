@@ -99,3 +99,19 @@ def test_eval_cli_bad_spec(tmp_path: Path, tiny_model_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir),
                            "--tasks", "nonsense=/x"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 1 and "FAMILY=PATH" in proc.stderr
+
+
+def test_holdout_spec_evaluates_a_training_config(tmp_path: Path, tiny_embedder) -> None:
+    import yaml
+
+    from geovec.training.eval.harness import run_eval
+
+    from .synthetic import write_labels, write_scene
+
+    cfg = {"data": {"raster": [str(write_scene(tmp_path / "s.tif"))], "labels": str(write_labels(tmp_path / "l.gpkg")),
+                    "chip_size": 8, "image_size": 28, "block_size": 24, "val_per_class": 10}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    summary = run_eval(tiny_embedder, [f"holdout={tmp_path / 'c.yaml'}"], tmp_path / "out")
+    r = summary["tasks"]["holdout:c"]
+    assert r["chance"] == 0.25 and 0 < r["n"] <= 40 and 0.0 <= r["p_at_1"] <= 1.0
+    assert "holdout:c" in (tmp_path / "out" / "results.md").read_text()
