@@ -7,7 +7,7 @@ feature carries a class or caption attribute. Pairs (query <-> positive document
 - ``scene_class``: text (``text_query``) <-> chip around a labelled pixel (``tile``)
 - ``region_caption``: context image + feature bbox (``region_query``) <-> text
 - ``image_image``: chip (``tile``) <-> another chip of the same class (``tile``)
-- ``geo``: chip + lat/lon (``point_query``) <-> location text (``text_query``)
+- ``geo``: chip + lat/lon (``point_query``) <-> location text (``text_doc``)
 
 Chips are read and stretched with the backend's raster code (one stretch per
 scene, as at indexing time), so training sees exactly what the index sees.
@@ -27,6 +27,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from ...backend.errors import InputError, NotFoundError
+from ...backend.model.presets import Preset
 from ...backend.types import Box, EmbedInput, Scene, Stretch
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,8 @@ class PairBuilder:
                 for p, t in zip(points, tiles, strict=True):
                     lat, lon = self.latlon(p)
                     q = EmbedInput(instruction=self.instructions["point_query"], image=t.image, latlon=(lat, lon))
-                    doc = self.text(f"{self.caption(p.label)} at latitude {lat:.3f}, longitude {lon:.3f}")
+                    doc = EmbedInput(instruction=self.instructions.get("text_doc", ""),
+                                     text=f"{self.caption(p.label)} at {Preset.format_latlon(lat, lon)}")
                     out.append(Pair(q, doc, p.label, kind, p, {"latlon": (lat, lon)}))
             elif kind == "region_caption":
                 for f in features:

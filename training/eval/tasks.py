@@ -46,7 +46,8 @@ class RetrievalTask:
 
 
 def _instr(preset: Any, key: str, fallback: str) -> str:
-    return str(preset.instructions.get(key) or preset.instructions[fallback])
+    """The preset's instruction for ``key`` (may be empty: plain text), else ``fallback``'s."""
+    return str(preset.instructions[key] if key in preset.instructions else preset.instructions[fallback])
 
 
 def scene_classification(samples: Sequence[SceneSample], preset: Any, *, template: str = "a satellite image of {label}",
@@ -118,9 +119,13 @@ def grounding(samples: Sequence[GroundingSample], preset: Any, *, name: str = "g
 
 
 def geo_localization(samples: Sequence[GeoSample], preset: Any, *, name: str = "geo_localization") -> RetrievalTask:
-    """Image -> its location (lat/lon [+ text]) among all locations: P@1 and median km error."""
-    q = [EmbedInput(instruction=preset.instructions["tile"], image=load_image(s.path, preset.image_size), text=None) for s in samples]
-    c = [EmbedInput(instruction=preset.instructions["point_query"], latlon=(s.lat, s.lon), text=s.text or None) for s in samples]
+    """Image -> its location text (preset's lat/lon text [+ the row's text]) among all rows.
+
+    Metrics: P@1 and the median great-circle error (km) of the top-1 location.
+    """
+    q = [EmbedInput(instruction=preset.instructions["tile"], image=load_image(s.path, preset.image_size)) for s in samples]
+    c = [EmbedInput(instruction=_instr(preset, "text_doc", "text_query"),
+                    text=f"{s.text} {preset.format_latlon(s.lat, s.lon)}".strip()) for s in samples]
     ll = np.array([[s.lat, s.lon] for s in samples], dtype=float)
     return RetrievalTask(name, "geo_localization", q, c, [{i} for i in range(len(samples))],
                          query_latlon=ll, candidate_latlon=ll, metrics=("p_at_1", "km"))
