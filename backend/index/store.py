@@ -1,0 +1,655 @@
+"""IndexStore: an index directory of hnswlib vectors + SQLite metadata + a JSON sidecar.
+
+Layout and rules (docs/DESIGN.md "Index"):
+
+* ``meta.sqlite`` (WAL) is the source of truth: scenes, tiles and every tile's
+  vector. ``add`` commits rows first, then adds to hnswlib; labels come from a
+  counter in SQLite and are never reused.
+* ``vectors.hnsw`` is saved by :meth:`IndexStore.checkpoint`: written to a temp
+  file and fsynced, then ``index.json`` is replaced (recording the new file's
+  SHA-256 and size, and the previous file's as ``hnsw_previous``), then the temp
+  file is renamed over ``vectors.hnsw``. A reader or a crash at any point sees a
+  vector file the sidecar vouches for.
+* Opening validates the sidecar, the vector file's size, SHA-256, header and
+  graph **before** hnswlib loads it (nmslib/hnswlib#673), then heals the loaded
+  graph against SQLite: labels SQLite has but the file lacks (a crash after a
+  commit, before a checkpoint) are re-added from SQLite, labels SQLite no longer
+  has are marked deleted. Read-only stores heal in memory only.
+* One writer per directory across processes (``writer.lock``, fcntl); within a
+  process an :class:`RWLock` guards every hnswlib call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from ..errors import GeoVecError, IndexCorruptError, InputError, ModelMismatchError, NotFoundError
+from ..types import Scene, Stretch, TileRecord
+from . import db, files
+from .files import DB, HNSW, LOCK, SIDECAR, repair_hint
+from .locking import WriterLock
+from .rwlock import RWLock
+
+log = logging.getLogger(__name__)
+
+INITIAL_CAPACITY = 1024
+DEFAULT_EF_SEARCH = 64
+_IN_CHUNK = 900  # labels per "IN (...)" query (below SQLite's variable limit)
+
+__all__ = ["IndexStore", "repair_index", "SIDECAR", "HNSW", "DB", "LOCK"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _chunks(xs: Sequence[int], n: int = _IN_CHUNK) -> Iterator[Sequence[int]]:
+    for i in range(0, len(xs), n):
+        yield xs[i : i + n]
+
+
+def _not_an_index(path: Path) -> NotFoundError:
+    return NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
+                         "build one with: geovec index FOLDER --index DIR --model MODEL")
+
+
+def _sql_error(e: sqlite3.Error, path: Path, what: str) -> GeoVecError:
+    """Map a SQLite failure to a GeoVecError (locked -> BusyError, malformed -> IndexCorruptError)."""
+    from ..errors import BusyError
+
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return BusyError(f"{what} on index {path} timed out: {msg}", "another process holds the database; retry")
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError | sqlite3.IntegrityError):
+        return IndexCorruptError(f"{path / DB} is unreadable ({what}): {msg}",
+                                 "restore the index from a backup or rebuild it with geovec index")
+    return GeoVecError(f"{what} on index {path} failed: {msg}", "see the log for details")
+
+
+def _load_hnsw(path: Path, meta: dict[str, Any], extra: int) -> tuple[hnswlib.Index, tuple[str, int], bool]:
+    """Validate ``vectors.hnsw`` against ``meta`` and load it with room for ``extra`` more elements.
+
+    Returns the index, the (sha256, bytes) found on disk, and whether it was the
+    sidecar's ``hnsw_previous`` file (a checkpoint interrupted before its rename).
+    """
+    hnsw_path = path / HNSW
+    hint = repair_hint(path)
+    try:
+        fd = os.open(hnsw_path, os.O_RDONLY)
+    except OSError as e:
+        raise IndexCorruptError(f"vector file {hnsw_path} cannot be opened: {e.strerror}", hint) from e
+    try:
+        size = os.fstat(fd).st_size
+        known = [(meta["hnsw_sha256"], meta["hnsw_bytes"])]
+        prev = meta.get("hnsw_previous")
+        if prev:
+            known.append((prev["sha256"], prev["bytes"]))
+        if size not in {b for _, b in known}:
+            raise IndexCorruptError(f"vector file {hnsw_path} is {size} bytes, the sidecar records "
+                                    f"{meta['hnsw_bytes']} (truncated or replaced)", hint)
+        sha = files.sha256_fd(fd)
+        if (sha, size) not in known:
+            raise IndexCorruptError(f"vector file {hnsw_path} fails its SHA-256 check (has {sha[:12]}..., "
+                                    f"the sidecar records {meta['hnsw_sha256'][:12]}...)", hint)
+        header = files.check_hnsw_file(fd, size, dim=meta["dim"], M=meta["M"], where=hnsw_path)
+        index = hnswlib.Index(space="cosine", dim=meta["dim"])
+        # max_elements >= the file's count makes hnswlib size its buffers from it, never from the file.
+        fd_path = f"/proc/self/fd/{fd}"  # the very file just checked, even if renamed over since
+        src = fd_path if os.path.exists(fd_path) else str(hnsw_path)
+        try:
+            index.load_index(src, max_elements=max(header.count + extra, 16))
+        except (RuntimeError, MemoryError, ValueError) as e:
+            raise IndexCorruptError(f"vector file {hnsw_path} cannot be loaded: {e}", hint) from e
+        return index, (sha, size), (sha, size) != known[0]
+    finally:
+        os.close(fd)
+
+
+class IndexStore:
+    """One index directory, opened read-only or as its single writer. See the module docstring."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], index: hnswlib.Index, *, writable: bool,
+                 lock: WriterLock | None, disk: tuple[str, int] | None, live: int, next_label: int) -> None:
+        self.path = path
+        self.meta = meta
+        self.dim = int(meta["dim"])
+        self.writable = writable
+        self._hnsw: hnswlib.Index | None = index
+        self._lock = lock
+        self._disk = disk
+        self._live = live
+        self._next_label = next_label
+        self._ef = int(meta["ef_search"])
+        self._rw = RWLock()
+        self._wlock = threading.RLock()
+        self._local = threading.local()
+        self._cons: list[sqlite3.Connection] = []
+        self._cons_lock = threading.Lock()
+        self._dirty = disk is None
+        self._closed = False
+        index.set_ef(self._ef)
+
+    # ---- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str, tiling: dict[str, Any],
+               M: int = 16, ef_construction: int = 200) -> IndexStore:
+        """Create an empty index at ``path`` (a new or empty folder) and hold its writer lock."""
+        for name, value, lo, hi in (("dim", dim, 1, 1 << 16), ("M", M, 2, 2048),
+                                    ("ef_construction", ef_construction, 1, 1 << 16)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise InputError(f"{name}={value!r} is not an integer in {lo}..{hi}", f"pass a valid {name}")
+        if not isinstance(tiling, dict):
+            raise InputError(f"tiling={tiling!r} is not a dict", "pass TilingParams.to_dict()")
+        p = Path(path).expanduser().resolve()
+        if p.exists() and not p.is_dir():
+            raise InputError(f"index path {str(path)!r} is a file, not a folder", "choose a new index directory")
+        p.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock.acquire(p)
+        try:
+            if (p / SIDECAR).exists():
+                raise InputError(f"an index already exists at {str(path)!r}",
+                                 "open it (IndexStore.open / open_or_create) or choose a new directory")
+            cls._clear_leftovers(p)
+            now = _now()
+            info = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
+                    "ef_construction": ef_construction, "ef_search": DEFAULT_EF_SEARCH, "preset": str(preset),
+                    "checkpoint": str(checkpoint), "tiling": tiling, "created": now, "next_label": 0}
+            con = db.connect(p / DB, readonly=False)
+            try:
+                db.init_schema(con, info)
+            finally:
+                con.close()
+            index = hnswlib.Index(space="cosine", dim=dim)
+            index.init_index(max_elements=INITIAL_CAPACITY, M=M, ef_construction=ef_construction, random_seed=100)
+            meta = {k: v for k, v in info.items() if k != "next_label"}
+            meta.update(count=0, max_label=-1, hnsw_sha256="0" * 64, hnsw_bytes=1, updated=now)
+            store = cls(p, meta, index, writable=True, lock=lock, disk=None, live=0, next_label=0)
+            store.checkpoint()  # the sidecar is written last: the index exists once it is complete
+        except BaseException:
+            lock.release()
+            raise
+        log.info("created index %s (dim %d, M %d, ef_construction %d)", p, dim, M, ef_construction)
+        return store
+
+    @staticmethod
+    def _clear_leftovers(p: Path) -> None:
+        """Remove the files of a create that crashed before its sidecar (refused if tiles exist)."""
+        if (p / DB).exists():
+            try:
+                con = sqlite3.connect(f"{(p / DB).as_uri()}?mode=ro", uri=True)
+                try:
+                    n = con.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                n = 0
+            if n:
+                raise IndexCorruptError(f"{p} has no {SIDECAR} but its {DB} holds {n} tiles", repair_hint(p))
+        for name in (DB, DB + "-wal", DB + "-shm", HNSW):
+            (p / name).unlink(missing_ok=True)
+
+    @classmethod
+    def open(cls, path: str | Path, *, writable: bool = False) -> IndexStore:
+        """Open an existing index; validates every file before hnswlib loads the vectors.
+
+        Raises:
+            NotFoundError: ``path`` is not an index directory.
+            IndexCorruptError: a file is missing, truncated, tampered with or inconsistent.
+            BusyError: ``writable`` and another writer holds the index.
+        """
+        p = Path(path).expanduser().resolve()
+        if not p.is_dir() or not ((p / SIDECAR).exists() or (p / DB).exists()):
+            raise _not_an_index(p)
+        if not (p / SIDECAR).exists():
+            raise IndexCorruptError(f"index {p} lacks its sidecar {SIDECAR}", repair_hint(p))
+        lock = WriterLock.acquire(p) if writable else None
+        try:
+            if lock is not None:
+                for leftover in p.glob("*.tmp-*"):
+                    leftover.unlink(missing_ok=True)
+            return cls._open_locked(p, writable=writable, lock=lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(cls, p: Path, *, writable: bool, lock: WriterLock | None) -> IndexStore:
+        meta = files.read_sidecar(p)
+        if not (p / DB).is_file():
+            raise IndexCorruptError(f"index {p} lacks its metadata database {DB}",
+                                    "restore it from a backup or rebuild the index with geovec index")
+        con = db.connect(p / DB, readonly=True)
+        try:
+            info = db.read_info(con)
+            for key in ("dim", "M", "preset", "checkpoint"):
+                if info.get(key) != meta[key]:
+                    raise IndexCorruptError(f"index {p}: {SIDECAR} says {key}={meta[key]!r} but {DB} says "
+                                            f"{info.get(key)!r}", repair_hint(p))
+            # The file first, then one SQLite snapshot: labels are never reused, so anything the file
+            # lacks was added later (re-add it) and anything SQLite lacks was deleted (mark it).
+            index, disk, was_previous = _load_hnsw(p, meta, extra=0)
+            con.execute("BEGIN")
+            labels = np.fromiter((r[0] for r in con.execute("SELECT label FROM tiles")), dtype=np.int64)
+            have = np.asarray(index.get_ids_list(), dtype=np.int64)
+            missing = np.setdiff1d(labels, have)
+            extra = np.setdiff1d(have, labels)
+            for label in extra.tolist():
+                try:
+                    index.mark_deleted(label)
+                except RuntimeError:  # already deleted in the file
+                    pass
+            if len(missing):
+                index.resize_index(index.get_current_count() + len(missing))
+                for chunk in _chunks(missing.tolist(), 10_000):
+                    vecs, got = cls._fetch_vectors(con, chunk, meta["dim"], p)
+                    index.add_items(vecs, got)
+                log.warning("index %s: re-added %d tile(s) SQLite holds but %s lacked (interrupted run)%s",
+                            p, len(missing), HNSW, "" if writable else "; in memory only (read-only)")
+            con.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise _sql_error(e, p, "opening") from e
+        finally:
+            con.close()
+        next_label = max(int(info.get("next_label", 0)), int(labels.max()) + 1 if len(labels) else 0,
+                         int(meta["max_label"]) + 1)
+        store = cls(p, meta, index, writable=writable, lock=lock, disk=disk, live=len(labels),
+                    next_label=next_label)
+        store._dirty = writable and bool(len(missing) or was_previous or len(extra))
+        return store
+
+    @staticmethod
+    def _fetch_vectors(con: sqlite3.Connection, labels: Sequence[int], dim: int,
+                       p: Path) -> tuple[np.ndarray, list[int]]:
+        out: list[np.ndarray] = []
+        got: list[int] = []
+        for chunk in _chunks(labels):
+            q = f"SELECT label, vector FROM tiles WHERE label IN ({','.join('?' * len(chunk))})"
+            for label, blob in con.execute(q, list(chunk)):
+                try:
+                    out.append(db.blob_vector(blob, dim))
+                except ValueError as e:
+                    raise IndexCorruptError(f"{p / DB}: tile label {label}: {e}", "rebuild the index") from e
+                got.append(int(label))
+        return (np.stack(out) if out else np.zeros((0, dim), np.float32)), got
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str,
+                       tiling: dict[str, Any]) -> IndexStore:
+        """Open ``path`` for writing, or create it; refuses an index built with another model or dim."""
+        p = Path(path).expanduser()
+        if not (p / SIDECAR).exists() and not (p / DB).exists():
+            return cls.create(p, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling)
+        store = cls.open(p, writable=True)
+        given = {"dim": dim, "preset": preset, "checkpoint": checkpoint}
+        diff = [k for k, v in given.items() if store.meta.get(k) != v]
+        if diff:
+            have = ", ".join(f"{k}={store.meta.get(k)!r}" for k in diff)
+            want = ", ".join(f"{k}={given[k]!r}" for k in diff)
+            store.close()
+            raise ModelMismatchError(
+                f"index {p} was built with {have}, not {want}",
+                f"use the index's model ({store.meta.get('checkpoint')}) or a new --index directory")
+        return store
+
+    # ---- plumbing --------------------------------------------------------------------------
+    def _con(self) -> sqlite3.Connection:
+        """This thread's SQLite connection (opened on first use, closed by :meth:`close`)."""
+        if self._closed:
+            raise GeoVecError(f"index {self.path} is closed", "open it again")
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            try:
+                con = db.connect(self.path / DB, readonly=not self.writable)
+            except sqlite3.Error as e:
+                raise _sql_error(e, self.path, "connecting") from e
+            with self._cons_lock:
+                self._cons.append(con)
+            self._local.con = con
+        return con
+
+    @contextmanager
+    def _sql(self, what: str) -> Iterator[sqlite3.Connection]:
+        try:
+            yield self._con()
+        except sqlite3.Error as e:
+            raise _sql_error(e, self.path, what) from e
+
+    def _need_writable(self, what: str) -> None:
+        if self._closed:
+            raise GeoVecError(f"index {self.path} is closed", "open it again")
+        if not self.writable:
+            raise InputError(f"cannot {what}: index {self.path} is open read-only",
+                             "open it with IndexStore.open(path, writable=True)")
+
+    @property
+    def count(self) -> int:
+        """Live tiles (searchable vectors)."""
+        return self._live
+
+    # ---- scenes ----------------------------------------------------------------------------
+    def scene_status(self, scene_id: str) -> tuple[str, str] | None:
+        """``(fingerprint, status)`` of a stored scene, or None."""
+        with self._sql("reading a scene") as con:
+            row = con.execute("SELECT fingerprint, status FROM scenes WHERE scene_id = ?", (scene_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def upsert_scene(self, scene: Scene, stretch: Stretch) -> None:
+        """Insert or replace ``scene`` with its stretch; its status becomes 'partial'."""
+        self._need_writable("store a scene")
+        cols = [c.strip() for c in db.SCENE_COLS.split(",")]
+        update = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        paths = {s for s in scene.sources} | {str(Path(s).expanduser().resolve()) for s in scene.sources}
+        with self._wlock, self._sql("storing a scene") as con, db.transaction(con):
+            con.execute(f"INSERT INTO scenes({db.SCENE_COLS}) VALUES ({','.join('?' * len(cols))}) "
+                        f"ON CONFLICT(scene_id) DO UPDATE SET {update}",
+                        db.scene_params(scene, stretch, "partial", _now()))
+            con.execute("DELETE FROM scene_paths WHERE scene_id = ?", (scene.scene_id,))
+            con.executemany("INSERT OR IGNORE INTO scene_paths(path, scene_id) VALUES (?, ?)",
+                            [(q, scene.scene_id) for q in sorted(paths)])
+
+    def complete_scene(self, scene_id: str) -> None:
+        """Mark a stored scene 'complete' (NotFoundError if it is not stored)."""
+        self._need_writable("complete a scene")
+        with self._wlock, self._sql("completing a scene") as con, db.transaction(con):
+            n = con.execute("UPDATE scenes SET status = 'complete', updated = ? WHERE scene_id = ?",
+                            (_now(), scene_id)).rowcount
+        if n == 0:
+            raise NotFoundError(f"scene {scene_id!r} is not in index {self.path}", "upsert_scene() it first")
+
+    def delete_scene(self, scene_id: str) -> int:
+        """Delete a scene and its tiles (marked deleted in hnswlib); returns the tiles deleted."""
+        self._need_writable("delete a scene")
+        with self._wlock:
+            with self._sql("deleting a scene") as con, db.transaction(con):
+                labels = [r[0] for r in con.execute("SELECT label FROM tiles WHERE scene_id = ?", (scene_id,))]
+                con.execute("DELETE FROM tiles WHERE scene_id = ?", (scene_id,))
+                con.execute("DELETE FROM scenes WHERE scene_id = ?", (scene_id,))
+                con.execute("DELETE FROM scene_paths WHERE scene_id = ?", (scene_id,))
+            with self._rw.write():
+                assert self._hnsw is not None
+                for label in labels:
+                    try:
+                        self._hnsw.mark_deleted(label)
+                    except RuntimeError:  # not in the graph (never checkpointed) or already deleted
+                        log.debug("label %d was not live in hnsw", label)
+                self._live -= len(labels)
+            self._dirty = self._dirty or bool(labels)
+        return len(labels)
+
+    def scenes(self) -> list[dict[str, Any]]:
+        """Every stored scene as a dict (scene_id, name, sources list, status, fingerprint, ..., tiles)."""
+        with self._sql("listing scenes") as con:
+            rows = con.execute(f"SELECT {db.SCENE_COLS}, (SELECT COUNT(*) FROM tiles t WHERE t.scene_id = "
+                               "scenes.scene_id) FROM scenes ORDER BY name, scene_id").fetchall()
+        return [db.scene_dict(r[:-1], int(r[-1])) for r in rows]
+
+    def scene(self, scene_id: str) -> tuple[Scene, Stretch] | None:
+        """The stored ``(Scene, Stretch)`` of ``scene_id``, or None."""
+        with self._sql("reading a scene") as con:
+            row = con.execute(f"SELECT {db.SCENE_COLS} FROM scenes WHERE scene_id = ?", (scene_id,)).fetchone()
+        return db.scene_from_row(row) if row else None
+
+    def scene_for_path(self, path: str | Path) -> tuple[Scene, Stretch] | None:
+        """The stored scene one of whose sources is ``path`` (compared as resolved absolute paths)."""
+        keys = [str(path), str(Path(path).expanduser().resolve())]
+        with self._sql("finding a scene") as con:
+            row = con.execute("SELECT scene_id FROM scene_paths WHERE path IN (?, ?) ORDER BY scene_id LIMIT 1",
+                              keys).fetchone()
+        return self.scene(row[0]) if row else None
+
+    def tile_ids(self, scene_id: str) -> set[str]:
+        """The tile ids stored for ``scene_id``."""
+        with self._sql("listing tiles") as con:
+            return {r[0] for r in con.execute("SELECT tile_id FROM tiles WHERE scene_id = ?", (scene_id,))}
+
+    # ---- tiles -----------------------------------------------------------------------------
+    def _check_vectors(self, vectors: Any, n: int | None, what: str) -> np.ndarray:
+        arr = np.asarray(vectors, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != self.dim or (n is not None and arr.shape[0] != n):
+            want = f"({n}, {self.dim})" if n is not None else f"(n, {self.dim})"
+            raise InputError(f"{what} have shape {tuple(np.shape(vectors))}, expected {want}",
+                             f"give float32 vectors of the index's dimension {self.dim}")
+        if not np.isfinite(arr).all():
+            raise InputError(f"{what} contain NaN or infinite values", "check the model output")
+        if arr.shape[0] and not (np.linalg.norm(arr, axis=1) > 0).all():
+            raise InputError(f"{what} contain an all-zero vector (no cosine direction)", "check the model output")
+        return arr
+
+    def add(self, records: Sequence[TileRecord], vectors: np.ndarray) -> int:
+        """Store tiles and their vectors; a tile id already stored is skipped. Returns tiles added.
+
+        One SQLite transaction (INSERT OR IGNORE by tile_id, labels from the counter),
+        then hnswlib ``add_items`` of the rows actually inserted, growing capacity x2.
+        """
+        self._need_writable("add tiles")
+        vecs = self._check_vectors(vectors, len(records), "vectors")
+        if not len(records):
+            return 0
+        with self._wlock:
+            keep: list[int] = []
+            labels: list[int] = []
+            nxt = self._next_label
+            with self._sql("adding tiles") as con, db.transaction(con):
+                for i, rec in enumerate(records):
+                    if con.execute(db.INSERT_TILE, db.tile_params(rec, nxt, vecs[i])).rowcount == 1:
+                        keep.append(i)
+                        labels.append(nxt)
+                        nxt += 1
+                con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_label', ?)", (str(nxt),))
+            self._next_label = nxt
+            if labels:
+                with self._rw.write():
+                    assert self._hnsw is not None
+                    need = self._hnsw.get_current_count() + len(labels)
+                    cap = self._hnsw.get_max_elements()
+                    if need > cap:
+                        while cap < need:
+                            cap *= 2
+                        self._hnsw.resize_index(cap)
+                    self._hnsw.add_items(vecs[keep], np.asarray(labels, dtype=np.int64))
+                    self._live += len(labels)
+                self._dirty = True
+        return len(labels)
+
+    def get(self, tile_id: str) -> TileRecord:
+        """The stored record of ``tile_id`` (NotFoundError if absent)."""
+        with self._sql("reading a tile") as con:
+            row = con.execute(f"SELECT {db.TILE_COLS} FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
+        return db.tile_from_row(row)
+
+    def vector(self, tile_id: str) -> np.ndarray:
+        """The stored float32 vector of ``tile_id`` (as added, not normalised)."""
+        with self._sql("reading a vector") as con:
+            row = con.execute("SELECT vector FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
+        return db.blob_vector(row[0], self.dim)
+
+    def _records(self, labels: set[int]) -> dict[int, TileRecord]:
+        out: dict[int, TileRecord] = {}
+        with self._sql("reading tiles") as con:
+            for chunk in _chunks(sorted(labels)):
+                q = f"SELECT label, {db.TILE_COLS} FROM tiles WHERE label IN ({','.join('?' * len(chunk))})"
+                for row in con.execute(q, list(chunk)):
+                    out[int(row[0])] = db.tile_from_row(row[1:])
+        return out
+
+    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib knn_query under the read lock (write lock when ef must change for a large k)."""
+        ef = max(self._ef, k)
+        while True:
+            try:
+                if ef == self._ef:
+                    with self._rw.read():
+                        assert self._hnsw is not None
+                        return self._hnsw.knn_query(q, k=k)
+                with self._rw.write():
+                    assert self._hnsw is not None
+                    self._hnsw.set_ef(ef)
+                    try:
+                        return self._hnsw.knn_query(q, k=k)
+                    finally:
+                        self._hnsw.set_ef(self._ef)
+            except RuntimeError as e:  # fewer than k found (many deleted neighbours): widen the beam
+                if ef >= self._live:
+                    raise IndexCorruptError(f"search in {self.path} found fewer than {k} of {self._live} tiles: {e}",
+                                            repair_hint(self.path)) from e
+                ef = min(self._live, ef * 4)
+
+    def search(self, vectors: np.ndarray, k: int, *,
+               filter: Callable[[str], bool] | None = None) -> list[list[tuple[TileRecord, float]]]:
+        """The ``k`` most similar tiles to each query vector, best first, as (record, cosine similarity).
+
+        ``filter(tile_id)`` keeps a tile when it returns True. Never more than ``count`` hits.
+        """
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InputError(f"k={k!r} is not a positive integer", "ask for at least one hit")
+        if self._closed:
+            raise GeoVecError(f"index {self.path} is closed", "open it again")
+        q = self._check_vectors(vectors, None, "query vectors")
+        if self._live == 0 or not len(q):
+            return [[] for _ in range(len(q))]
+        want = min(self._live, int(k) if filter is None else int(k) * 4 + 16)
+        while True:
+            kk = min(want, self._live)
+            labels, dists = self._knn(q, kk)
+            recs = self._records({int(x) for x in labels.ravel()})
+            out: list[list[tuple[TileRecord, float]]] = []
+            short = False
+            for row_l, row_d in zip(labels, dists, strict=True):
+                hits: list[tuple[TileRecord, float]] = []
+                for label, dist in zip(row_l.tolist(), row_d.tolist(), strict=True):
+                    rec = recs.get(label)  # None: deleted by a writer since this store was opened
+                    if rec is not None and (filter is None or filter(rec.tile_id)):
+                        hits.append((rec, min(1.0, max(-1.0, 1.0 - dist))))
+                        if len(hits) == k:
+                            break
+                short = short or len(hits) < min(k, self._live)
+                out.append(hits)
+            if not short or kk >= self._live:
+                return out
+            want = min(self._live, kk * 4)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Save vectors.hnsw and index.json atomically (a no-op when nothing changed)."""
+        self._need_writable("checkpoint")
+        with self._wlock:
+            if not self._dirty:
+                return
+            tmp = self.path / f"{HNSW}.tmp-{os.getpid()}"
+            with self._rw.read():
+                assert self._hnsw is not None
+                self._hnsw.save_index(str(tmp))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                sha, size = files.sha256_fd(fd), os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            meta = dict(self.meta)
+            meta.update(count=self._live, max_label=self._next_label - 1, hnsw_sha256=sha, hnsw_bytes=size,
+                        hnsw_previous=({"sha256": self._disk[0], "bytes": self._disk[1]} if self._disk else None),
+                        updated=_now())
+            files.write_json_atomic(self.path / SIDECAR, meta)  # vouches for the old and the new file
+            os.replace(tmp, self.path / HNSW)
+            files.fsync_dir(self.path)
+            self.meta, self._disk, self._dirty = meta, (sha, size), False
+            log.debug("checkpointed %s: %d tiles, %d bytes", self.path, self._live, size)
+
+    def close(self) -> None:
+        """Checkpoint if writable, release the writer lock and close connections; idempotent."""
+        if self._closed:
+            return
+        try:
+            if self.writable:
+                self.checkpoint()
+        finally:
+            self._closed = True
+            with self._cons_lock:
+                cons, self._cons = self._cons, []
+            for con in cons:
+                try:
+                    con.close()
+                except sqlite3.Error:
+                    log.debug("closing a connection failed", exc_info=True)
+            with self._rw.write():  # wait for searches in flight before dropping the graph
+                self._hnsw = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "closed" if self._closed else ("writable" if self.writable else "read-only")
+        return f"IndexStore({str(self.path)!r}, {self._live} tiles, dim {self.dim}, {mode})"
+
+    @staticmethod
+    def repair(path: str | Path) -> None:
+        """Same as :func:`repair_index`."""
+        repair_index(path)
+
+
+def repair_index(path: str | Path) -> None:
+    """Rebuild vectors.hnsw from the vectors in SQLite and rewrite index.json (needs the writer lock)."""
+    p = Path(path).expanduser().resolve()
+    if not (p / DB).is_file():
+        raise NotFoundError(f"no index database at {str(p / DB)!r}", "repair needs the index's meta.sqlite")
+    lock = WriterLock.acquire(p)
+    try:
+        con = db.connect(p / DB, readonly=False)
+        try:
+            info = db.read_info(con)
+            required = ("dim", "M", "ef_construction", "preset", "checkpoint", "tiling")
+            if any(k not in info for k in required):
+                raise IndexCorruptError(f"{p / DB} lacks the model info needed to rebuild the index",
+                                        "rebuild the index from the rasters with geovec index")
+            dim, M = int(info["dim"]), int(info["M"])
+            labels = [r[0] for r in con.execute("SELECT label FROM tiles ORDER BY label")]
+            index = hnswlib.Index(space="cosine", dim=dim)
+            cap = INITIAL_CAPACITY
+            while cap < len(labels):
+                cap *= 2
+            index.init_index(max_elements=cap, M=M, ef_construction=int(info["ef_construction"]), random_seed=100)
+            for chunk in _chunks(labels, 10_000):
+                vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)
+                index.add_items(vecs, got)
+        except sqlite3.Error as e:
+            raise _sql_error(e, p, "repairing") from e
+        finally:
+            con.close()
+        next_label = max(int(info.get("next_label", 0)), labels[-1] + 1 if labels else 0)
+        meta = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
+                "ef_construction": int(info["ef_construction"]),
+                "ef_search": int(info.get("ef_search", DEFAULT_EF_SEARCH)), "preset": str(info["preset"]),
+                "checkpoint": str(info["checkpoint"]), "tiling": info["tiling"],
+                "created": str(info.get("created", _now())), "count": len(labels), "max_label": next_label - 1,
+                "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": _now()}
+        store = IndexStore(p, meta, index, writable=True, lock=lock, disk=None, live=len(labels),
+                           next_label=next_label)
+    except BaseException:
+        lock.release()
+        raise
+    store.close()  # checkpoint: writes vectors.hnsw and index.json, releases the lock
+    log.info("repaired %s: rebuilt %s from %d tiles in %s", p, HNSW, len(labels), DB)
