@@ -216,8 +216,9 @@ class IndexStore:
         lock = WriterLock.acquire(p) if writable else None
         try:
             if lock is not None:
-                for leftover in p.glob("*.tmp-*"):
-                    leftover.unlink(missing_ok=True)
+                for pattern in (f"{HNSW}.tmp-*", f"{SIDECAR}.tmp-*"):  # an interrupted checkpoint's
+                    for leftover in p.glob(pattern):
+                        leftover.unlink(missing_ok=True)
             return cls._open_locked(p, writable=writable, lock=lock)
         except BaseException:
             if lock is not None:
@@ -245,10 +246,12 @@ class IndexStore:
             have = np.asarray(index.get_ids_list(), dtype=np.int64)
             missing = np.setdiff1d(labels, have)
             extra = np.setdiff1d(have, labels)
+            newly_deleted = 0
             for label in extra.tolist():
                 try:
                     index.mark_deleted(label)
-                except RuntimeError:  # already deleted in the file
+                    newly_deleted += 1
+                except RuntimeError:  # already deleted in the file (deleted labels stay in the graph)
                     pass
             if len(missing):
                 index.resize_index(index.get_current_count() + len(missing))
@@ -266,7 +269,7 @@ class IndexStore:
                          int(meta["max_label"]) + 1)
         store = cls(p, meta, index, writable=writable, lock=lock, disk=disk, live=len(labels),
                     next_label=next_label)
-        store._dirty = writable and bool(len(missing) or was_previous or len(extra))
+        store._dirty = writable and bool(len(missing) or was_previous or newly_deleted)
         return store
 
     @staticmethod
@@ -289,7 +292,7 @@ class IndexStore:
                        tiling: dict[str, Any]) -> IndexStore:
         """Open ``path`` for writing, or create it; refuses an index built with another model or dim."""
         p = Path(path).expanduser()
-        if not (p / SIDECAR).exists() and not (p / DB).exists():
+        if not (p / SIDECAR).exists():  # new, or a create that crashed before its sidecar
             return cls.create(p, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling)
         store = cls.open(p, writable=True)
         given = {"dim": dim, "preset": preset, "checkpoint": checkpoint}
@@ -491,19 +494,26 @@ class IndexStore:
         return out
 
     def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """hnswlib knn_query under the read lock (write lock when ef must change for a large k)."""
+        """hnswlib knn_query under the read lock (write lock when ef must change for a large k).
+
+        ``k`` is clamped to the live count read under the same lock (a concurrent delete may shrink it).
+        """
         ef = max(self._ef, k)
         while True:
             try:
                 if ef == self._ef:
                     with self._rw.read():
                         assert self._hnsw is not None
-                        return self._hnsw.knn_query(q, k=k)
+                        kk = min(k, self._live)
+                        return self._hnsw.knn_query(q, k=kk) if kk else self._empty(len(q))
                 with self._rw.write():
                     assert self._hnsw is not None
-                    self._hnsw.set_ef(ef)
+                    kk = min(k, self._live)
+                    if not kk:
+                        return self._empty(len(q))
+                    self._hnsw.set_ef(max(ef, kk))
                     try:
-                        return self._hnsw.knn_query(q, k=k)
+                        return self._hnsw.knn_query(q, k=kk)
                     finally:
                         self._hnsw.set_ef(self._ef)
             except RuntimeError as e:  # fewer than k found (many deleted neighbours): widen the beam
@@ -511,6 +521,10 @@ class IndexStore:
                     raise IndexCorruptError(f"search in {self.path} found fewer than {k} of {self._live} tiles: {e}",
                                             repair_hint(self.path)) from e
                 ef = min(self._live, ef * 4)
+
+    @staticmethod
+    def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((n, 0), np.uint64), np.zeros((n, 0), np.float32)
 
     def search(self, vectors: np.ndarray, k: int, *,
                filter: Callable[[str], bool] | None = None) -> list[list[tuple[TileRecord, float]]]:

@@ -260,6 +260,9 @@ def test_delete_scene(filled, tmp_path: Path) -> None:
         hits = store.search(v[0], 50)[0]
         assert len(hits) == 20 and {r.scene_id for r, _ in hits} == {other.scene_id}
         assert store.delete_scene(scene.scene_id) == 0
+    stamp = (idx / "vectors.hnsw").stat().st_mtime_ns, (idx / "index.json").stat().st_mtime_ns
+    IndexStore.open(idx, writable=True).close()  # nothing changed: no checkpoint rewrites the files
+    assert ((idx / "vectors.hnsw").stat().st_mtime_ns, (idx / "index.json").stat().st_mtime_ns) == stamp
     with IndexStore.open(idx) as store:
         assert store.count == 20 and store.scene_for_path(scene.sources[0]) is None
         assert {r.scene_id for r, _ in store.search(v[:3], 30)[2]} == {other.scene_id}
@@ -566,3 +569,63 @@ def test_read_only_store_survives_another_writer(filled, tmp_path: Path) -> None
     ro.close()
     with IndexStore.open(idx) as fresh:
         assert fresh.count == 30
+
+
+def test_missing_sidecar(filled, tmp_path: Path) -> None:
+    idx = filled[0]
+    (idx / "index.json").unlink()
+    with pytest.raises(IndexCorruptError, match="lacks its sidecar"):
+        IndexStore.open(idx)
+    with pytest.raises(IndexCorruptError, match="holds 300 tiles"):  # never wiped by a create
+        IndexStore.open_or_create(idx, dim=DIM, preset="tiny", checkpoint="/models/tiny", tiling=TILING)
+    repair_index(idx)  # the sidecar comes back from SQLite's info table
+    with IndexStore.open(idx) as store:
+        assert store.count == 300 and store.meta["preset"] == "tiny"
+    # a create that died before writing its sidecar (empty database) is simply redone
+    crashed = tmp_path / "crashed"
+    new_store(crashed).close()
+    (crashed / "index.json").unlink()
+    with IndexStore.open_or_create(crashed, dim=DIM, preset="tiny", checkpoint="/models/tiny", tiling=TILING) as s:
+        assert s.count == 0
+    assert (crashed / "index.json").exists()
+
+
+WRITER_LOOP = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_index_store import STRETCH, make_records, make_scene, vecs
+from geovec.backend.index.store import IndexStore
+store = IndexStore.open(sys.argv[1], writable=True)
+scene = make_scene(Path(sys.argv[1]).parent, "loop")
+store.upsert_scene(scene, STRETCH)
+print("ready", flush=True)
+for b in range(40):
+    store.add(make_records(scene, 25, start=25 * b), vecs(25, 1000 + b))
+    store.checkpoint()
+store.close()
+"""
+
+
+def test_readers_in_this_process_while_another_process_checkpoints(filled) -> None:
+    """Opening read-only at any moment of another process's checkpoints never sees a half-written index."""
+    idx, _, _, v = filled
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER_LOOP.format(tests=str(Path(__file__).parent))),
+                             str(idx)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        opened, counts = 0, []
+        while proc.poll() is None:
+            with IndexStore.open(idx) as ro:
+                counts.append(ro.count)
+                hits = ro.search(v[1], 3)[0]
+                assert len(hits) == 3 and hits[0][1] >= hits[1][1] >= hits[2][1]
+                opened += 1
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    assert opened >= 3 and counts == sorted(counts) and counts[-1] <= 1300
+    with IndexStore.open(idx) as ro:
+        assert ro.count == 1300
