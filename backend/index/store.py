@@ -38,6 +38,7 @@ from ..errors import GeoVecError, IndexCorruptError, InputError, ModelMismatchEr
 from ..types import Scene, Stretch, TileRecord
 from . import db, files
 from .files import DB, HNSW, LOCK, SIDECAR, repair_hint
+from .load import load_hnsw
 from .locking import WriterLock
 from .rwlock import RWLock
 
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 INITIAL_CAPACITY = 1024
 DEFAULT_EF_SEARCH = 64
 _IN_CHUNK = 900  # labels per "IN (...)" query (below SQLite's variable limit)
-_OPEN_ATTEMPTS = 5  # tries to open while another process checkpoints
 
 __all__ = ["IndexStore", "repair_index", "SIDECAR", "HNSW", "DB", "LOCK"]
 
@@ -76,76 +76,6 @@ def _sql_error(e: sqlite3.Error, path: Path, what: str) -> GeoVecError:
         return IndexCorruptError(f"{path / DB} is unreadable ({what}): {msg}",
                                  "restore the index from a backup or rebuild it with geovec index")
     return GeoVecError(f"{what} on index {path} failed: {msg}", "see the log for details")
-
-
-def _load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int], bool]:
-    """Read the sidecar, validate ``vectors.hnsw`` against it, and load it.
-
-    The vector file is opened *before* the sidecar is read: a checkpoint replaces
-    the sidecar (naming the new file and the current one) before renaming the new
-    file in, so the sidecar read just after opening vouches for the opened file,
-    unless two checkpoints passed in between; then both are read again.
-
-    Returns the sidecar, the index, the (sha256, bytes) of the file loaded, and
-    whether that was the sidecar's ``hnsw_previous`` (an interrupted checkpoint).
-    """
-    hnsw_path = path / HNSW
-    for attempt in range(_OPEN_ATTEMPTS):
-        try:
-            fd = os.open(hnsw_path, os.O_RDONLY)
-        except OSError as e:
-            files.read_sidecar(path)  # a bad sidecar is the clearer error
-            raise IndexCorruptError(f"vector file {hnsw_path} cannot be opened: {e.strerror}",
-                                    repair_hint(path)) from e
-        try:
-            meta = files.read_sidecar(path)
-            try:
-                return (meta, *_load_validated(fd, meta, hnsw_path))
-            except IndexCorruptError:
-                if attempt + 1 < _OPEN_ATTEMPTS and _moved(fd, hnsw_path, meta):
-                    log.debug("%s changed while opening (a writer checkpointed): retrying", path)
-                    continue
-                raise
-        finally:
-            os.close(fd)
-    raise AssertionError("unreachable")
-
-
-def _moved(fd: int, hnsw_path: Path, meta: dict[str, Any]) -> bool:
-    """Whether a checkpoint replaced the vector file or the sidecar since ``fd``/``meta`` were read."""
-    try:
-        if os.stat(hnsw_path).st_ino != os.fstat(fd).st_ino:
-            return True
-        return files.read_sidecar(hnsw_path.parent) != meta
-    except (OSError, IndexCorruptError):
-        return False
-
-
-def _load_validated(fd: int, meta: dict[str, Any], hnsw_path: Path) -> tuple[hnswlib.Index, tuple[str, int], bool]:
-    """Check the open vector file's size, SHA-256, header and graph, then let hnswlib load it."""
-    hint = repair_hint(hnsw_path.parent)
-    size = os.fstat(fd).st_size
-    known = [(meta["hnsw_sha256"], meta["hnsw_bytes"])]
-    prev = meta.get("hnsw_previous")
-    if prev:
-        known.append((prev["sha256"], prev["bytes"]))
-    if size not in {b for _, b in known}:
-        raise IndexCorruptError(f"vector file {hnsw_path} is {size} bytes, the sidecar records "
-                                f"{meta['hnsw_bytes']} (truncated or replaced)", hint)
-    sha = files.sha256_fd(fd)
-    if (sha, size) not in known:
-        raise IndexCorruptError(f"vector file {hnsw_path} fails its SHA-256 check (has {sha[:12]}..., "
-                                f"the sidecar records {meta['hnsw_sha256'][:12]}...)", hint)
-    header = files.check_hnsw_file(fd, size, dim=meta["dim"], M=meta["M"], where=hnsw_path)
-    index = hnswlib.Index(space="cosine", dim=meta["dim"])
-    # max_elements >= the file's count makes hnswlib size its buffers from it, never from the file.
-    fd_path = f"/proc/self/fd/{fd}"  # the very file just checked, even if renamed over since
-    src = fd_path if os.path.exists(fd_path) else str(hnsw_path)
-    try:
-        index.load_index(src, max_elements=max(header.count, 16))
-    except (RuntimeError, MemoryError, ValueError) as e:
-        raise IndexCorruptError(f"vector file {hnsw_path} cannot be loaded: {e}", hint) from e
-    return index, (sha, size), (sha, size) != known[0]
 
 
 class IndexStore:
@@ -272,7 +202,7 @@ class IndexStore:
                                             f"{info.get(key)!r}", repair_hint(p))
             # The file first, then one SQLite snapshot: labels are never reused, so anything the file
             # lacks was added later (re-add it) and anything SQLite lacks was deleted (mark it).
-            meta, index, disk, was_previous = _load_hnsw(p)
+            meta, index, disk, was_previous = load_hnsw(p)
             con.execute("BEGIN")
             labels = np.fromiter((r[0] for r in con.execute("SELECT label FROM tiles")), dtype=np.int64)
             have = np.asarray(index.get_ids_list(), dtype=np.int64)
@@ -657,45 +587,4 @@ class IndexStore:
         repair_index(path)
 
 
-def repair_index(path: str | Path) -> None:
-    """Rebuild vectors.hnsw from the vectors in SQLite and rewrite index.json (needs the writer lock)."""
-    p = Path(path).expanduser().resolve()
-    if not (p / DB).is_file():
-        raise NotFoundError(f"no index database at {str(p / DB)!r}", "repair needs the index's meta.sqlite")
-    lock = WriterLock.acquire(p)
-    try:
-        con = db.connect(p / DB, readonly=False)
-        try:
-            info = db.read_info(con)
-            required = ("dim", "M", "ef_construction", "preset", "checkpoint", "tiling")
-            if any(k not in info for k in required):
-                raise IndexCorruptError(f"{p / DB} lacks the model info needed to rebuild the index",
-                                        "rebuild the index from the rasters with geovec index")
-            dim, M = int(info["dim"]), int(info["M"])
-            labels = [r[0] for r in con.execute("SELECT label FROM tiles ORDER BY label")]
-            index = hnswlib.Index(space="cosine", dim=dim)
-            cap = INITIAL_CAPACITY
-            while cap < len(labels):
-                cap *= 2
-            index.init_index(max_elements=cap, M=M, ef_construction=int(info["ef_construction"]), random_seed=100)
-            for chunk in _chunks(labels, 10_000):
-                vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)
-                index.add_items(vecs, got)
-        except sqlite3.Error as e:
-            raise _sql_error(e, p, "repairing") from e
-        finally:
-            con.close()
-        next_label = max(int(info.get("next_label", 0)), labels[-1] + 1 if labels else 0)
-        meta = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
-                "ef_construction": int(info["ef_construction"]),
-                "ef_search": int(info.get("ef_search", DEFAULT_EF_SEARCH)), "preset": str(info["preset"]),
-                "checkpoint": str(info["checkpoint"]), "tiling": info["tiling"],
-                "created": str(info.get("created", _now())), "count": len(labels), "max_label": next_label - 1,
-                "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": _now()}
-        store = IndexStore(p, meta, index, writable=True, lock=lock, disk=None, live=len(labels),
-                           next_label=next_label)
-    except BaseException:
-        lock.release()
-        raise
-    store.close()  # checkpoint: writes vectors.hnsw and index.json, releases the lock
-    log.info("repaired %s: rebuilt %s from %d tiles in %s", p, HNSW, len(labels), DB)
+from .repair import repair_index  # noqa: E402 - re-exported: the CLI looks for store.repair_index

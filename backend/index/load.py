@@ -1,0 +1,88 @@
+"""Loading ``vectors.hnsw`` safely: validate it against the sidecar, then let hnswlib read it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+
+from ..errors import IndexCorruptError
+from . import files
+from .files import HNSW, repair_hint
+
+log = logging.getLogger(__name__)
+
+OPEN_ATTEMPTS = 5  # tries to open while another process checkpoints
+
+
+def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int], bool]:
+    """Read the sidecar, validate ``vectors.hnsw`` against it, and load it.
+
+    The vector file is opened *before* the sidecar is read: a checkpoint replaces
+    the sidecar (naming the new file and the current one) before renaming the new
+    file in, so the sidecar read just after opening vouches for the opened file,
+    unless two checkpoints passed in between; then both are read again.
+
+    Returns the sidecar, the index, the (sha256, bytes) of the file loaded, and
+    whether that was the sidecar's ``hnsw_previous`` (an interrupted checkpoint).
+    """
+    hnsw_path = path / HNSW
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            fd = os.open(hnsw_path, os.O_RDONLY)
+        except OSError as e:
+            files.read_sidecar(path)  # a bad sidecar is the clearer error
+            raise IndexCorruptError(f"vector file {hnsw_path} cannot be opened: {e.strerror}",
+                                    repair_hint(path)) from e
+        try:
+            meta = files.read_sidecar(path)
+            try:
+                return (meta, *_load_validated(fd, meta, hnsw_path))
+            except IndexCorruptError:
+                if attempt + 1 < OPEN_ATTEMPTS and _moved(fd, hnsw_path, meta):
+                    log.debug("%s changed while opening (a writer checkpointed): retrying", path)
+                    continue
+                raise
+        finally:
+            os.close(fd)
+    raise AssertionError("unreachable")
+
+
+def _moved(fd: int, hnsw_path: Path, meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint replaced the vector file or the sidecar since ``fd``/``meta`` were read."""
+    try:
+        if os.stat(hnsw_path).st_ino != os.fstat(fd).st_ino:
+            return True
+        return files.read_sidecar(hnsw_path.parent) != meta
+    except (OSError, IndexCorruptError):
+        return False
+
+
+def _load_validated(fd: int, meta: dict[str, Any], hnsw_path: Path) -> tuple[hnswlib.Index, tuple[str, int], bool]:
+    """Check the open vector file's size, SHA-256, header and graph, then let hnswlib load it."""
+    hint = repair_hint(hnsw_path.parent)
+    size = os.fstat(fd).st_size
+    known = [(meta["hnsw_sha256"], meta["hnsw_bytes"])]
+    prev = meta.get("hnsw_previous")
+    if prev:
+        known.append((prev["sha256"], prev["bytes"]))
+    if size not in {b for _, b in known}:
+        raise IndexCorruptError(f"vector file {hnsw_path} is {size} bytes, the sidecar records "
+                                f"{meta['hnsw_bytes']} (truncated or replaced)", hint)
+    sha = files.sha256_fd(fd)
+    if (sha, size) not in known:
+        raise IndexCorruptError(f"vector file {hnsw_path} fails its SHA-256 check (has {sha[:12]}..., "
+                                f"the sidecar records {meta['hnsw_sha256'][:12]}...)", hint)
+    header = files.check_hnsw_file(fd, size, dim=meta["dim"], M=meta["M"], where=hnsw_path)
+    index = hnswlib.Index(space="cosine", dim=meta["dim"])
+    # max_elements >= the file's count makes hnswlib size its buffers from it, never from the file.
+    fd_path = f"/proc/self/fd/{fd}"  # the very file just checked, even if renamed over since
+    src = fd_path if os.path.exists(fd_path) else str(hnsw_path)
+    try:
+        index.load_index(src, max_elements=max(header.count, 16))
+    except (RuntimeError, MemoryError, ValueError) as e:
+        raise IndexCorruptError(f"vector file {hnsw_path} cannot be loaded: {e}", hint) from e
+    return index, (sha, size), (sha, size) != known[0]

@@ -1,0 +1,67 @@
+"""``repair_index``: rebuild vectors.hnsw and index.json from the SQLite source of truth."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hnswlib
+
+from ..errors import IndexCorruptError, NotFoundError
+from . import db, files
+from .files import DB, HNSW
+from .locking import WriterLock
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def repair_index(path: str | Path) -> None:
+    """Rebuild vectors.hnsw from the vectors in SQLite and rewrite index.json (needs the writer lock)."""
+    from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, IndexStore, _chunks, _sql_error
+
+    p = Path(path).expanduser().resolve()
+    if not (p / DB).is_file():
+        raise NotFoundError(f"no index database at {str(p / DB)!r}", "repair needs the index's meta.sqlite")
+    lock = WriterLock.acquire(p)
+    try:
+        con = db.connect(p / DB, readonly=False)
+        try:
+            info = db.read_info(con)
+            required = ("dim", "M", "ef_construction", "preset", "checkpoint", "tiling")
+            if any(k not in info for k in required):
+                raise IndexCorruptError(f"{p / DB} lacks the model info needed to rebuild the index",
+                                        "rebuild the index from the rasters with geovec index")
+            dim, M = int(info["dim"]), int(info["M"])
+            labels = [r[0] for r in con.execute("SELECT label FROM tiles ORDER BY label")]
+            index = hnswlib.Index(space="cosine", dim=dim)
+            cap = INITIAL_CAPACITY
+            while cap < len(labels):
+                cap *= 2
+            index.init_index(max_elements=cap, M=M, ef_construction=int(info["ef_construction"]), random_seed=100)
+            for chunk in _chunks(labels, 10_000):
+                vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)
+                index.add_items(vecs, got)
+        except sqlite3.Error as e:
+            raise _sql_error(e, p, "repairing") from e
+        finally:
+            con.close()
+        next_label = max(int(info.get("next_label", 0)), labels[-1] + 1 if labels else 0)
+        meta = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
+                "ef_construction": int(info["ef_construction"]),
+                "ef_search": int(info.get("ef_search", DEFAULT_EF_SEARCH)), "preset": str(info["preset"]),
+                "checkpoint": str(info["checkpoint"]), "tiling": info["tiling"],
+                "created": str(info.get("created", _now())), "count": len(labels), "max_label": next_label - 1,
+                "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": _now()}
+        store = IndexStore(p, meta, index, writable=True, lock=lock, disk=None, live=len(labels),
+                           next_label=next_label)
+    except BaseException:
+        lock.release()
+        raise
+    store.close()  # checkpoint: writes vectors.hnsw and index.json, releases the lock
+    log.info("repaired %s: rebuilt %s from %d tiles in %s", p, HNSW, len(labels), DB)
