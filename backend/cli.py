@@ -103,10 +103,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     if args.repair:
         _repair(args.index)
-    tiling = TilingOptions(tile_size=args.tile_size, overlap=args.overlap, resolution=args.resolution,
-                           min_valid_fraction=args.min_valid, bands=args.bands)
-    req = IndexRequest(folder=args.folder, index=args.index, model=args.model, tiling=tiling,
-                       groups=dict(args.group) if args.group else None, batch_size=args.batch_size)
+    tiling = _validated(TilingOptions, tile_size=args.tile_size, overlap=args.overlap, resolution=args.resolution,
+                        min_valid_fraction=args.min_valid, bands=args.bands)
+    req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
+                     groups=dict(args.group) if args.group else None, batch_size=args.batch_size)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
 
@@ -163,9 +163,20 @@ def _repair(index: str) -> None:
     print(f"repaired {index}", file=sys.stderr)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def _validated(schema: Any, /, **fields: Any) -> Any:
+    """``schema(**fields)``; a pydantic validation error becomes a one-line usage error naming the field."""
     from pydantic import ValidationError
 
+    try:
+        return schema(**fields)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
+        msg = str(first.get("msg", e)).removeprefix("Value error, ")
+        raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
+
+
+def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
 
@@ -181,13 +192,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError("--crs is required with --box/--point (e.g. EPSG:4326 or the raster's EPSG code)")
     if args.latlon is not None:
         fields["latlon"] = args.latlon
-    try:
-        req = SearchRequest(**fields)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
-        msg = str(first.get("msg", e)).removeprefix("Value error, ")
-        raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
+    req = _validated(SearchRequest, **fields)
 
     if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from .server.client import search_via_server

@@ -60,7 +60,8 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
     """The scene a box/point query refers to, with the stretch used to index it.
 
     ``req.raster`` wins (its indexed stretch if indexed, else a fresh one); otherwise
-    the first indexed scene whose extent contains the query coordinates.
+    the indexed scene that contains the query coordinates (where several do: the
+    finest ground resolution, then the most bands).
     """
     from .raster import geometry
 
@@ -80,6 +81,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
     coords = req.box if req.box is not None else req.point
     assert coords is not None
     crs = geometry.parse_crs(req.crs)
+    candidates: list[tuple[Scene, Stretch]] = []
     for row in store.scenes():
         got = store.scene(row["scene_id"])
         if got is None:
@@ -97,7 +99,11 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
         except Exception:  # noqa: BLE001 - a scene whose CRS cannot take these coordinates
             log.debug("scene %s cannot take %s", scene.name, coords, exc_info=True)
             continue
-        return got
+        candidates.append(got)
+    if candidates:
+        # Overlapping scenes: the finest ground resolution wins, then the most bands (imagery over a
+        # one-band product such as a class map on the same grid), then the name; --raster overrides.
+        return min(candidates, key=lambda c: (round(geometry.ground_resolution(c[0]), 6), -c[0].count, c[0].name))
     raise OutOfBoundsError(
         f"{req.mode} {coords} in {req.crs} lies outside every indexed scene ({len(store.scenes())} scenes)",
         "check --crs, or give the raster it was drawn on with --raster",

@@ -110,8 +110,9 @@ def to_pixels(scene: Scene, xs: Any, ys: Any, crs: str | int | CRS) -> tuple[np.
     _check_latlon_range(x, y, c)
     nx, ny = transform_xy(x, y, c, scene.crs_wkt)
     inv = ~Affine(*scene.transform)
-    cols = inv.a * nx + inv.b * ny + inv.c
-    rows = inv.d * nx + inv.e * ny + inv.f
+    with np.errstate(invalid="ignore", over="ignore"):  # inf from an impossible transform stays non-finite
+        cols = inv.a * nx + inv.b * ny + inv.c
+        rows = inv.d * nx + inv.e * ny + inv.f
     return cols, rows
 
 
