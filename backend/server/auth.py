@@ -9,7 +9,9 @@ A pure ASGI middleware (no per-request task or thread), in this order:
 2. ``Authorization: Bearer <token>`` on every path but ``/v1/health`` -> else 401
    (constant-time comparison).
 3. The body is capped at ``max_body`` bytes: a larger ``Content-Length`` is refused
-   at once, and a chunked/streamed body is counted as it arrives -> 413.
+   without being passed on, and a chunked/streamed body is counted as it arrives -> 413.
+   The refused body is read and dropped first (up to :data:`DRAIN_LIMIT`), so the
+   client, still sending, reads the 413 instead of a connection reset.
 
 Every refusal is an ErrorBody ``{error, detail, hint}``. There is no CORS
 middleware: browsers get no ``Access-Control-Allow-Origin`` from this server.
@@ -34,6 +36,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/v1/health"})
+#: A streamed body over the cap is read and dropped up to this many bytes before the 413 is sent
+#: (a client still sending when the server closes would see a reset instead of the answer).
+DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 def split_host(value: str) -> str:
@@ -95,6 +100,8 @@ class GuardMiddleware:
                 await send_error(send, 400, "bad_request", f"Content-Length {length!r} is not an integer")
                 return
             if n > self.max_body:
+                if n <= DRAIN_LIMIT:
+                    await _drain(receive)
                 await self._too_large(send, n)
                 return
         body, more, total = [], True, 0
@@ -106,6 +113,8 @@ class GuardMiddleware:
             chunk = msg.get("body", b"")
             total += len(chunk)
             if total > self.max_body:
+                if msg.get("more_body", False):
+                    total += await _drain(receive, DRAIN_LIMIT - total)
                 await self._too_large(send, total)
                 return
             body.append(chunk)
@@ -124,6 +133,17 @@ class GuardMiddleware:
                          f"request body of {n} bytes or more exceeds the cap of {self.max_body} bytes",
                          "send fewer or smaller inputs, or raise GEOVEC_MAX_BODY when starting the server",
                          [(b"connection", b"close")])
+
+
+async def _drain(receive: Receive, limit: int = DRAIN_LIMIT) -> int:
+    """Read and drop the rest of a request body (at most ``limit`` bytes); returns the bytes read."""
+    read = 0
+    while read <= limit:
+        msg = await receive()
+        read += len(msg.get("body", b""))
+        if msg.get("type") != "http.request" or not msg.get("more_body", False):
+            break
+    return read
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -108,10 +109,19 @@ def run_serve(args: argparse.Namespace) -> int:
                             access_log=settings.log_level.lower() == "debug", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; a graceful stop
+    # is a success here (exit 0), so the re-raised signal lands on a handler that just notes it.
+    stopped_by: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: stopped_by.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopped_by:
+        log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped_by[0]).name)
     return 0
 
 
