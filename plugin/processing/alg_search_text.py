@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsFeatureSink,
     QgsProcessing,
     QgsProcessingAlgorithm,
@@ -49,12 +50,16 @@ class SearchTextAlgorithm(QgsProcessingAlgorithm):
                                                        QgsProcessingParameterNumber.Integer, 10, False, 1, 1000))
         self.addParameter(QgsProcessingParameterNumber(self.MIN_SCORE, "Minimum score",
                                                        QgsProcessingParameterNumber.Double, None, True, -1.0, 1.0))
-        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS", "EPSG:4326"))
+        # optional: QGIS 3.22 does not fill a CRS parameter's default in for a missing value
+        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
+                                                    optional=True))
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Hits", QgsProcessing.TypeVectorPolygon))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         text = self.parameterAsString(parameters, self.TEXT, context)
         crs = self.parameterAsCrs(parameters, self.CRS, context)
+        if not crs.isValid():
+            crs = QgsCoordinateReferenceSystem("EPSG:4326")
         min_score = parameters.get(self.MIN_SCORE)
         params = SearchParams(
             index=self.parameterAsFile(parameters, self.INDEX, context), mode="text", text=text,

@@ -32,6 +32,8 @@ class GeoVecTask(QgsTask):
     def __init__(self, description: str, on_done: Callable[[GeoVecTask], None] | None = None,
                  flags: QgsTask.Flags = QgsTask.CanCancel) -> None:
         super().__init__(description, flags)
+        # QGIS deletes a finished task's C++ side; what callers read afterwards lives in Python.
+        self.title = description
         self.on_done = on_done
         self.outcome = Outcome.FAILED
         self.result: Any = None
@@ -49,7 +51,7 @@ class GeoVecTask(QgsTask):
             self.outcome = Outcome.CANCELED if self.isCanceled() else Outcome.FAILED
             self.error, self.hint = e.message, e.hint
         except Exception as e:  # noqa: BLE001 - run() must never raise
-            log.exception("%s failed", self.description())
+            log.exception("%s failed", self.title)
             self.outcome = Outcome.FAILED
             self.error = f"{type(e).__name__}: {e}"
         return self.outcome is Outcome.SUCCESS
@@ -61,13 +63,13 @@ class GeoVecTask(QgsTask):
             try:
                 self.on_done(self)
             except Exception:  # noqa: BLE001 - never let a callback kill the task manager
-                log.exception("callback of %s failed", self.description())
+                log.exception("callback of %s failed", self.title)
 
     @property
     def message(self) -> str:
         """One line for the message bar."""
         if self.outcome is Outcome.CANCELED:
-            return f"{self.description()}: canceled"
+            return f"{self.title}: canceled"
         if self.outcome is Outcome.FAILED:
-            return f"{self.description()} failed: {self.error}" + (f" — {self.hint}" if self.hint else "")
-        return f"{self.description()}: done"
+            return f"{self.title} failed: {self.error}" + (f" — {self.hint}" if self.hint else "")
+        return f"{self.title}: done"

@@ -196,7 +196,7 @@ def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugi
     layer = out["OUTPUT"]
     layer = layer if isinstance(layer, QgsVectorLayer) else QgsProject.instance().mapLayer(layer)
     feats = _check_hits(layer, "EPSG:3857", "text: trees", 3)
-    assert len(feats) == 3 and {f.fieldNames()[0] for f in feats} == {"rank"}
+    assert len(feats) == 3 and {f.fields().names()[0] for f in feats} == {"rank"}
 
 
 def test_processing_without_backend_is_a_processing_error(clean_settings, plugin):
