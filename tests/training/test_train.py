@@ -104,6 +104,23 @@ def test_lora_run_writes_adapter_and_merged_model(tmp_path: Path, tiny_model_dir
     assert tuned.dim == base.dim
     assert not np.allclose(tuned.encode(x), base.encode(x), atol=1e-6)
 
+    # the adapted checkpoint indexes and searches with the backend's own commands, no conversion
+    from geovec.backend.cli import main
+
+    folder = tmp_path / "scene-folder"
+    folder.mkdir()
+    shutil.copy(tmp_path / "scene.tif", folder / "scene.tif")
+    idx = tmp_path / "idx"
+    assert main(["index", str(folder), "--index", str(idx), "--model", str(model_dir), "--tile-size", "32",
+                 "--no-progress", "--json"]) == 0
+    info = json.loads((idx / "index.json").read_text())
+    assert info["count"] == 9 and info["checkpoint"] == tuned.checkpoint_id  # 96x96 scene, 32-px tiles
+    out = tmp_path / "hits.geojson"
+    assert main(["search", "--index", str(idx), "--text", "forest", "--k", "3", "--geojson", str(out)]) == 0
+    hits = json.loads(out.read_text())["features"]
+    assert [h["properties"]["rank"] for h in hits] == [1, 2, 3]
+    assert all(h["properties"]["source"] == str((folder / "scene.tif").resolve()) for h in hits)
+
 
 def test_cli_train_bad_config_exits_nonzero(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("train:\n  stepz: 1\n")
