@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between periodic hnsw checkpoints while indexing.
+#: Seconds between periodic hnsw checkpoints while indexing (at least).
 CHECKPOINT_EVERY_S = 30.0
+#: The interval is also at least this many times the last checkpoint's duration (<= ~5 % of the run).
+CHECKPOINT_COST_RATIO = 20.0
 
 
 @dataclass
@@ -285,16 +287,24 @@ def embed_batch(embedder: Embedder, features: Any) -> np.ndarray:
 
 
 class TileWriter:
-    """Stage 4: add vectors to the store, checkpoint every ``every_s`` seconds and at the end."""
+    """Stage 4: add vectors to the store, checkpoint periodically and at the end.
+
+    A checkpoint rewrites the whole hnsw file (gigabytes at a million tiles), so the
+    interval is at least ``every_s`` and at least :data:`CHECKPOINT_COST_RATIO` times
+    the last checkpoint's duration: checkpoints never take more than a small share of
+    the run. Nothing is lost in between: SQLite (committed per batch) is the source of
+    truth, and the next open re-adds what the hnsw file lacks.
+    """
 
     def __init__(self, store: IndexStore, every_s: float = CHECKPOINT_EVERY_S) -> None:
         self.store = store
         self.every_s = every_s
+        self.interval_s = every_s
         self._last = time.monotonic()
 
     def write(self, records: Sequence[TileRecord], vectors: np.ndarray) -> int:
         n = self.store.add(records, vectors) if records else 0
-        if time.monotonic() - self._last >= self.every_s:
+        if time.monotonic() - self._last >= self.interval_s:
             self.checkpoint()
         return n
 
@@ -302,8 +312,10 @@ class TileWriter:
         self.store.complete_scene(scene_id)
 
     def checkpoint(self) -> None:
+        t0 = time.monotonic()
         self.store.checkpoint()
         self._last = time.monotonic()
+        self.interval_s = max(self.every_s, CHECKPOINT_COST_RATIO * (self._last - t0))
 
 
 class _Progress:
