@@ -332,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         warnings.filterwarnings("ignore")
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter: errors say it all
         try:
             import transformers  # noqa: F401  (quiet its warnings too, if it is importable)
 

@@ -223,24 +223,45 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
     return Embedder(model, processor, pre, device=dev, checkpoint_id=checkpoint)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) answers a TCP connect; False under ``HF_HUB_OFFLINE``."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tuple[Any, Any]:
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
+    remote = [s for s in (base, adapter) if s and not Path(s).is_dir()]
+    # Offline: read the local HF cache only, and fail at once rather than after minutes of retries.
+    offline = bool(remote) and not hub_reachable()
+    where = " (the Hugging Face hub is unreachable and it is not in the local cache)" if offline else ""
     try:
-        model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype,
-                                                                attn_implementation="sdpa")
-        processor = AutoProcessor.from_pretrained(base)
+        model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype, attn_implementation="sdpa",
+                                                                local_files_only=offline)
+        processor = AutoProcessor.from_pretrained(base, local_files_only=offline)
     except (OSError, ValueError) as e:
-        raise ModelUnavailableError(f"cannot load model {base!r}: {str(e).splitlines()[0][:200]}",
+        raise ModelUnavailableError(f"cannot load model {base!r}{where}: {str(e).splitlines()[0][:200]}",
                                     _GET_A_MODEL) from e
     if adapter:
         try:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter)
+            model = PeftModel.from_pretrained(model, adapter, **({"local_files_only": True} if offline else {}))
         except (OSError, ValueError) as e:
-            raise ModelUnavailableError(f"cannot load LoRA adapter {adapter!r}: {str(e).splitlines()[0][:200]}",
-                                        _GET_A_MODEL) from e
+            raise ModelUnavailableError(
+                f"cannot load LoRA adapter {adapter!r}{where}: {str(e).splitlines()[0][:200]}", _GET_A_MODEL) from e
     model.to(dev)
     model.eval()
     return model, processor

@@ -129,3 +129,27 @@ def test_prepare_is_thread_safe(tiny_embedder) -> None:
         t.join()
     assert not errors and len(results) == 20
     assert all(bool((r == ref).all()) for r in results)
+
+
+def test_offline_hub_model_fails_fast_with_one_line(tmp_path) -> None:
+    """No network and nothing cached: a clear one-line error at once, not minutes of hub retries."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:  # a loopback port nobody listens on stands in for an unreachable hub
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    (tmp_path / "r").mkdir()
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "geovec.backend", "index", str(tmp_path / "r"), "--index",
+                        str(tmp_path / "idx"), "--model", "vlm2vec-qwen2vl-2b"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unreachable" in lines[0] and "geovec model tiny" in lines[0], r.stderr
+    assert time.monotonic() - t0 < 60
