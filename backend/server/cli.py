@@ -60,9 +60,12 @@ def setup_logging(log_dir: Path, level: str) -> Path:
 def bind(host: str, port: int) -> tuple[socket.socket, str]:
     """A listening socket on ``host:port`` (0 = random) and the URL clients use."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, addr = infos[0]
+    # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; set it here too
+    # (accepted sockets inherit it). Without it, Nagle + delayed ACK add ~40 ms to every response.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(addr)
     sock.listen(128)
     sock.set_inheritable(True)

@@ -82,3 +82,21 @@ def test_serve_refuses_a_remote_bind_without_the_flag(tmp_path: Path) -> None:
                        env={"GEOVEC_LOG_DIR": str(tmp_path / "log"), "GEOVEC_DATA_DIR": str(tmp_path / "data"),
                             "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "--allow-remote" in r.stderr and not (tmp_path / "t.json").exists()
+
+
+def test_accepted_connections_have_nagle_off() -> None:
+    """Without TCP_NODELAY every small response waits ~40 ms for a delayed ACK (Nagle)."""
+    import socket
+
+    from geovec.backend.server.cli import bind
+
+    sock, url = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP  # asyncio only sets TCP_NODELAY on IPPROTO_TCP sockets
+        client = socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=5)
+        conn, _ = sock.accept()
+        with client, conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert url.startswith("http://127.0.0.1:")
+    finally:
+        sock.close()
