@@ -164,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", help="index directory (default: in the user cache dir)")
     ap.add_argument("--tile-size", type=int, default=None)
     args = ap.parse_args(argv)
+    import logging
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # the demo prints its own story; no library chatter
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         folder = Path(args.dir).expanduser() if args.dir else write_sample_folder(_cache_dir() / "sample-rasters")
         print(f"rasters: {folder}")
