@@ -71,7 +71,7 @@ class Embedder:
         pil = pil.convert("RGB")
         size = self.preset.image_size
         if pil.size != (size, size):
-            pil = pil.resize((size, size), Image.BILINEAR)
+            pil = pil.resize((size, size), Image.Resampling.BILINEAR)
         return pil
 
     def prepare(self, inputs: Sequence[EmbedInput]) -> Any:
@@ -258,7 +258,8 @@ def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tu
         try:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter, **({"local_files_only": True} if offline else {}))
+            hub_kwargs: dict[str, Any] = {"local_files_only": True} if offline else {}
+            model = PeftModel.from_pretrained(model, adapter, **hub_kwargs)
         except (OSError, ValueError) as e:
             raise ModelUnavailableError(
                 f"cannot load LoRA adapter {adapter!r}{where}: {str(e).splitlines()[0][:200]}", _GET_A_MODEL) from e

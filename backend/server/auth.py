@@ -119,7 +119,7 @@ class GuardMiddleware:
                 return
             body.append(chunk)
             more = msg.get("more_body", False)
-        replay = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
+        replay: list[Message] = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
         await self.app(scope, _replay(replay, receive), send)
 
     def token_ok(self, header: bytes) -> bool:

@@ -28,13 +28,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import BusyError, GeoVecError, InputError, NotFoundError
 from ..schemas import IndexRequest, JobProgress
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from ..model.embedder import Embedder
     from ..pipeline import ProgressEvent
     from .state import ServerState
 
@@ -253,7 +254,8 @@ class JobManager:
             with self._lock:
                 p.state = "running"
             self._save(force=True)
-            summary = run_index(job.request, emb, progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
+            summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
+                                progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
             with self._lock:
                 p.summary = summary
                 p.errors = list(summary.errors)

@@ -188,7 +188,7 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
-            entry = self._stores.get(key)  # type: ignore[arg-type]
+            entry = self._stores.get(key) if isinstance(key, str) else None
             if entry is None:
                 return False
             store, stamp, checked = entry
