@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
+
 from geovec.backend.demo import write_scene  # noqa: E402
 from geovec.backend.types import EmbedInput, TilingParams  # noqa: E402
 
@@ -27,6 +28,7 @@ from geovec.backend.types import EmbedInput, TilingParams  # noqa: E402
 def naive(folder: Path, index: Path, embedder, params: TilingParams) -> int:
     """One tile at a time: read -> processor -> forward -> add."""
     import torch
+
     from geovec.backend.index.store import IndexStore
     from geovec.backend.raster.scan import scan_folder
     from geovec.backend.raster.stretch import compute_stretch

@@ -23,12 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine  # noqa: E402
+
 from geovec.backend.demo import write_scene  # noqa: E402
 
 
 def child(folder: str, index: str, model: str, tile_size: int) -> None:
     """Index ``folder`` and print {"tiles", "baseline_mb", "peak_mb", "maxrss_mb", "seconds"} as JSON."""
     import psutil
+
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.pipeline import index_folder
     from geovec.backend.types import EmbedInput, TilingParams

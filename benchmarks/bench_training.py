@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import torch
+
 from geovec.backend.types import EmbedInput
 from geovec.training.gradcache import GradCache
 from geovec.training.loss import InfoNCELoss

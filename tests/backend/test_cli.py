@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from geovec.backend.cli import main
 from geovec.backend.demo import write_geotiff, write_sample_folder, write_scene
 from geovec.backend.pipeline import index_folder

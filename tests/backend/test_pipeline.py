@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from geovec.backend.demo import write_geotiff, write_scene
 from geovec.backend.pipeline import ProgressEvent, index_folder
 from geovec.backend.types import TilingParams

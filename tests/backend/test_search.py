@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shapely import wkt
+from shapely.geometry import box as sbox
+from shapely.geometry import shape
+
 from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import InputError, OutOfBoundsError
 from geovec.backend.pipeline import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.search import search, search_image
 from geovec.backend.types import TilingParams
-from shapely import wkt
-from shapely.geometry import box as sbox
-from shapely.geometry import shape
 
 TILE = 32
 PARAMS = TilingParams(tile_size=TILE, min_valid_fraction=0.5)

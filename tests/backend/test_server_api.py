@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from geovec.backend.demo import write_geotiff, write_sample_folder
 
+from geovec.backend.demo import write_geotiff, write_sample_folder
 from tests.backend.serverproc import ServerProc, wait_job
 
 OPENAPI = Path(__file__).resolve().parents[2] / "backend" / "openapi.json"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from geovec.backend.errors import InputError
 from geovec.backend.server.auth import split_host
 from geovec.backend.server.settings import Settings, is_loopback

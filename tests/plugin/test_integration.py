@@ -36,11 +36,12 @@ MAX_STALL_S = 0.200
 @pytest.fixture(scope="session")
 def built_index(server, shared_data, tmp_root, qgis_app):
     """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
+    from qgis.core import QgsSettings
+    from qgis_iface import StandInInterface
+
     import geovec
     from geovec.plugin.params import IndexParams
     from geovec.plugin.settings import Setting
-    from qgis.core import QgsSettings
-    from qgis_iface import StandInInterface
 
     QgsSettings().remove("geovec")
     Setting.TOKEN_FILE.set(server["token_file"])

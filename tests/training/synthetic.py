@@ -47,6 +47,7 @@ def pixel_box_to_map(b: tuple[int, int, int, int]) -> tuple[float, float, float,
 def write_labels(path: Path, *, size: int = 96, driver: str = "GPKG", crs: str = CRS, field: str = "label") -> Path:
     """The class patches as boxes in ``crs`` (reprojected from the raster's CRS)."""
     import fiona
+
     from geovec.backend.raster.geometry import reproject_geometry
 
     schema = {"geometry": "Polygon", "properties": {field: "str", "id": "int"}}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from geovec.training.eval.metrics import haversine_km, precision_at_1, ranks_of_positives, recall_at
 from PIL import Image
+
+from geovec.training.eval.metrics import haversine_km, precision_at_1, ranks_of_positives, recall_at
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from geovec.backend.errors import InputError, NotFoundError
 from geovec.training.config import Config
 from geovec.training.data import formats
 from geovec.training.data.splits import block_keys, drop_near, spatial_block_split
-from PIL import Image
 
 
 def _img(path: Path, colour: tuple[int, int, int], size: int = 40) -> Path:

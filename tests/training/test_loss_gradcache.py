@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+
 from geovec.training.gradcache import GradCache
 from geovec.training.loss import InfoNCELoss
 

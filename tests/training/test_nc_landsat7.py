@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+
 from geovec.training.config import Config
 from geovec.training.data.dataset import build_train_data
 

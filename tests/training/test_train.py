@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from geovec.training.config import Config
 from geovec.training.trainer import Trainer
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from geovec.backend.errors import InputError, NotFoundError
 from geovec.training.data.vector_labels import PairBuilder, feature_pixels, load_features, sample_points
 
