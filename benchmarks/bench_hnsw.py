@@ -10,7 +10,7 @@ Queries are fresh samples from the same distribution, not index members.
 
     .venv/bin/python benchmarks/bench_hnsw.py [--sizes 100000 1000000] [--dim 1536]
         [--M 16] [--ef-construction 200] [--ef-search 32 64 128] [--queries 1000]
-        [--distribution clustered-lowrank|clusters|uniform] [--threads N]
+        [--distribution clustered-lowrank|clusters|uniform] [--threads N] [--cache DIR]
 
 Goal (issue 2): p50 <= 1 ms at 1M vectors, recall@10 >= 0.95.
 """
@@ -18,6 +18,7 @@ Goal (issue 2): p50 <= 1 ms at 1M vectors, recall@10 >= 0.95.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -118,20 +119,36 @@ def run_size(n: int, dist: Distribution, args: argparse.Namespace) -> None:
     print(f"\n== n = {n:,} vectors x {args.dim}-d ==", flush=True)
     base = np.empty((n, args.dim), dtype=np.float32)  # normalised copy for exact search
     index = hnswlib.Index(space="cosine", dim=args.dim)
-    index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction, random_seed=100)
-    t_build = 0.0
-    for start in range(0, n, CHUNK):
-        stop = min(n, start + CHUNK)
-        x = dist.sample(stop - start, stream=1 + start // CHUNK)
-        t0 = time.perf_counter()
-        index.add_items(x, np.arange(start, stop), num_threads=args.threads)
-        t_build += time.perf_counter() - t0
-        base[start:stop] = normalise(x)
-        del x
-        if (start // CHUNK) % 4 == 3:
-            print(f"  built {stop:,}/{n:,} ({stop / t_build:,.0f} vectors/s)", flush=True)
-    print(f"build: {t_build:.1f} s ({n / t_build:,.0f} vectors/s, M={args.M}, ef_construction={args.ef_construction}, "
-          f"{args.threads} threads); index memory ~ {n * (args.dim * 4 + args.M * 8 + 12) / 2**30:.2f} GiB")
+    cached = None
+    if args.cache:  # a graph built earlier with the same data and parameters: reuse it (the data are seeded)
+        Path(args.cache).mkdir(parents=True, exist_ok=True)
+        tag = hashlib.sha1(f"{dist.describe()}|{args.seed}".encode()).hexdigest()[:10]
+        cached = Path(args.cache) / f"{dist.kind}-n{n}-M{args.M}-efc{args.ef_construction}-{tag}.hnsw"
+    if cached is not None and cached.exists():
+        index.load_index(str(cached), max_elements=n)
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            base[start:stop] = normalise(dist.sample(stop - start, stream=1 + start // CHUNK))
+        print(f"build: loaded the graph built earlier from {cached} (M={args.M}, "
+              f"ef_construction={args.ef_construction})")
+    else:
+        index.init_index(max_elements=n, M=args.M, ef_construction=args.ef_construction, random_seed=100)
+        t_build = 0.0
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            x = dist.sample(stop - start, stream=1 + start // CHUNK)
+            t0 = time.perf_counter()
+            index.add_items(x, np.arange(start, stop), num_threads=args.threads)
+            t_build += time.perf_counter() - t0
+            base[start:stop] = normalise(x)
+            del x
+            if (start // CHUNK) % 4 == 3:
+                print(f"  built {stop:,}/{n:,} ({stop / t_build:,.0f} vectors/s)", flush=True)
+        print(f"build: {t_build:.1f} s ({n / t_build:,.0f} vectors/s, M={args.M}, "
+              f"ef_construction={args.ef_construction}, {args.threads} threads); "
+              f"index memory ~ {n * (args.dim * 4 + args.M * 8 + 12) / 2**30:.2f} GiB")
+        if cached is not None:
+            index.save_index(str(cached))
 
     queries = dist.sample(args.queries, stream=10**6)  # fresh samples, not index members
     qn = normalise(queries.copy())
@@ -186,6 +203,7 @@ def main() -> int:
     ap.add_argument("--noise", type=float, default=0.1, help="full-rank noise norm relative to the signal norm")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for add_items")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", help="folder to save built graphs in and reuse them from (ef sweeps without a rebuild)")
     args = ap.parse_args()
 
     from importlib.metadata import version
