@@ -97,14 +97,25 @@ class _TqdmProgress:
             self.bar.close()
 
 
+def _tiling_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Tiling options given on the command line; the rest from the existing index, else the defaults."""
+    from .service import SIDECAR, read_sidecar
+
+    stored: dict[str, Any] = {}
+    if (Path(args.index).expanduser() / SIDECAR).exists():
+        stored = dict(read_sidecar(args.index).get("tiling") or {})
+    given = {"tile_size": args.tile_size, "overlap": args.overlap, "resolution": args.resolution,
+             "min_valid_fraction": args.min_valid, "bands": args.bands}
+    return {k: v if v is not None else stored.get(k, TILING_DEFAULTS[k]) for k, v in given.items()}
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from .schemas import IndexRequest, TilingOptions
     from .service import SIDECAR, load_model, model_for_index, run_index
 
     if args.repair:
         _repair(args.index)
-    tiling = _validated(TilingOptions, tile_size=args.tile_size, overlap=args.overlap, resolution=args.resolution,
-                        min_valid_fraction=args.min_valid, bands=args.bands)
+    tiling = _validated(TilingOptions, **_tiling_fields(args))
     req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
                      groups=dict(args.group) if args.group else None, batch_size=args.batch_size)
     if not Path(args.folder).expanduser().is_dir():
@@ -154,13 +165,14 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _repair(index: str) -> None:
-    from .index import store as store_mod
+    from .index.store import repair_index
 
-    fn = getattr(store_mod, "repair_index", None) or getattr(store_mod.IndexStore, "repair", None)
-    if fn is None:
-        raise UsageError("--repair is not supported by this index version")
-    fn(index)
+    repair_index(index)
     print(f"repaired {index}", file=sys.stderr)
+
+
+TILING_DEFAULTS: dict[str, Any] = {"tile_size": 256, "overlap": 0.0, "resolution": None, "min_valid_fraction": 0.5,
+                                   "bands": None}
 
 
 def _validated(schema: Any, /, **fields: Any) -> Any:
@@ -270,11 +282,12 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("folder")
     ix.add_argument("--index", required=True, help="index directory (created if absent)")
     ix.add_argument("--model", help="preset, local dir or hub id (default: the index's model)")
-    ix.add_argument("--tile-size", type=int, default=256)
-    ix.add_argument("--overlap", type=_finite, default=0.0)
-    ix.add_argument("--resolution", type=_finite, default=None, help="target metres/pixel (default native)")
+    # tiling: what is given here, else the existing index's, else TILING_DEFAULTS
+    ix.add_argument("--tile-size", type=int, help="tile edge in output pixels (default 256)")
+    ix.add_argument("--overlap", type=_finite, help="fraction of a tile shared by neighbours (default 0)")
+    ix.add_argument("--resolution", type=_finite, help="target metres/pixel (default native)")
     ix.add_argument("--bands", type=int, nargs=3, metavar=("R", "G", "B"), help="1-based bands fed as RGB")
-    ix.add_argument("--min-valid", type=_finite, default=0.5, help="skip tiles with fewer valid pixels")
+    ix.add_argument("--min-valid", type=_finite, help="skip tiles with fewer valid pixels (default 0.5)")
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument("--group", type=_group, action="append", metavar="NAME=PATH,PATH...",

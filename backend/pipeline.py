@@ -103,35 +103,11 @@ class Plan:
     removed: int = 0
 
 
-def _native_tile_size(scene: Scene, params: TilingParams) -> int:
-    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``)."""
+def native_tile_size(scene: Scene, params: TilingParams) -> int:
+    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``), as indexed."""
     from .raster.tiling import GridSampler
 
-    sampler = GridSampler(scene, params)
-    size = getattr(sampler, "native_size", None) or getattr(sampler, "size", None)
-    if isinstance(size, tuple):
-        size = size[0]
-    if size:
-        return int(size)
-    if params.resolution is None:
-        return params.tile_size
-    gsd = abs(scene.transform[0])
-    return max(1, round(params.tile_size * params.resolution / gsd))
-
-
-def native_tile_size(scene: Scene, params: TilingParams) -> int:
-    """Public wrapper of the tile edge in native pixels, used by the query side."""
-    return _native_tile_size(scene, params)
-
-
-def tile_id_for(scene: Scene, window: Window, params: TilingParams) -> str:
-    """The stable tile id of ``window`` (same as the one :func:`make_record` gives)."""
-    from .raster import tiling
-
-    fn = getattr(tiling, "tile_id", None)
-    if fn is not None:
-        return str(fn(scene, window))
-    return tiling.make_record(scene, window, valid_fraction=0.0, out_size=params.tile_size).tile_id
+    return GridSampler(scene, params).native_size
 
 
 def _under(path: str, folder: Path) -> bool:
@@ -173,7 +149,7 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
     with its stored stretch, skipping the tile ids already stored.
     """
     from .raster.stretch import compute_stretch
-    from .raster.tiling import GridSampler
+    from .raster.tiling import GridSampler, tile_id
 
     status = store.scene_status(scene.scene_id)
     stretch: Stretch | None = None
@@ -195,7 +171,7 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
         store.upsert_scene(scene, stretch)
     windows = list(GridSampler(scene, params))
     if done:
-        windows = [w for w in windows if tile_id_for(scene, w, params) not in done]
+        windows = [w for w in windows if tile_id(scene, w) not in done]
     return ScenePlan(scene, stretch, windows, resumed)
 
 

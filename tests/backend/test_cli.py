@@ -164,6 +164,21 @@ def test_corrupted_index_is_a_clear_error(env, capsys, tmp_path: Path) -> None:
     assert code == 1 and "index" in _one_line_error(err).lower()
 
 
+def test_repair_flag_rebuilds_a_corrupted_index(env, capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt"
+    shutil.copytree(env["idx"], bad)
+    hnsw = bad / "vectors.hnsw"
+    hnsw.write_bytes(hnsw.read_bytes()[: hnsw.stat().st_size // 2])
+    code, _, err = _run(capsys, "info", "--index", str(bad))
+    assert code == 1 and "--repair" in _one_line_error(err)
+    code, out, err = _run(capsys, "index", str(env["folder"]), "--index", str(bad), "--repair", "--no-progress",
+                          "--json")  # no --tile-size: an existing index keeps its own tiling
+    assert code == 0, err
+    assert json.loads(out)["tiles"] == 0  # nothing re-embedded: the vectors came back from SQLite
+    code, out, _ = _run(capsys, "info", "--index", str(bad), "--json")
+    assert code == 0 and json.loads(out)["count"] == 12
+
+
 def test_subprocess_errors_are_one_line(env) -> None:
     r = geovec("search", "--index", str(env["root"] / "nope"), "--text", "water")
     assert r.returncode == 1 and "Traceback" not in r.stderr
