@@ -12,14 +12,15 @@ Stable entry points (the server imports these; keep their signatures):
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import IndexCorruptError, InputError, ModelMismatchError, ModelUnavailableError, NotFoundError
+from .errors import InputError, ModelMismatchError, ModelUnavailableError, NotFoundError
+from .index import files
+from .index.files import SIDECAR
 from .schemas import IndexInfo, IndexRequest, IndexSummary, SearchRequest, SearchResponse
 from .types import TilingParams
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIDECAR = "index.json"
 _models: dict[tuple[str, str, str | None], Embedder] = {}
 _models_lock = threading.Lock()
 
@@ -50,21 +50,12 @@ def load_model(spec: str, *, device: str = "auto", preset: str | None = None) ->
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The index sidecar (index.json) as a dict; NotFoundError / IndexCorruptError with hints."""
+    """The validated index sidecar (index.json); NotFoundError / IndexCorruptError with hints."""
     p = Path(path).expanduser()
-    side = p / SIDECAR
-    if not p.is_dir() or not side.exists():
+    if not p.is_dir() or not (p / SIDECAR).exists():
         raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
                             "build one with: geovec index FOLDER --index DIR --model MODEL")
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as e:
-        raise IndexCorruptError(f"index sidecar {side} is unreadable: {e}",
-                                "restore it or rebuild the index with geovec index --repair") from e
-    if not isinstance(meta, dict):
-        raise IndexCorruptError(f"index sidecar {side} is not a JSON object",
-                                "rebuild the index with geovec index --repair")
-    return meta
+    return files.read_sidecar(p)
 
 
 def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto") -> Embedder:
@@ -99,7 +90,6 @@ def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | Non
     key = str(Path(path).expanduser().resolve())
     if cache is not None and key in cache:
         return cache[key]
-    read_sidecar(path)
     from .index.store import IndexStore
 
     store = IndexStore.open(key, writable=False)
