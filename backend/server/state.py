@@ -223,12 +223,6 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
     def __len__(self) -> int:
         return len(self._stores)
 
-    def cached(self, key: str) -> IndexStore | None:
-        """The store for ``key`` even when stale (a fallback while a writer checkpoints)."""
-        with self._lock:
-            entry = self._stores.get(key)
-            return entry[0] if entry else None
-
     def _sweep(self, force: bool = False) -> None:
         now = time.monotonic()
         keep = []

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from fastapi import APIRouter
 
-from ...errors import IndexCorruptError
 from ...schemas import SearchRequest, SearchResponse
 from ..deps import ERRORS, State
 from ..state import check_path
@@ -34,18 +32,6 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
         meta = read_sidecar(path)
         return slot.get(str(meta.get("checkpoint") or meta.get("preset") or ""))
 
-    for attempt in range(4):
-        try:
-            return run_search(req, embedder, state.stores)
-        except IndexCorruptError:
-            # A job may be between renaming vectors.hnsw and rewriting index.json: retry, then
-            # fall back to the copy opened before that checkpoint.
-            if not state.jobs.writing(path):
-                raise
-            stale = state.stores.cached(str(path))
-            if attempt == 3 and stale is not None:
-                return run_search(req, embedder, {str(path): stale})
-            if attempt == 3:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    # A job checkpointing meanwhile is safe: IndexStore.open pairs the sidecar with the vector file
+    # it vouches for (current or previous) and retries when a checkpoint moves both.
+    return run_search(req, embedder, state.stores)
