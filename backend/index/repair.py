@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from datetime import datetime, timezone
 from pathlib import Path
 
 import hnswlib
@@ -17,13 +16,17 @@ from .locking import WriterLock
 log = logging.getLogger(__name__)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def repair_index(path: str | Path) -> None:
     """Rebuild vectors.hnsw from the vectors in SQLite and rewrite index.json (needs the writer lock)."""
-    from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, IndexStore, _chunks, _sql_error
+    from .store import (
+        DEFAULT_EF_SEARCH,
+        INITIAL_CAPACITY,
+        IndexStore,
+        _chunks,
+        _now,
+        _sql_error,
+        grown_capacity,
+    )
 
     p = Path(path).expanduser().resolve()
     if not (p / DB).is_file():
@@ -40,9 +43,7 @@ def repair_index(path: str | Path) -> None:
             dim, M = int(info["dim"]), int(info["M"])
             labels = [r[0] for r in con.execute("SELECT label FROM tiles ORDER BY label")]
             index = hnswlib.Index(space="cosine", dim=dim)
-            cap = INITIAL_CAPACITY
-            while cap < len(labels):
-                cap *= 2
+            cap = grown_capacity(INITIAL_CAPACITY, len(labels))
             index.init_index(max_elements=cap, M=M, ef_construction=int(info["ef_construction"]), random_seed=100)
             for chunk in _chunks(labels, 10_000):
                 vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)

@@ -55,6 +55,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def grown_capacity(capacity: int, need: int) -> int:
+    """``capacity`` doubled until it holds ``need`` elements (geometric growth, never per add)."""
+    capacity = max(capacity, 1)
+    while capacity < need:
+        capacity *= 2
+    return capacity
+
+
 def _chunks(xs: Sequence[int], n: int = _IN_CHUNK) -> Iterator[Sequence[int]]:
     for i in range(0, len(xs), n):
         yield xs[i : i + n]
@@ -419,12 +427,10 @@ class IndexStore:
             if labels:
                 with self._rw.write():
                     assert self._hnsw is not None
-                    need = self._hnsw.get_current_count() + len(labels)
                     cap = self._hnsw.get_max_elements()
-                    if need > cap:
-                        while cap < need:
-                            cap *= 2
-                        self._hnsw.resize_index(cap)
+                    grown = grown_capacity(cap, self._hnsw.get_current_count() + len(labels))
+                    if grown > cap:
+                        self._hnsw.resize_index(grown)
                     self._hnsw.add_items(vecs[keep], np.asarray(labels, dtype=np.int64))
                     self._live += len(labels)
                 self._dirty = True
@@ -587,4 +593,4 @@ class IndexStore:
         repair_index(path)
 
 
-from .repair import repair_index  # noqa: E402 - re-exported: the CLI looks for store.repair_index
+from .repair import repair_index  # noqa: E402 - re-exported beside IndexStore (the CLI imports it from here)
