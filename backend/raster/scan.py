@@ -142,7 +142,8 @@ def default_rgb(count: int, colorinterp: Sequence[str] = (), band_numbers: Seque
     return (3, 2, 1)
 
 
-def _check_bands(bands: Sequence[int] | None, count: int, name: str) -> tuple[int, int, int] | None:
+def check_bands(bands: Sequence[int] | None, count: int, name: str) -> tuple[int, int, int] | None:
+    """``bands`` as an (R, G, B) tuple of 1-based band numbers of a ``count``-band scene (None stays None)."""
     if bands is None:
         return None
     b = tuple(int(v) for v in bands)
@@ -165,7 +166,7 @@ def _make_scene(infos: Sequence[_FileInfo], *, name: str, stacked: bool, bands: 
     else:
         refs = tuple(BandRef(first.path, b) for b in range(1, first.count + 1))
         ci = first.colorinterp
-    rgb = _check_bands(bands, len(refs), name) or default_rgb(len(refs), ci, band_numbers, name)
+    rgb = check_bands(bands, len(refs), name) or default_rgb(len(refs), ci, band_numbers, name)
     paths = [i.path for i in infos]
     return Scene(
         scene_id=_scene_id(paths), name=name, sources=tuple(paths), bands=refs, rgb=rgb,

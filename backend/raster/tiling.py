@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError, RasterError
 from ..types import Scene, Stretch, TileRecord, TilingParams, Window
 from . import geometry
+from .scan import check_bands
 from .stretch import apply_stretch
 
 
@@ -124,10 +125,7 @@ def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *,
     col, row, w, h = (int(v) for v in window)
     if w < 1 or h < 1:
         raise InputError(f"window {tuple(window)} is empty", "give a window with width and height >= 1")
-    rgb = tuple(bands) if bands else scene.rgb
-    if len(rgb) != 3 or not all(1 <= b <= scene.count for b in rgb):
-        raise InputError(f"bands {list(rgb)} do not fit scene {scene.name} with {scene.count} band(s)",
-                         f"give three band numbers between 1 and {scene.count}")
+    rgb = check_bands(bands or None, scene.count, scene.name) or scene.rgb
     out_w = out_h = int(out_size) if out_size else 0
     if not out_size:
         out_w, out_h = w, h
