@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, ModelUnavailableError, NotFoundError
-from ..types import EmbedInput
+from ..types import Box, EmbedInput
 from .presets import PRESETS, Preset, get_preset
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ class Embedder:
         self.dim = int(_text_config(model.config).hidden_size)
         self._local = threading.local()
         self.processor.tokenizer.padding_side = "right"
+
+    @property
+    def instructions(self) -> dict[str, str]:
+        """Instruction per task key (``tile``, ``text_query``, ``region_query``, ...) this model uses."""
+        return self.preset.instructions
 
     # -- preprocessing -------------------------------------------------------------------------
     def _thread_processor(self) -> Any:
@@ -141,6 +146,45 @@ class Embedder:
         if not normalize_embeddings:
             return out
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    # -- regions -----------------------------------------------------------------------------------
+    def region_inputs(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                      text: str | None = None, latlon: tuple[float, float] | None = None) -> list[EmbedInput]:
+        """The K region prompts on one image: ``image`` + each box's tokens + the region instruction."""
+        instr = self.instructions["region_query"] if instruction is None else instruction
+        return [EmbedInput(instr, image=image, bbox=tuple(float(v) for v in b), latlon=latlon, text=text)  # type: ignore[arg-type]
+                for b in boxes]
+
+    def prepare_regions(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                        text: str | None = None, latlon: tuple[float, float] | None = None) -> Any:
+        """Preprocess the K region prompts of one image (CPU; thread-safe), for :meth:`forward_regions`."""
+        if not len(boxes):
+            raise InputError("no region boxes given", "pass at least one box (x1, y1, x2, y2) in image pixels")
+        return self.prepare(self.region_inputs(image, boxes, instruction=instruction, text=text, latlon=latlon))
+
+    def forward_regions(self, prepared: Any) -> Any:
+        """(K, dim) L2-normalised region vectors of a :meth:`prepare_regions` batch."""
+        return self.forward(prepared)
+
+    def encode_regions(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                       text: str | None = None, latlon: tuple[float, float] | None = None,
+                       batch_size: int = 32) -> np.ndarray:
+        """Embed K boxes on one image; equals ``encode(region_inputs(...))``, float32 (K, dim)."""
+        import torch
+
+        boxes = list(boxes)
+        out = np.zeros((len(boxes), self.dim), dtype=np.float32)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for s in range(0, len(boxes), batch_size):
+                    prepared = self.prepare_regions(image, boxes[s : s + batch_size], instruction=instruction,
+                                                    text=text, latlon=latlon)
+                    out[s : s + batch_size] = self.forward_regions(prepared).float().cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

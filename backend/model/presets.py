@@ -40,6 +40,9 @@ RS_INSTRUCTIONS: dict[str, str] = {
     "text_query": "Find me an overhead satellite image that matches the given caption:",
     "region_query": "Represent the region {bbox} of the given image.",
     "point_query": "Represent the given image taken at {latlon}.",
+    "referring_query": "Find the region of an overhead satellite image described by:",
+    "vqa": "Represent the given image with the following question: {question}",
+    "classification": "Represent the given image for classification:",
     "text_doc": "",
 }
 
@@ -49,6 +52,9 @@ GME_INSTRUCTIONS: dict[str, str] = {
     "text_query": "Find an overhead satellite image that matches the given text.",
     "region_query": "Find satellite images similar to the region {bbox} of the given image.",
     "point_query": "Find satellite images similar to the given image taken at {latlon}.",
+    "referring_query": "Find the region of a satellite image described by the given text.",
+    "vqa": "Answer the question about the given satellite image: {question}",
+    "classification": "Classify the given satellite image.",
     "text_doc": "You are a helpful assistant.",
 }
 
