@@ -1,62 +1,110 @@
-"""Checkpoint-family conventions: prompt layout, image token, bbox and lat/lon text.
+"""Checkpoint-family conventions: prompt strings, image size, positions, pooling, dtype.
 
-The formats follow what each checkpoint was trained with:
+Each preset feeds its checkpoint the way the checkpoint's authors do (their
+public inference and evaluation code), byte for byte:
 
-* ``vlm2vec-qwen2vl-2b`` — VLM2Vec (TIGER-AI-Lab/VLM2Vec, ``src/model/processor.py``
-  ``VLM_IMAGE_TOKENS[QWEN2_VL] = "<|image_pad|>"`` and the model card's usage
-  ``f"{image_token} Represent the given image with the following question: ..."``):
-  no chat template, the image placeholder then the instruction, text candidates
-  as plain text; last-token pooling, L2-normalised.
-* ``gme-qwen2vl-2b`` — GME (``gme_inference.py``): the Qwen2 chat template with
-  the instruction as system message (``"You are a helpful assistant."`` on the
-  corpus side), ``<|vision_start|><|image_pad|><|vision_end|>`` then the text in
-  the user turn, ``<|im_start|>assistant\\n<|endoftext|>`` appended; last-token
-  pooling, L2-normalised; 256..1280 image tokens.
-* ``tiny`` — the local random model, in the VLM2Vec layout.
+* ``vlm2vec-qwen2vl-2b`` — VLM2Vec (TIGER-AI-Lab/VLM2Vec, the MMEB evaluation of its
+  Qwen2-VL checkpoints): no chat template. An image input is
+  ``"<|image_pad|>\\n{instruction}[ {text}]\\n"``, a text query
+  ``"{instruction} {text}\\n"``, a text candidate the bare text. Images are resized
+  to 1344 x 1344 (PIL's default bicubic, ``--image_resolution high``) before the
+  checkpoint's processor. The bare image placeholder (no vision-start token) makes
+  Qwen2-VL's rope index see no image, so every token gets 1-D positions. The LoRA
+  adapter is merged into the base model at load.
+* ``gme-qwen2vl-2b`` — GME (``gme_inference.py``): the Qwen2 chat layout
+  ``<|im_start|>system\\n{instruction}<|im_end|>\\n<|im_start|>user\\n{vision}{text}<|im_end|>\\n``
+  ``<|im_start|>assistant\\n<|endoftext|>``, the corpus side with
+  ``You are a helpful assistant.``; images rounded to multiples of 28 then resized
+  by the processor to 256..1280 image tokens; plain 1-D positions after the image
+  embeddings are merged; fp16 on CUDA; at most 1800 tokens.
+* ``tiny`` — the local random model, in the VLM2Vec layout at 56 px.
 
-Boxes: Qwen2-VL grounding uses ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` with
-integers normalised to 0..1000; Qwen2.5-VL uses absolute pixels of the resized
-image (``{"bbox_2d": [x1, y1, x2, y2]}``). Lat/lon text is
-``latitude 12.3456, longitude -45.6789`` (4 decimals, ~11 m), identical at index
-and query time.
+Every preset pools the last real token and L2-normalises it. Boxes are Qwen2-VL
+grounding tokens ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>`` with integers
+normalised to 0..1000 of the image, so they do not depend on the resize. The box
+and lat/lon text always follow the image (VLM2Vec: inside the instruction line;
+GME: in the user turn), so K region prompts on one image share their prefix.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from ..errors import InputError, NotFoundError
 from ..types import Box, EmbedInput
 
 QWEN2VL_IMAGE = "<|image_pad|>"
 QWEN2VL_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+GME_DEFAULT_INSTRUCTION = "You are a helpful assistant."
 
-#: Instruction templates per query kind; ``{bbox}`` and ``{latlon}`` are filled in.
+#: Task keys every preset defines (``geovec.json`` of a saved model may override the texts).
+TASKS = ("tile", "image_query", "text_query", "text_doc", "region_query", "point_query", "referring_query",
+         "vqa", "classification")
+
+#: VLM2Vec-layout instructions: ``{bbox}``, ``{latlon}`` and ``{question}`` are filled in place.
 RS_INSTRUCTIONS: dict[str, str] = {
     "tile": "Represent the given image.",
     "image_query": "Represent the given image.",
     "text_query": "Find me an overhead satellite image that matches the given caption:",
+    "text_doc": "",
     "region_query": "Represent the region {bbox} of the given image.",
     "point_query": "Represent the given image taken at {latlon}.",
     "referring_query": "Find the region of an overhead satellite image described by:",
     "vqa": "Represent the given image with the following question: {question}",
-    "classification": "Represent the given image for classification:",
-    "text_doc": "",
+    "classification": "Represent the given image for classification",
 }
 
+#: GME-layout system instructions (the box, lat/lon and question go to the user turn).
 GME_INSTRUCTIONS: dict[str, str] = {
-    "tile": "You are a helpful assistant.",  # GME's corpus-side default
-    "image_query": "You are a helpful assistant.",
+    "tile": GME_DEFAULT_INSTRUCTION,
+    "image_query": GME_DEFAULT_INSTRUCTION,
     "text_query": "Find an overhead satellite image that matches the given text.",
-    "region_query": "Find satellite images similar to the region {bbox} of the given image.",
-    "point_query": "Find satellite images similar to the given image taken at {latlon}.",
+    "text_doc": GME_DEFAULT_INSTRUCTION,
+    "region_query": "Represent the marked region of the given satellite image.",
+    "point_query": "Represent the given satellite image taken at the given location.",
     "referring_query": "Find the region of a satellite image described by the given text.",
-    "vqa": "Answer the question about the given satellite image: {question}",
+    "vqa": "Represent the given satellite image with the following question. {question}",
     "classification": "Classify the given satellite image.",
-    "text_doc": "You are a helpful assistant.",
 }
+
+_PLACEHOLDERS = ("{bbox}", "{latlon}", "{question}")
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How an image is sized before the processor.
+
+    ``fixed``: resized to ``size`` x ``size`` (PIL bicubic), as VLM2Vec's evaluation does.
+    ``smart``: first rounded to multiples of 28 (PIL bicubic), then the processor's
+    smart resize keeps the aspect within ``min_tokens``..``max_tokens`` image tokens (GME).
+    """
+
+    kind: Literal["fixed", "smart"]
+    size: int | None = None
+    min_tokens: int = 4
+    max_tokens: int = 16384
+
+    def describe(self) -> str:
+        if self.kind == "fixed":
+            return f"{self.size}x{self.size}"
+        return f"{self.min_tokens}..{self.max_tokens} tokens"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "size": self.size, "min_tokens": self.min_tokens, "max_tokens": self.max_tokens}
+
+    def with_size(self, size: int | None) -> ImagePolicy:
+        """This policy at another edge size (None keeps the preset's): the ``--image-size`` knob."""
+        if size is None:
+            return self
+        if isinstance(size, bool) or not isinstance(size, int) or not 28 <= size <= 4096:
+            raise InputError(f"image size {size!r} is not an integer in 28..4096",
+                             "give an edge in pixels such as 448 (smaller is faster, 28 is the minimum)")
+        if self.kind == "fixed":
+            return replace(self, size=size)
+        tokens = max(1, (size // 28) ** 2)
+        return replace(self, size=size, min_tokens=min(self.min_tokens, tokens), max_tokens=tokens)
 
 
 @dataclass(frozen=True)
@@ -66,33 +114,38 @@ class Preset:
     name: str
     base_model: str
     adapter: str | None
-    image_size: int  # square model input, a multiple of 28
-    bbox_format: Literal["qwen2vl", "qwen25vl"]
     layout: Literal["vlm2vec", "gme"]
+    image: ImagePolicy
+    positions: Literal["rope_index", "plain"]
     instructions: dict[str, str] = field(default_factory=dict)
+    max_length: int | None = None
+    cuda_dtype: Literal["bf16", "fp16"] = "bf16"
+    bbox_format: Literal["qwen2vl"] = "qwen2vl"
     pooling: Literal["last"] = "last"
     description: str = ""
 
+    @property
+    def image_size(self) -> int:
+        """Edge of a square image as the model sees it (a fixed size, else the smallest the policy keeps)."""
+        if self.image.size is not None:
+            return int(self.image.size)
+        return int(math.isqrt(self.image.min_tokens)) * 28
+
+    # -- text pieces ------------------------------------------------------------------------------
     def format_bbox(self, bbox: Box, image_hw: tuple[int, int]) -> str:
-        """Box in pixels of an ``image_hw`` image -> the checkpoint's bbox tokens."""
+        """Box in pixels of an ``image_hw`` image -> Qwen2-VL grounding tokens (0..1000)."""
         h, w = image_hw
         x1, y1, x2, y2 = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
             raise InputError(f"bbox {bbox} has non-finite values", "give pixel coordinates x1 y1 x2 y2")
         if x2 <= x1 or y2 <= y1:
             raise InputError(f"bbox {bbox} is empty or inverted (need x1 < x2 and y1 < y2)",
-                             "swap the corners")
-        if self.bbox_format == "qwen2vl":
-            def q(v: float, n: int) -> int:
-                return int(min(1000, max(0, round(v / n * 1000))))
+                             "draw a box with a non-zero width and height")
 
-            return f"<|box_start|>({q(x1, w)},{q(y1, h)}),({q(x2, w)},{q(y2, h)})<|box_end|>"
-        sx, sy = self.image_size / w, self.image_size / h
+        def q(v: float, n: int) -> int:
+            return int(min(1000, max(0, round(v / n * 1000))))
 
-        def a(v: float, s: float) -> int:
-            return int(min(self.image_size, max(0, round(v * s))))
-
-        return f'{{"bbox_2d": [{a(x1, sx)}, {a(y1, sy)}, {a(x2, sx)}, {a(y2, sy)}]}}'
+        return f"<|box_start|>({q(x1, w)},{q(y1, h)}),({q(x2, w)},{q(y2, h)})<|box_end|>"
 
     @staticmethod
     def format_latlon(lat: float, lon: float) -> str:
@@ -102,45 +155,67 @@ class Preset:
                              "latitude must be in [-90, 90] and longitude in [-180, 180]")
         return f"latitude {lat:.4f}, longitude {lon:.4f}"
 
-    def _body(self, inp: EmbedInput) -> str:
-        """Instruction with bbox/latlon filled in (appended when it has no placeholder)."""
-        instr = inp.instruction or ""
-        bbox = latlon = ""
+    def _pieces(self, inp: EmbedInput) -> tuple[str, dict[str, str], str]:
+        """(instruction, placeholder values, free text) of one input, validated."""
+        text = inp.text.strip() if inp.text is not None else ""
+        if inp.image is None and not text:
+            raise InputError("empty input: no image and no text", "give a description or an image")
+        values = {"{bbox}": "", "{latlon}": "", "{question}": ""}
         if inp.bbox is not None:
             if inp.image is None:
                 raise InputError("a bbox needs an image to refer to", "pass the image the box was drawn on")
-            hw = _image_hw(inp.image)
-            bbox = self.format_bbox(inp.bbox, hw)
+            values["{bbox}"] = self.format_bbox(inp.bbox, image_hw(inp.image))
         if inp.latlon is not None:
-            latlon = self.format_latlon(*inp.latlon)
-        for key, val in (("{bbox}", bbox), ("{latlon}", latlon)):
-            if key in instr:
-                instr = instr.replace(key, val)
-            elif val:
-                instr = f"{instr} {val}".strip()
-        return " ".join(instr.split()) if instr else ""
+            values["{latlon}"] = self.format_latlon(*inp.latlon)
+        instruction = inp.instruction or ""
+        if "{question}" in instruction and text:  # the question of a VQA prompt is its text
+            values["{question}"], text = text, ""
+        return instruction, values, text
 
     def build_prompt(self, inp: EmbedInput) -> str:
-        """The full text fed to the processor, image placeholder included."""
-        has_text = inp.text is not None and inp.text.strip() != ""
-        if inp.image is None and not has_text:
-            raise InputError("empty input: no image and no text", "give a description or an image")
-        body = self._body(inp)
-        text = inp.text.strip() if has_text and inp.text else ""
+        """The full text fed to the processor, image placeholder included (see the module docstring)."""
+        instruction, values, text = self._pieces(inp)
         if self.layout == "gme":
-            system = body or "You are a helpful assistant."
+            system = " ".join(_strip_placeholders(instruction).split()) or GME_DEFAULT_INSTRUCTION
+            user = " ".join(v for v in (*values.values(), text) if v)
             vision = QWEN2VL_VISION if inp.image is not None else ""
-            return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{vision}{text}<|im_end|>\n"
+            return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{vision}{user}<|im_end|>\n"
                     "<|im_start|>assistant\n<|endoftext|>")
-        parts = [QWEN2VL_IMAGE] if inp.image is not None else []
-        if body:
-            parts.append(body)
+        body = instruction
+        for key, val in values.items():
+            if key in body:
+                body = body.replace(key, val)
+            elif val:
+                body = f"{body} {val}"
+        body = " ".join(body.split())
         if text:
-            parts.append(text)
-        return " ".join(parts)
+            body = f"{body} {text}" if body else text
+        if inp.image is not None:
+            return f"{QWEN2VL_IMAGE}\n{body}\n"
+        return f"{body}\n" if instruction.strip() else body
+
+    def with_image_size(self, size: int | None) -> Preset:
+        """This preset with its image policy at another edge size (``--image-size``)."""
+        return self if size is None else replace(self, image=self.image.with_size(size))
+
+    def with_instructions(self, overrides: dict[str, str] | None) -> Preset:
+        """This preset with some instruction texts replaced (an adapted model's saved prompts)."""
+        if not overrides:
+            return self
+        bad = sorted(set(overrides) - set(TASKS))
+        if bad:
+            raise InputError(f"unknown instruction key(s) {bad}", f"known keys: {', '.join(TASKS)}")
+        return replace(self, instructions={**self.instructions, **{k: str(v) for k, v in overrides.items()}})
 
 
-def _image_hw(image: object) -> tuple[int, int]:
+def _strip_placeholders(text: str) -> str:
+    for key in _PLACEHOLDERS:
+        text = text.replace(key, "")
+    return text
+
+
+def image_hw(image: object) -> tuple[int, int]:
+    """(height, width) of an (H, W, C) array or a PIL image."""
     shape = getattr(image, "shape", None)
     if shape is not None:
         return int(shape[0]), int(shape[1])
@@ -150,17 +225,18 @@ def _image_hw(image: object) -> tuple[int, int]:
 
 PRESETS: dict[str, Preset] = {
     "vlm2vec-qwen2vl-2b": Preset(
-        name="vlm2vec-qwen2vl-2b", base_model="Qwen/Qwen2-VL-2B-Instruct",
-        adapter="TIGER-Lab/VLM2Vec-Qwen2VL-2B", image_size=448, bbox_format="qwen2vl", layout="vlm2vec",
-        instructions=dict(RS_INSTRUCTIONS),
-        description="Qwen2-VL-2B-Instruct + VLM2Vec LoRA (VLM2Vec prompt format)"),
+        name="vlm2vec-qwen2vl-2b", base_model="Qwen/Qwen2-VL-2B-Instruct", adapter="TIGER-Lab/VLM2Vec-Qwen2VL-2B",
+        layout="vlm2vec", image=ImagePolicy("fixed", 1344), positions="rope_index",
+        instructions=dict(RS_INSTRUCTIONS), cuda_dtype="bf16",
+        description="Qwen2-VL-2B-Instruct + VLM2Vec LoRA (merged at load), VLM2Vec prompts, 1344 px"),
     "gme-qwen2vl-2b": Preset(
-        name="gme-qwen2vl-2b", base_model="Alibaba-NLP/gme-Qwen2-VL-2B-Instruct", adapter=None,
-        image_size=448, bbox_format="qwen2vl", layout="gme", instructions=dict(GME_INSTRUCTIONS),
-        description="GME Qwen2-VL-2B (chat template, system instruction)"),
+        name="gme-qwen2vl-2b", base_model="Alibaba-NLP/gme-Qwen2-VL-2B-Instruct", adapter=None, layout="gme",
+        image=ImagePolicy("smart", None, 256, 1280), positions="plain", instructions=dict(GME_INSTRUCTIONS),
+        max_length=1800, cuda_dtype="fp16",
+        description="GME Qwen2-VL-2B (chat layout, system instruction, 256..1280 image tokens, 1-D positions)"),
     "tiny": Preset(
-        name="tiny", base_model="(local random)", adapter=None, image_size=56, bbox_format="qwen2vl",
-        layout="vlm2vec", instructions=dict(RS_INSTRUCTIONS),
+        name="tiny", base_model="(local random)", adapter=None, layout="vlm2vec", image=ImagePolicy("fixed", 56),
+        positions="rope_index", instructions=dict(RS_INSTRUCTIONS),
         description="tiny random Qwen2-VL for tests and plumbing; its hits are meaningless"),
 }
 

@@ -64,13 +64,18 @@ def _build_tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type
                               chat_template=chat, model_max_length=4096)
 
 
-def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 56) -> Path:
+def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 56, preset: str = "tiny",
+                     initializer_range: float = 0.02) -> Path:
     """Write a tiny random Qwen2-VL checkpoint (HF layout + geovec.json) to ``directory``.
 
     Args:
         directory: target folder (created; existing files are overwritten).
         seed: weights are deterministic for a given seed.
-        image_size: the square input size recorded for the ``tiny`` preset.
+        image_size: the largest square input the saved processor keeps as is.
+        preset: the preset recorded in geovec.json (``tiny``, or a real family's layout
+            for tests of that family's input conventions).
+        initializer_range: weight scale; the default 0.02 makes attention nearly uniform,
+            so positions barely matter; ~0.3 makes the model sensitive to them.
 
     Returns:
         The directory, loadable with ``load_embedder(str(directory))``.
@@ -98,14 +103,62 @@ def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        initializer_range=initializer_range,
     )
+    config.vision_config.initializer_range = initializer_range
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
     model.save_pretrained(out, safe_serialization=True)
-    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max(image_size, 28) ** 2 * 4)
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max(image_size, 28) ** 2)
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
     processor.save_pretrained(out)
-    (out / "geovec.json").write_text(json.dumps({"preset": "tiny", "seed": seed}, indent=2))
+    (out / "geovec.json").write_text(json.dumps({"preset": preset, "seed": seed}, indent=2))
     log.info("tiny random Qwen2-VL written to %s", out)
     return out
+
+
+#: LoRA targets of the tiny adapter (the decoder's projections, as VLM2Vec's adapters).
+TINY_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def write_tiny_adapter(directory: str | Path, base: str | Path, *, seed: int = 0, rank: int = 4,
+                       legacy_layout: bool = True) -> Path:
+    """Write a random LoRA adapter for the tiny model at ``base`` in peft's saved layout.
+
+    With ``legacy_layout`` the weight keys use the module paths of transformers < 4.52
+    (``base_model.model.model.layers...``), as VLM2Vec's published Qwen2-VL adapters do.
+    Both LoRA matrices are random (peft initialises B to zero), so the adapter changes
+    the embeddings.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    out = Path(directory).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    model = Qwen2VLForConditionalGeneration.from_pretrained(str(base))
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=TINY_LORA_TARGETS, lora_dropout=0.0,
+                        init_lora_weights="gaussian")
+    peft_model = get_peft_model(model, config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if ".lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    state = get_peft_model_state_dict(peft_model)
+    if legacy_layout:
+        state = {_legacy_key(k): v.contiguous() for k, v in state.items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "adapter_model.safetensors"))
+    cfg = config.to_dict()
+    cfg["base_model_name_or_path"] = str(Path(base).resolve())
+    cfg["target_modules"] = sorted(cfg["target_modules"])
+    (out / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
+    return out
+
+
+def _legacy_key(key: str) -> str:
+    """Today's Qwen2-VL module path -> the one transformers < 4.52 used (decoder at ``model.layers``)."""
+    return key.replace("base_model.model.model.language_model.", "base_model.model.model.").replace(
+        "base_model.model.model.visual.", "base_model.model.visual.")

@@ -16,32 +16,83 @@ def _images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
 
 
-def test_vlm2vec_prompt_format() -> None:
+IMG = np.zeros((448, 448, 3), np.uint8)
+
+
+@pytest.mark.parametrize("key, kwargs, expected", [
+    ("tile", {"image": IMG}, "<|image_pad|>\nRepresent the given image.\n"),
+    ("image_query", {"image": IMG}, "<|image_pad|>\nRepresent the given image.\n"),
+    ("text_query", {"text": " storage tanks "},
+     "Find me an overhead satellite image that matches the given caption: storage tanks\n"),
+    ("text_doc", {"text": "a pier"}, "a pier"),
+    ("region_query", {"image": IMG, "bbox": (0, 112, 224, 448)},
+     "<|image_pad|>\nRepresent the region <|box_start|>(0,250),(500,1000)<|box_end|> of the given image.\n"),
+    ("region_query", {"image": IMG, "bbox": (0, 112, 224, 448), "text": "next to water"},
+     "<|image_pad|>\nRepresent the region <|box_start|>(0,250),(500,1000)<|box_end|> of the given image. "
+     "next to water\n"),
+    ("point_query", {"image": IMG, "latlon": (29.6889, -82.0311)},
+     "<|image_pad|>\nRepresent the given image taken at latitude 29.6889, longitude -82.0311.\n"),
+    ("referring_query", {"text": "the circular storage tanks next to the pier"},
+     "Find the region of an overhead satellite image described by: the circular storage tanks next to the pier\n"),
+    ("vqa", {"image": IMG, "text": "Is there water?"},
+     "<|image_pad|>\nRepresent the given image with the following question: Is there water?\n"),
+    ("classification", {"image": IMG}, "<|image_pad|>\nRepresent the given image for classification\n"),
+])
+def test_vlm2vec_golden_prompts(key: str, kwargs: dict, expected: str) -> None:
+    """VLM2Vec's MMEB evaluation layout: image token, newline, instruction, trailing newline (pooled)."""
     p = get_preset("vlm2vec-qwen2vl-2b")
-    img = np.zeros((448, 448, 3), np.uint8)
-    assert p.build_prompt(EmbedInput(p.instructions["tile"], image=img)) == "<|image_pad|> Represent the given image."
-    assert p.build_prompt(EmbedInput(p.instructions["region_query"], image=img, bbox=(0, 112, 224, 448))) == (
-        "<|image_pad|> Represent the region <|box_start|>(0,250),(500,1000)<|box_end|> of the given image.")
-    assert p.build_prompt(EmbedInput(p.instructions["text_query"], text="storage tanks")) == (
-        "Find me an overhead satellite image that matches the given caption: storage tanks")
+    assert p.build_prompt(EmbedInput(p.instructions[key], **kwargs)) == expected
     assert p.adapter == "TIGER-Lab/VLM2Vec-Qwen2VL-2B" and p.base_model == "Qwen/Qwen2-VL-2B-Instruct"
 
 
-def test_gme_prompt_format() -> None:
+def test_vqa_question_filled_by_caller_or_as_text() -> None:
+    p = get_preset("vlm2vec-qwen2vl-2b")
+    by_text = p.build_prompt(EmbedInput(p.instructions["vqa"], image=IMG, text="How many ships?"))
+    by_caller = p.build_prompt(EmbedInput(p.instructions["vqa"].replace("{question}", "How many ships?"), image=IMG))
+    assert by_text == by_caller
+
+
+_GME_HEAD = "<|im_start|>system\n"
+_GME_TAIL = "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>"
+_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+@pytest.mark.parametrize("key, kwargs, system, user", [
+    ("tile", {"image": IMG}, "You are a helpful assistant.", _VISION),
+    ("text_doc", {"text": "a pier"}, "You are a helpful assistant.", "a pier"),
+    ("text_query", {"text": "a pier"}, "Find an overhead satellite image that matches the given text.", "a pier"),
+    ("region_query", {"image": IMG, "bbox": (0, 112, 224, 448)},
+     "Represent the marked region of the given satellite image.",
+     _VISION + "<|box_start|>(0,250),(500,1000)<|box_end|>"),
+    ("point_query", {"image": IMG, "latlon": (10.0, 20.0)},
+     "Represent the given satellite image taken at the given location.",
+     _VISION + "latitude 10.0000, longitude 20.0000"),
+    ("vqa", {"image": IMG, "text": "Is there water?"},
+     "Represent the given satellite image with the following question.", _VISION + "Is there water?"),
+])
+def test_gme_golden_prompts(key: str, kwargs: dict, system: str, user: str) -> None:
+    """GME's chat layout: the instruction as system turn, image then box/lat-lon/text in the user turn."""
     p = get_preset("gme-qwen2vl-2b")
-    img = np.zeros((448, 448, 3), np.uint8)
-    assert p.build_prompt(EmbedInput(p.instructions["tile"], image=img)) == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        "<|vision_start|><|image_pad|><|vision_end|><|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
-    q = p.build_prompt(EmbedInput(p.instructions["text_query"], text="a pier"))
-    assert q.startswith("<|im_start|>system\nFind an overhead satellite image") and "user\na pier<|im_end|>" in q
+    expected = f"{_GME_HEAD}{system}<|im_end|>\n<|im_start|>user\n{user}{_GME_TAIL}"
+    assert p.build_prompt(EmbedInput(p.instructions[key], **kwargs)) == expected
 
 
-def test_bbox_formats_round_and_clamp() -> None:
+def test_image_policies() -> None:
+    vlm, gme = get_preset("vlm2vec-qwen2vl-2b"), get_preset("gme-qwen2vl-2b")
+    assert (vlm.image.kind, vlm.image.size) == ("fixed", 1344)
+    assert (gme.image.kind, gme.image.min_tokens, gme.image.max_tokens) == ("smart", 256, 1280)
+    assert gme.positions == "plain" and vlm.positions == "rope_index" and gme.max_length == 1800
+    assert gme.cuda_dtype == "fp16" and vlm.cuda_dtype == "bf16"
+    assert vlm.with_image_size(448).image.size == 448
+    small = gme.with_image_size(448).image
+    assert (small.min_tokens, small.max_tokens) == (256, 256)
+    with pytest.raises(InputError, match="28..4096"):
+        vlm.with_image_size(10)
+
+
+def test_bbox_and_latlon_formats() -> None:
     p = PRESETS["tiny"]
     assert p.format_bbox((-5, 0.4, 56.2, 28), (56, 56)) == "<|box_start|>(0,7),(1000,500)<|box_end|>"
-    p25 = type(p)(**{**p.__dict__, "bbox_format": "qwen25vl", "image_size": 448})
-    assert p25.format_bbox((0, 0, 28, 56), (56, 56)) == '{"bbox_2d": [0, 0, 224, 448]}'
     with pytest.raises(InputError, match="inverted"):
         p.format_bbox((10, 10, 5, 20), (56, 56))
     with pytest.raises(InputError, match="out of range"):
@@ -96,7 +147,7 @@ def test_bad_inputs_and_missing_models(tiny_embedder, tmp_path) -> None:
         tiny_embedder.encode([EmbedInput("", text="   ")])
     with pytest.raises(NotFoundError, match="unknown model preset"):
         load_embedder("no-such-preset", device="cpu")
-    with pytest.raises(NotFoundError, match="not a checkpoint directory"):
+    with pytest.raises(NotFoundError, match="not a checkpoint or adapter folder"):
         load_embedder(str(tmp_path / "missing"), device="cpu")
     import torch
 

@@ -1,0 +1,254 @@
+"""The Embedder: a loaded Qwen2-VL checkpoint + its preset, with an ``encode()`` contract.
+
+See :mod:`.presets` for how each checkpoint family is fed, :mod:`.forward` for the
+forward pass and :mod:`.embedder` for ``load_embedder``, the one factory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..types import Box, EmbedInput
+from . import forward as fwd
+from .identity import dtype_name
+from .presets import QWEN2VL_IMAGE, Preset, image_hw
+
+log = logging.getLogger(__name__)
+
+#: Saved beside a model: its preset, instructions and parent (``Embedder.save``).
+META_FILE = "geovec.json"
+
+
+class Embedder:
+    """A loaded checkpoint + preset. ``encode()`` is the model contract."""
+
+    def __init__(self, model: Any, processor: Any, preset: Preset, *, device: Any, checkpoint_id: str,
+                 fingerprint: str = "", source: str | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.preset = preset
+        self.device = device
+        self.checkpoint_id = checkpoint_id
+        self.fingerprint = fingerprint
+        self.source = source or checkpoint_id
+        self.dim = int(_text_config(model.config).hidden_size)
+        self.image_token_id = int(getattr(model.config, "image_token_id", None)
+                                  or processor.tokenizer.convert_tokens_to_ids(QWEN2VL_IMAGE))
+        self._local = threading.local()
+        self.processor.tokenizer.padding_side = "right"
+        configure_processor(self.processor, preset)
+
+    @property
+    def instructions(self) -> dict[str, str]:
+        """Instruction per task key (``tile``, ``text_query``, ``region_query``, ...) this model uses."""
+        return self.preset.instructions
+
+    @property
+    def dtype(self) -> Any:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What an index records to bind itself to this model (preset, checkpoint, weights, dtype, image)."""
+        return {"preset": self.preset.name, "checkpoint": self.checkpoint_id, "fingerprint": self.fingerprint,
+                "dtype": dtype_name(self.dtype), "image": self.preset.image.to_dict()}
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def _thread_processor(self) -> Any:
+        """A processor per thread: fast tokenizers refuse concurrent calls on one instance."""
+        proc = getattr(self._local, "proc", None)
+        if proc is None:
+            proc = self.processor if threading.current_thread() is threading.main_thread() \
+                else copy.deepcopy(self.processor)
+            self._local.proc = proc
+        return proc
+
+    def image(self, image: Any) -> Any:
+        """An (H, W, 3) uint8 array or PIL image, sized per the preset's image policy (PIL RGB)."""
+        from PIL import Image
+
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+        pil = pil.convert("RGB")
+        policy = self.preset.image
+        if policy.kind == "fixed":
+            assert policy.size is not None
+            return pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC)
+        w, h = pil.size  # GME: first to multiples of 28 (its fetch_image), then the processor's smart resize
+        rh, rw = smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)
+        return pil.resize((rw, rh), Image.Resampling.BICUBIC)
+
+    def _processor_kwargs(self) -> dict[str, Any]:
+        if self.preset.max_length:
+            return {"truncation": True, "max_length": self.preset.max_length}
+        return {}
+
+    def prepare(self, inputs: Sequence[EmbedInput]) -> Any:
+        """Run the processor on a batch (CPU; safe to call from worker threads)."""
+        if not inputs:
+            raise InputError("nothing to embed: the input list is empty", "pass at least one input")
+        texts = [self.preset.build_prompt(inp) for inp in inputs]
+        images = [self.image(inp.image) for inp in inputs if inp.image is not None]
+        proc = self._thread_processor()
+        return proc(text=texts, images=images or None, padding=True, return_tensors="pt",
+                    **self._processor_kwargs())
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, batch: Any) -> Any:
+        """Grad-enabled forward of a prepared batch -> (n, dim) L2-normalised float32 tensor."""
+        return fwd.forward_full(self.model, self.preset.positions, batch.to(self.device))
+
+    def encode(self, inputs: Sequence[EmbedInput], *, batch_size: int = 8, show_progress_bar: bool = False,
+               normalize_embeddings: bool = True) -> np.ndarray:
+        """Embed interleaved inputs; float32 (n, dim) in input order.
+
+        Inputs are sorted by prompt length and batched under ``torch.inference_mode``.
+        """
+        import torch
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        inputs = list(inputs)
+        if not inputs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        order = sorted(range(len(inputs)), key=lambda i: (inputs[i].image is not None,
+                                                          len(self.preset.build_prompt(inputs[i]))))
+        out = np.zeros((len(inputs), self.dim), dtype=np.float32)
+        starts: Any = range(0, len(order), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encode", unit="batch")
+        with _eval_mode(self.model), torch.inference_mode():
+            for s in starts:
+                idx = order[s : s + batch_size]
+                vecs = self.forward(self.prepare([inputs[i] for i in idx]))
+                out[idx] = vecs.float().cpu().numpy()
+        if not normalize_embeddings:
+            return out
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    # -- regions -----------------------------------------------------------------------------------
+    def region_inputs(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                      text: str | None = None, latlon: tuple[float, float] | None = None) -> list[EmbedInput]:
+        """The K region prompts on one image: ``image`` + each box's tokens + the region instruction."""
+        instr = self.instructions["region_query"] if instruction is None else instruction
+        return [EmbedInput(instr, image=image, bbox=tuple(float(v) for v in b), latlon=latlon, text=text)  # type: ignore[arg-type]
+                for b in boxes]
+
+    def prepare_regions(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                        text: str | None = None, latlon: tuple[float, float] | None = None) -> Any:
+        """Preprocess K region prompts on one image (CPU; thread-safe) for :meth:`forward_regions`.
+
+        The image is processed once; the K prompts are tokenised with its image tokens
+        expanded exactly as the processor expands them.
+        """
+        from transformers import BatchFeature
+
+        if not len(boxes):
+            raise InputError("no region boxes given", "pass at least one box (x1, y1, x2, y2) in image pixels")
+        inputs = self.region_inputs(image, boxes, instruction=instruction, text=text, latlon=latlon)
+        texts = [self.preset.build_prompt(inp) for inp in inputs]
+        proc = self._thread_processor()
+        pixels = proc.image_processor(images=[self.image(image)], return_tensors="pt")
+        n_tokens = int(pixels["image_grid_thw"][0].prod()) // proc.image_processor.merge_size ** 2
+        expanded = [t.replace(QWEN2VL_IMAGE, "<|placeholder|>" * n_tokens).replace("<|placeholder|>", QWEN2VL_IMAGE)
+                    for t in texts]
+        tok = proc.tokenizer(expanded, padding=True, return_tensors="pt", **self._processor_kwargs())
+        return BatchFeature({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
+                             "pixel_values": pixels["pixel_values"], "image_grid_thw": pixels["image_grid_thw"]})
+
+    def forward_regions(self, prepared: Any) -> Any:
+        """(K, dim) L2-normalised region vectors of a :meth:`prepare_regions` batch (one image forward)."""
+        return fwd.forward_shared_prefix(self.model, self.preset.positions, prepared.to(self.device))
+
+    def encode_regions(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
+                       text: str | None = None, latlon: tuple[float, float] | None = None,
+                       batch_size: int = 32) -> np.ndarray:
+        """Embed K boxes on one image; equals ``encode(region_inputs(...))``, float32 (K, dim)."""
+        import torch
+
+        boxes = list(boxes)
+        out = np.zeros((len(boxes), self.dim), dtype=np.float32)
+        with _eval_mode(self.model), torch.inference_mode():
+            for s in range(0, len(boxes), batch_size):
+                prepared = self.prepare_regions(image, boxes[s : s + batch_size], instruction=instruction,
+                                                text=text, latlon=latlon)
+                out[s : s + batch_size] = self.forward_regions(prepared).float().cpu().numpy()
+        return out
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, instructions: dict[str, str] | None = None) -> Path:
+        """Write HF layout + geovec.json that ``load_embedder(directory)`` loads as is.
+
+        Any LoRA is merged first; the model's instructions (or ``instructions``) are saved
+        with it, so an adapted model carries its own prompts.
+        """
+        out = Path(directory).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = copy.deepcopy(model).merge_and_unload()
+        model.save_pretrained(out, safe_serialization=True)
+        self.processor.save_pretrained(out)
+        meta = {"preset": self.preset.name, "parent": self.checkpoint_id,
+                "instructions": {**self.instructions, **(instructions or {})}}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2))
+        return out
+
+
+class _eval_mode:  # noqa: N801 - used like a function
+    """Eval mode for a block, restoring the previous mode after."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.was = model, model.training
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was)
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: multiples of ``factor``, area within [min, max], aspect kept."""
+    import math
+
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def configure_processor(processor: Any, preset: Preset) -> None:
+    """Set the image processor's pixel bounds from the preset's image policy."""
+    ip = processor.image_processor
+    policy = preset.image
+    lo, hi = int(ip.min_pixels), int(ip.max_pixels)
+    if policy.kind == "smart":
+        lo, hi = policy.min_tokens * 28 * 28, policy.max_tokens * 28 * 28
+    else:  # fixed: the checkpoint's bounds, widened only if they would not hold size x size
+        assert policy.size is not None
+        side = max(28, round(policy.size / 28) * 28) ** 2
+        lo, hi = min(lo, side), max(hi, side)
+    ip.min_pixels, ip.max_pixels = lo, hi
+    ip.size = {"shortest_edge": lo, "longest_edge": hi}
+
+
+def _text_config(config: Any) -> Any:
+    return getattr(config, "text_config", None) or config
