@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..types import Box, EmbedInput
 from . import forward as fwd
 from .identity import dtype_name
-from .presets import QWEN2VL_IMAGE, Preset, image_hw
+from .presets import QWEN2VL_IMAGE, Preset
 
 log = logging.getLogger(__name__)
 
