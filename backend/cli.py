@@ -111,22 +111,30 @@ def _tiling_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .schemas import IndexRequest, TilingOptions
-    from .service import SIDECAR, load_model, model_for_index, run_index
+    from .service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
 
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args))
     req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
-                     groups=dict(args.group) if args.group else None, batch_size=args.batch_size)
+                     groups=dict(args.group) if args.group else None, batch_size=args.batch_size,
+                     force=args.force)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
 
         raise NotFoundError(f"folder {args.folder!r} does not exist or is not a folder",
                             "give a folder containing .tif/.tiff/.vrt rasters")
+    exists = (Path(args.index).expanduser() / SIDECAR).exists()
+    if exists and args.image_size is not None:
+        recorded = (read_sidecar(args.index).get("model") or {}).get("image") or {}
+        if recorded.get("size") not in (None, args.image_size):
+            raise UsageError(f"index {args.index} embeds images at {recorded.get('size')} px, not --image-size "
+                             f"{args.image_size} (vectors at another size do not compare); drop --image-size "
+                             "or use a new --index")
     if args.model:
-        embedder = load_model(args.model, device=args.device)
-    elif (Path(args.index).expanduser() / SIDECAR).exists():
-        embedder = model_for_index(args.index, device=args.device)
+        embedder = load_model(args.model, device=args.device, dtype=args.dtype, image_size=args.image_size)
+    elif exists:
+        embedder = model_for_index(args.index, device=args.device, dtype=args.dtype)
     else:
         raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
 
@@ -193,7 +201,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .service import model_for_index, run_search
 
     fields: dict[str, Any] = {"index": args.index, "k": args.k, "min_score": args.min_score,
-                              "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs}
+                              "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
+                              "force": args.force}
     if args.text is not None:
         fields["text"] = args.text
     elif args.box is not None:
@@ -206,12 +215,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         fields["latlon"] = args.latlon
     req = _validated(SearchRequest, **fields)
 
+    resp = None
     if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from .server.client import search_via_server
 
         resp = search_via_server(req, args.server or None)
-    else:
-        resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    elif not args.local and not args.model:  # a running `geovec serve` answers without reloading the model
+        resp = _search_via_running_server(req)
+    if resp is None:
+        resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device,
+                                                       dtype=args.dtype))
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
     if args.json:
@@ -226,6 +239,23 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
+
+
+def _search_via_running_server(req: Any) -> Any:
+    """The answer of a running ``geovec serve`` (None when none answers, or its model is not the index's)."""
+    from .errors import ModelMismatchError, ModelUnavailableError
+    from .server.client import running_server, search_via_server
+
+    url = running_server()
+    if url is None:
+        return None
+    try:
+        resp = search_via_server(req, url)
+    except (ModelUnavailableError, ModelMismatchError) as e:  # gone, or holding another model: search here
+        log.info("running backend at %s did not answer (%s); searching in this process", url, e)
+        return None
+    log.info("answered by the running backend at %s", url)
+    return resp
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -265,6 +295,11 @@ def _add_optional(sub: Any, which: str) -> None:
         log.debug("geovec %s not available: %s", which, e)
 
 
+def _model_options(p: Any) -> None:
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
+                   help="weights dtype (auto: bf16 on GPUs and bf16-capable CPUs, else fp32)")
+
+
 def build_parser(command: str | None = None) -> Parser:
     """The argparse parser; ``command`` limits the optional sub-commands imported."""
     p = Parser(prog="geovec", description="Index GeoTIFFs into multimodal embeddings and search them.")
@@ -294,6 +329,10 @@ def build_parser(command: str | None = None) -> Parser:
                     help="name a stack of one-band files explicitly (repeatable)")
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
     ix.add_argument("--device", default="auto")
+    _model_options(ix)
+    ix.add_argument("--image-size", type=int, help="image edge the model sees (default: the preset's; smaller is "
+                    "faster; recorded in the index)")
+    ix.add_argument("--force", action="store_true", help="add to an index built with another model anyway")
     ix.add_argument("--no-progress", action="store_true")
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
     ix.set_defaults(func=cmd_index)
@@ -313,6 +352,9 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--out-crs", default="EPSG:4326")
     se.add_argument("--model", help="override the index's recorded model")
     se.add_argument("--device", default="auto")
+    _model_options(se)
+    se.add_argument("--force", action="store_true", help="search with a model other than the index's anyway")
+    se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
     se.add_argument("--json", action="store_true")
     se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
     se.add_argument("--server", nargs="?", const="", metavar="URL",

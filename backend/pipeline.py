@@ -313,12 +313,13 @@ class _Progress:
             log.warning("progress callback failed", exc_info=True)
 
 
-def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams) -> IndexStore:
+def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams, *,
+                force: bool = False) -> IndexStore:
     from .index.store import IndexStore
 
     store = IndexStore.open_or_create(
         index_path, dim=embedder.dim, preset=embedder.preset.name, checkpoint=embedder.checkpoint_id,
-        tiling=params.to_dict(),
+        tiling=params.to_dict(), model=embedder.identity, force=force,
     )
     stored = (store.meta or {}).get("tiling")
     if stored and TilingParams.from_dict(stored) != params:
@@ -341,6 +342,7 @@ def index_folder(
     workers: int = 2,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | None = None,
+    force: bool = False,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
@@ -355,6 +357,7 @@ def index_folder(
         progress: called with a :class:`ProgressEvent` after every batch.
         cancel: when set, the current batch is finished and written, the index
             checkpointed, and the summary returned with ``cancelled=True``.
+        force: add to an index built with another model (same dimension) anyway.
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
@@ -372,7 +375,11 @@ def index_folder(
     summary = IndexSummary(errors=[FileError(path=p, error=r) for p, r in scan.errors])
     error_paths = {str(Path(p).resolve()) for p, _ in scan.errors}
 
-    store = _open_store(index_path, embedder, params)
+    store = _open_store(index_path, embedder, params, force=force)
+    image = (store.meta.get("model") or {}).get("image")
+    if isinstance(image, dict) and image != embedder.identity.get("image"):
+        log.info("embedding at the index's image size %s", image)
+        embedder = embedder.with_image(image)
     try:
         plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
                            errors=summary.errors)

@@ -42,6 +42,7 @@ class IndexRequest(_Model):
     tiling: TilingOptions = Field(default_factory=TilingOptions)
     groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
+    force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
 
 
 class SearchRequest(_Model):
@@ -58,6 +59,7 @@ class SearchRequest(_Model):
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     exclude_overlapping: bool = Field(True, description="drop hits that overlap the query box/point itself")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned footprints")
+    force: bool = Field(False, description="search even with a model other than the index's (hits may be meaningless)")
 
     @field_validator("text")
     @classmethod

@@ -31,21 +31,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_models: dict[tuple[str, str, str | None], Embedder] = {}
+_models: dict[tuple[str, str, str | None, str, int | None], Embedder] = {}
 _models_lock = threading.Lock()
 
 #: An Embedder, or a zero-argument callable giving one (loaded only when needed).
 EmbedderLike = Union["Embedder", Callable[[], "Embedder"]]
 
 
-def load_model(spec: str, *, device: str = "auto", preset: str | None = None) -> Embedder:
+def load_model(spec: str, *, device: str = "auto", preset: str | None = None, dtype: str = "auto",
+               image_size: int | None = None) -> Embedder:
     """Load (once per process) the model named by ``spec``: preset name, local dir or hub id."""
     from .model.embedder import load_embedder
 
-    key = (spec, device, preset)
+    key = (spec, device, preset, dtype, image_size)
     with _models_lock:
         if key not in _models:
-            _models[key] = load_embedder(spec, device=device, preset=preset)
+            _models[key] = load_embedder(spec, device=device, preset=preset, dtype=dtype, image_size=image_size)
         return _models[key]
 
 
@@ -58,7 +59,8 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return files.read_sidecar(p)
 
 
-def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto") -> Embedder:
+def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto",
+                    dtype: str = "auto") -> Embedder:
     """The Embedder to query the index at ``path`` with.
 
     ``model`` overrides the checkpoint recorded in the sidecar; either way the
@@ -71,7 +73,7 @@ def model_for_index(path: str | Path, *, model: str | None = None, device: str =
                                     "pass --model PATH_OR_ID_OR_PRESET")
     preset = meta.get("preset") if model is None else None
     try:
-        emb = load_model(str(spec), device=device, preset=preset)
+        emb = load_model(str(spec), device=device, preset=preset, dtype=dtype)
     except ModelUnavailableError as e:
         if model is None:
             raise ModelUnavailableError(
@@ -82,7 +84,8 @@ def model_for_index(path: str | Path, *, model: str | None = None, device: str =
     if dim is not None and int(dim) != int(emb.dim):
         raise ModelMismatchError(f"model {spec} gives {emb.dim}-d vectors but index {path} holds {dim}-d ones",
                                  f"query with the index's model ({meta.get('checkpoint')})")
-    return emb
+    image = (meta.get("model") or {}).get("image")
+    return emb.with_image(image) if isinstance(image, dict) and image != emb.identity.get("image") else emb
 
 
 def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:
@@ -127,7 +130,8 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
                             "give a folder containing .tif/.tiff/.vrt rasters")
     emb = _resolve_embedder(embedder, model=req.model, index=req.index)
     return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
-                        batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel)
+                        batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
+                        force=bool(getattr(req, "force", False)))
 
 
 def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
@@ -150,15 +154,14 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
             valid), or None for the index's recorded model.
         store_cache: path -> open IndexStore, reused across calls (the server keeps one).
     """
+    from .binding import bind
     from .search import build_query, run_query
 
     store = open_index(req.index, cache=store_cache)
     try:
         query = build_query(store, req)
         emb = _resolve_embedder(embedder, model=None, index=req.index)
-        if int(emb.dim) != int(store.dim):
-            raise ModelMismatchError(f"model gives {emb.dim}-d vectors but index {req.index} holds {store.dim}-d",
-                                     "query with the model the index was built with")
+        emb = bind(emb, store.meta, index=str(req.index), force=bool(getattr(req, "force", False)))
         return run_query(store, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)
     finally:
         if store_cache is None:

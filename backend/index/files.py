@@ -62,6 +62,8 @@ def validate_sidecar(meta: Any, where: Path) -> dict[str, Any]:
             raise IndexCorruptError(f"index sidecar {where}: {key}={meta[key]!r} is not a string", hint)
     if not isinstance(meta["tiling"], dict):
         raise IndexCorruptError(f"index sidecar {where}: tiling={meta['tiling']!r} is not an object", hint)
+    if "model" in meta and not isinstance(meta["model"], dict):
+        raise IndexCorruptError(f"index sidecar {where}: model={meta['model']!r} is not an object", hint)
     if meta["format_version"] != FORMAT_VERSION:
         raise IndexCorruptError(
             f"index sidecar {where}: format_version {meta['format_version']} is not supported (only {FORMAT_VERSION})",

@@ -113,8 +113,12 @@ class IndexStore:
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str, tiling: dict[str, Any],
-               M: int = 16, ef_construction: int = 200) -> IndexStore:
-        """Create an empty index at ``path`` (a new or empty folder) and hold its writer lock."""
+               M: int = 16, ef_construction: int = 200, model: dict[str, Any] | None = None) -> IndexStore:
+        """Create an empty index at ``path`` (a new or empty folder) and hold its writer lock.
+
+        ``model`` is the embedder's identity (``Embedder.identity``), recorded so that
+        searching or re-indexing with another model is refused (:mod:`..binding`).
+        """
         for name, value, lo, hi in (("dim", dim, 1, 1 << 16), ("M", M, 2, 2048),
                                     ("ef_construction", ef_construction, 1, 1 << 16)):
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -135,6 +139,8 @@ class IndexStore:
             info = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
                     "ef_construction": ef_construction, "ef_search": DEFAULT_EF_SEARCH, "preset": str(preset),
                     "checkpoint": str(checkpoint), "tiling": tiling, "created": now, "next_label": 0}
+            if model:
+                info["model"] = dict(model)
             con = db.connect(p / DB, readonly=False)
             try:
                 db.init_schema(con, info)
@@ -259,21 +265,26 @@ class IndexStore:
 
     @classmethod
     def open_or_create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str,
-                       tiling: dict[str, Any]) -> IndexStore:
-        """Open ``path`` for writing, or create it; refuses an index built with another model or dim."""
+                       tiling: dict[str, Any], model: dict[str, Any] | None = None,
+                       force: bool = False) -> IndexStore:
+        """Open ``path`` for writing, or create it; refuses an index built with another model or dim.
+
+        Same model: the same weights fingerprint when both sides record one, else the same
+        checkpoint name, and the same preset (``force`` accepts another model, never another dim).
+        """
+        from ..binding import check_identity, recorded_identity
+
         p = Path(path).expanduser()
         if not (p / SIDECAR).exists():  # new, or a create that crashed before its sidecar
-            return cls.create(p, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling)
+            return cls.create(p, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling, model=model)
         store = cls.open(p, writable=True)
-        given = {"dim": dim, "preset": preset, "checkpoint": checkpoint}
-        diff = [k for k, v in given.items() if store.meta.get(k) != v]
-        if diff:
-            have = ", ".join(f"{k}={store.meta.get(k)!r}" for k in diff)
-            want = ", ".join(f"{k}={given[k]!r}" for k in diff)
+        current = {**(model or {}), "preset": preset, "checkpoint": checkpoint}
+        try:
+            check_identity(recorded_identity(store.meta), current, index=str(p), force=force,
+                           dims=(int(store.dim), int(dim)))
+        except ModelMismatchError:
             store.close()
-            raise ModelMismatchError(
-                f"index {p} was built with {have}, not {want}",
-                f"use the index's model ({store.meta.get('checkpoint')}) or a new --index directory")
+            raise
         return store
 
     # ---- plumbing --------------------------------------------------------------------------

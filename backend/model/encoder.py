@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from ..errors import InputError
 from ..types import Box, EmbedInput
 from . import forward as fwd
 from .identity import dtype_name
-from .presets import QWEN2VL_IMAGE, Preset
+from .presets import QWEN2VL_IMAGE, ImagePolicy, Preset
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,16 @@ class Embedder:
         """What an index records to bind itself to this model (preset, checkpoint, weights, dtype, image)."""
         return {"preset": self.preset.name, "checkpoint": self.checkpoint_id, "fingerprint": self.fingerprint,
                 "dtype": dtype_name(self.dtype), "image": self.preset.image.to_dict()}
+
+    def with_image(self, image: Any) -> Embedder:
+        """The same weights with another image policy (an :class:`ImagePolicy` or its dict)."""
+        policy = image if isinstance(image, ImagePolicy) else ImagePolicy(**image)
+        other = copy.copy(self)
+        other.preset = replace(self.preset, image=policy)
+        other.processor = copy.deepcopy(self.processor)
+        other._local = threading.local()
+        configure_processor(other.processor, other.preset)
+        return other
 
     # -- preprocessing -------------------------------------------------------------------------
     def _thread_processor(self) -> Any:

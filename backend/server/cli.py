@@ -29,6 +29,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--port", type=int, default=None, help="TCP port (default 0 = a random free port)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
     p.add_argument("--model", default=None, help="model loaded on first use: preset, local dir or hub id")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=None,
+                   help="weights dtype (default auto: bf16 on GPUs and bf16-capable CPUs, else fp32)")
+    p.add_argument("--image-size", type=int, default=None, help="image edge the model sees (default: the preset's)")
     p.add_argument("--allow-remote", action="store_true", default=None,
                    help="allow a non-loopback --host (anyone with the token on that network can use it)")
     p.add_argument("--log-level", choices=LEVELS, default=None, help="log file/console level (default info)")
@@ -85,7 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, device=args.device, model=args.model,
+            host=args.host, port=args.port, device=args.device, model=args.model, dtype=args.dtype,
+            image_size=args.image_size,
             allow_remote=args.allow_remote, log_level=args.log_level, token_file=args.token_file,
             data_dir=args.data_dir, auto_resume=False if args.no_resume else None)
     except (GeoVecError, ValueError) as e:

@@ -110,6 +110,32 @@ class Client:
         return IndexInfo(**self.call("GET", "/indexes/info", params={"path": path}))
 
 
+def running_server(token_file: str | Path | None = None, timeout: float = 0.5) -> str | None:
+    """The URL of a ``geovec serve`` that answers ``/v1/health`` within ``timeout`` s, else None."""
+    import httpx
+
+    try:
+        data = read_token_file(token_file)
+    except NotFoundError:
+        return None
+    pid, url = data.get("pid"), str(data.get("url") or "")
+    if not url:
+        return None
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    try:
+        r = httpx.get(url.rstrip("/") + "/v1/health", timeout=timeout,
+                      headers={"Authorization": f"Bearer {data['token']}"})
+    except httpx.HTTPError:
+        return None
+    return url if r.status_code == 200 else None
+
+
 def search_via_server(req: SearchRequest, url: str | None = None, *, token_file: str | Path | None = None) -> SearchResponse:
     """What ``geovec search --server URL`` calls: the same SearchRequest, answered by the server.
 

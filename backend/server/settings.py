@@ -45,6 +45,10 @@ class Settings(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="0 = a random free port")
     device: Literal["auto", "cuda", "cpu"] = "auto"
     model: str | None = Field(None, description="model loaded on first use (preset, local dir or hub id)")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="weights dtype: auto = bf16 on GPUs (GME: fp16) and bf16-capable CPUs, else fp32")
+    image_size: int | None = Field(None, ge=28, le=4096,
+                                   description="image edge the model sees (default: the preset's; smaller is faster)")
     allow_remote: bool = False
     log_level: str = "INFO"
     token_file: Path
@@ -61,7 +65,7 @@ class Settings(BaseModel):
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``GEOVEC_*`` variables, then ``overrides`` (flags; None = not given).
 
-        Variables: GEOVEC_HOST, GEOVEC_PORT, GEOVEC_DEVICE, GEOVEC_MODEL, GEOVEC_ALLOW_REMOTE,
+        Variables: GEOVEC_HOST, GEOVEC_PORT, GEOVEC_DEVICE, GEOVEC_MODEL, GEOVEC_DTYPE, GEOVEC_IMAGE_SIZE, GEOVEC_ALLOW_REMOTE,
         GEOVEC_LOG_LEVEL, GEOVEC_TOKEN_FILE, GEOVEC_DATA_DIR, GEOVEC_LOG_DIR, GEOVEC_MAX_BODY,
         GEOVEC_AUTO_RESUME, GEOVEC_ALLOWED_ROOTS (os.pathsep-separated).
         """
@@ -78,7 +82,7 @@ class Settings(BaseModel):
             "data_dir": Path(get("DATA_DIR") or platformdirs.user_data_path("geovec")),
             "log_dir": Path(get("LOG_DIR") or platformdirs.user_log_path("geovec")),
         }
-        simple = {"HOST": "host", "DEVICE": "device", "MODEL": "model", "LOG_LEVEL": "log_level"}
+        simple = {"HOST": "host", "DEVICE": "device", "MODEL": "model", "LOG_LEVEL": "log_level", "DTYPE": "dtype"}
         for var, key in simple.items():
             if get(var):
                 values[key] = get(var)
@@ -87,8 +91,10 @@ class Settings(BaseModel):
                 values["port"] = int(get("PORT"))  # type: ignore[arg-type]
             if get("MAX_BODY"):
                 values["max_body"] = int(get("MAX_BODY"))  # type: ignore[arg-type]
+            if get("IMAGE_SIZE"):
+                values["image_size"] = int(get("IMAGE_SIZE"))  # type: ignore[arg-type]
         except ValueError as e:
-            raise InputError(f"bad GEOVEC_PORT/GEOVEC_MAX_BODY: {e}", "set an integer") from e
+            raise InputError(f"bad GEOVEC_PORT/GEOVEC_MAX_BODY/GEOVEC_IMAGE_SIZE: {e}", "set an integer") from e
         for var, key in {"ALLOW_REMOTE": "allow_remote", "AUTO_RESUME": "auto_resume"}.items():
             if get(var):
                 values[key] = _bool(get(var))  # type: ignore[arg-type]

@@ -52,6 +52,17 @@ class SerialisedEmbedder:
         with self._lock:
             return self._inner.forward(*args, **kwargs)
 
+    def encode_regions(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.encode_regions(*args, **kwargs)
+
+    def forward_regions(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.forward_regions(*args, **kwargs)
+
+    def with_image(self, image: Any) -> SerialisedEmbedder:
+        return SerialisedEmbedder(self._inner.with_image(image), self._lock)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
@@ -133,7 +144,8 @@ class ModelSlot:
 
             t0 = time.monotonic()
             log.info("loading model %s on %s", want, dev)
-            self._embedder = load_embedder(want, device=dev)
+            self._embedder = load_embedder(want, device=dev, dtype=self.settings.dtype,
+                                           image_size=self.settings.image_size)
             self._spec, self._device = want, dev
             log.info("model %s loaded on %s in %.1f s (dim %d)", want, self._embedder.device,
                      time.monotonic() - t0, self._embedder.dim)

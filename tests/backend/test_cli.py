@@ -24,7 +24,7 @@ TILE = 32
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "GEOVEC_TOKEN_FILE": "/nonexistent/geovec-server.json"}
 
 
 def geovec(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -70,6 +70,7 @@ def create_index(body: IndexCreateRequest, state: State) -> IndexInfo:
         raise InputError(f"{body.path!r} exists and is not an empty folder", "choose a new index directory")
     emb = state.models.get(body.model)
     store = IndexStore.create(path, dim=int(emb.dim), preset=emb.preset.name, checkpoint=emb.checkpoint_id,
+                              model=emb.identity,
                               tiling=tiling_params(body.tiling).to_dict())
     store.close()
     state.opened.add(str(path))
