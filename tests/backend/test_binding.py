@@ -19,7 +19,6 @@ from geovec.backend.pipeline import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.service import run_search
 from geovec.backend.types import TilingParams
-
 from tests.backend.serverproc import ServerProc
 
 PARAMS = TilingParams(tile_size=32)
