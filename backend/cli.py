@@ -72,6 +72,15 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_fullsize(args: argparse.Namespace) -> int:
+    from .model.fullsize import write_fullsize_model
+
+    path = write_fullsize_model(Path(args.dir).expanduser(), preset=args.preset, seed=args.seed, device=args.device)
+    print(f"random Qwen2-VL-2B-sized model written to {path} (to measure speed and memory: its hits are "
+          "meaningless)")
+    return 0
+
+
 class _TqdmProgress:
     """Progress callback drawing a tqdm bar with rate and ETA on stderr."""
 
@@ -312,6 +321,12 @@ def build_parser(command: str | None = None) -> Parser:
     tiny.add_argument("dir")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_model)
+    full = msub.add_parser("fullsize", help="write a random Qwen2-VL-2B-sized checkpoint (~4.4 GB; speed/memory checks)")
+    full.add_argument("dir")
+    full.add_argument("--preset", default="vlm2vec-qwen2vl-2b", choices=("vlm2vec-qwen2vl-2b", "gme-qwen2vl-2b"))
+    full.add_argument("--seed", type=int, default=0)
+    full.add_argument("--device", default="cpu", help="where to initialise the weights (cuda is faster)")
+    full.set_defaults(func=cmd_model_fullsize)
 
     ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
     ix.add_argument("folder")

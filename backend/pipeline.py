@@ -244,10 +244,21 @@ class TileReader:
             features = None
             if images:
                 features = self.embedder.prepare([EmbedInput(self.instruction, image=im) for im in images])
+                features = pin(features, getattr(self.embedder, "device", None))
             return PreparedBatch(job, records, features, skipped)
         except Exception as e:  # noqa: BLE001 - reported per file, never a silent skip
             log.debug("reading %s failed", job.plan.scene.name, exc_info=True)
             return PreparedBatch(job, [], None, 0, error=str(e) or type(e).__name__)
+
+
+def pin(features: Any, device: Any) -> Any:
+    """Page-locked copies of a batch's tensors when it is bound for a CUDA device (else as is)."""
+    if getattr(device, "type", "") != "cuda" or features is None:
+        return features
+    for key, value in list(features.items()):
+        if hasattr(value, "pin_memory"):
+            features[key] = value.pin_memory()
+    return features
 
 
 def embed_batch(embedder: Embedder, features: Any) -> np.ndarray:
@@ -256,7 +267,8 @@ def embed_batch(embedder: Embedder, features: Any) -> np.ndarray:
 
     device = getattr(embedder, "device", None)
     if device is not None and hasattr(features, "to"):
-        features = features.to(device)  # a no-op on CPU; forward may move it too
+        # pinned by the reader thread on CUDA, so the copy overlaps the previous batch's forward
+        features = features.to(device, non_blocking=getattr(device, "type", "") == "cuda")
     with torch.inference_mode():
         out = embedder.forward(features)
     return out.float().cpu().numpy().astype(np.float32, copy=False)

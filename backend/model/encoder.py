@@ -159,23 +159,42 @@ class Embedder:
                         text: str | None = None, latlon: tuple[float, float] | None = None) -> Any:
         """Preprocess K region prompts on one image (CPU; thread-safe) for :meth:`forward_regions`.
 
-        The image is processed once; the K prompts are tokenised with its image tokens
-        expanded exactly as the processor expands them.
+        The image goes through the processor once. The K prompts share everything up to
+        their image's last token: that prefix is tokenised once, with the image token
+        expanded exactly as the processor expands it, and each prompt's remaining text
+        after it (special tokens split tokenisation, so the ids are those of the whole
+        prompt). Rows are right-padded; ``input_ids`` holds the K full prompts.
         """
+        import torch
         from transformers import BatchFeature
 
         if not len(boxes):
             raise InputError("no region boxes given", "pass at least one box (x1, y1, x2, y2) in image pixels")
         inputs = self.region_inputs(image, boxes, instruction=instruction, text=text, latlon=latlon)
         texts = [self.preset.build_prompt(inp) for inp in inputs]
+        cut = texts[0].rindex(QWEN2VL_IMAGE) + len(QWEN2VL_IMAGE)
+        if any(t[:cut] != texts[0][:cut] for t in texts):
+            raise InputError("region prompts on one image must share their text up to the image",
+                             "keep the box and text after the image in the instruction")
         proc = self._thread_processor()
         pixels = proc.image_processor(images=[self.image(image)], return_tensors="pt")
         n_tokens = int(pixels["image_grid_thw"][0].prod()) // proc.image_processor.merge_size ** 2
-        expanded = [t.replace(QWEN2VL_IMAGE, "<|placeholder|>" * n_tokens).replace("<|placeholder|>", QWEN2VL_IMAGE)
-                    for t in texts]
-        tok = proc.tokenizer(expanded, padding=True, return_tensors="pt", **self._processor_kwargs())
-        return BatchFeature({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
-                             "pixel_values": pixels["pixel_values"], "image_grid_thw": pixels["image_grid_thw"]})
+        tok = proc.tokenizer
+        head = texts[0][:cut].replace(QWEN2VL_IMAGE, "\x00").replace("\x00", QWEN2VL_IMAGE * n_tokens)
+        prefix = tok(head, add_special_tokens=False)["input_ids"]
+        tails = tok([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
+        rows = [prefix + tail for tail in tails]
+        if self.preset.max_length:
+            rows = [r[: self.preset.max_length] for r in rows]
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        return BatchFeature({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels["pixel_values"],
+                             "image_grid_thw": pixels["image_grid_thw"]})
 
     def forward_regions(self, prepared: Any) -> Any:
         """(K, dim) L2-normalised region vectors of a :meth:`prepare_regions` batch (one image forward)."""

@@ -84,13 +84,13 @@ def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     """Tokens every row has in common from the start (all real); 0 if that prefix misses an image token.
 
     The prefix must hold every image token of row 0 (the image is what is worth sharing) and
-    leave at least one token of each row for the suffix.
+    leave at least one token of each row for the suffix, which must hold no image token.
     """
     same = (input_ids == input_ids[:1]).all(dim=0) & (attention_mask == 1).all(dim=0)
     p = int(same.long().cumprod(0).sum())
     p = min(p, int(attention_mask.sum(dim=1).min()) - 1)
     image_pos = (input_ids[0] == image_token_id).nonzero()
-    if not len(image_pos) or p <= int(image_pos[-1]):
+    if not len(image_pos) or p <= int(image_pos[-1]) or bool((input_ids[:, p:] == image_token_id).any()):
         return 0
     return p
 
@@ -100,6 +100,9 @@ def forward_shared_prefix(model: Any, mode: PositionMode, batch: Any) -> torch.T
 
     ``batch`` holds the K tokenised prompts (right-padded) and the pixels of the ONE
     image they share (``pixel_values`` of one image, ``image_grid_thw`` of shape (1, 3)).
+    The suffixes are text only, so their positions continue the prefix's: for each of the
+    three rotary axes, one past the prefix's largest position, then one per token, which
+    is what Qwen2-VL's rope index (and the plain 1-D scheme) gives text after an image.
     Falls back to K full forwards when the prompts share nothing worth sharing.
     """
     from transformers import DynamicCache
@@ -109,21 +112,24 @@ def forward_shared_prefix(model: Any, mode: PositionMode, batch: Any) -> torch.T
     pixel_values = batch.get("pixel_values")
     k, length = ids.shape
     bb = backbone(model)
-    grid_k = grid.repeat(k, 1) if grid is not None else None
     p = shared_prefix_length(ids, mask, bb.config.image_token_id) if k > 1 and pixel_values is not None else 0
     if p == 0:
         pv = pixel_values.repeat(k, 1) if pixel_values is not None else None
+        gk = grid.repeat(k, 1) if grid is not None else None
         return forward_full(model, mode, {"input_ids": ids, "attention_mask": mask, "pixel_values": pv,
-                                          "image_grid_thw": grid_k})
-    pos = position_ids(model, mode, ids, mask, grid_k)  # the positions the full batch gets
+                                          "image_grid_thw": gk})
+    prefix_pos = position_ids(model, mode, ids[:1, :p], mask[:1, :p], grid)  # (3, 1, p)
+    start = prefix_pos.amax(dim=(1, 2), keepdim=True) + 1  # (3, 1, 1)
+    suffix_pos = start + torch.arange(length - p, device=ids.device).view(1, 1, -1)
+    suffix_pos = suffix_pos.expand(3, k, length - p)
     prefix_embeds = input_embeddings(model, ids[:1, :p], pixel_values, grid)
     cache = DynamicCache()
-    bb.language_model(inputs_embeds=prefix_embeds, attention_mask=mask[:1, :p], position_ids=pos[:, :1, :p],
+    bb.language_model(inputs_embeds=prefix_embeds, attention_mask=mask[:1, :p], position_ids=prefix_pos,
                       past_key_values=cache, use_cache=True, cache_position=torch.arange(p, device=ids.device),
                       return_dict=True)
     cache.batch_repeat_interleave(k)
     suffix_embeds = bb.get_input_embeddings()(ids[:, p:])
-    out = bb.language_model(inputs_embeds=suffix_embeds, attention_mask=mask, position_ids=pos[:, :, p:],
+    out = bb.language_model(inputs_embeds=suffix_embeds, attention_mask=mask, position_ids=suffix_pos,
                             past_key_values=cache, use_cache=True,
                             cache_position=torch.arange(p, length, device=ids.device), return_dict=True)
     return pool_last(out.last_hidden_state, mask[:, p:])

@@ -93,7 +93,7 @@ def reference_vlm2vec(base: Path, adapter: Path | None, cases, *, size: int = 13
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
     proc = AutoProcessor.from_pretrained(base, use_fast=False)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
+    model = Qwen2VLForConditionalGeneration.from_pretrained(base).eval()
     if adapter is not None and merge:
         _manual_lora_merge(model, adapter)
     out = []
@@ -198,7 +198,7 @@ def reference_gme(ckpt: Path, items, *, rope_positions: bool = False, fixed448: 
 
     proc = AutoProcessor.from_pretrained(ckpt, min_pixels=256 * 28 * 28, max_pixels=1280 * 28 * 28, use_fast=False)
     proc.tokenizer.padding_side = "right"
-    base = Qwen2VLForConditionalGeneration.from_pretrained(ckpt, dtype=torch.float32).eval()
+    base = Qwen2VLForConditionalGeneration.from_pretrained(ckpt).eval()
     texts, images = [], []
     for instruction, text, image in items:
         s = ""

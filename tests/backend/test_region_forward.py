@@ -99,3 +99,15 @@ def _plain(ids, mask):
 def _ids_mask_grid(emb, image, boxes):
     b = emb.prepare_regions(image, boxes)
     return b["input_ids"], b["attention_mask"], b["image_grid_thw"].repeat(len(boxes), 1)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "gme-qwen2vl-2b"])
+def test_region_tokens_equal_the_processors(tmp_path, image, preset) -> None:
+    """Prefix tokenised once + each tail == the processor on each whole prompt (both layouts)."""
+    emb = load_embedder(str(write_tiny_model(tmp_path / "m", preset=preset)), device="cpu", image_size=56)
+    boxes = _grid_boxes(64, 3)
+    ours = emb.prepare_regions(image, boxes, text="by the river")
+    theirs = emb.prepare(emb.region_inputs(image, boxes, text="by the river"))
+    assert ours["input_ids"].tolist() == theirs["input_ids"].tolist()
+    assert ours["attention_mask"].tolist() == theirs["attention_mask"].tolist()
+    assert ours["image_grid_thw"].shape == (1, 3)

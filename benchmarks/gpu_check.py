@@ -1,0 +1,244 @@
+"""GPU check: the full-size Qwen2-VL-2B architecture in bf16 on one GPU.
+
+Prints, in one run on the same card:
+
+* tiles/s of the indexing pipeline (``index_folder``: reader threads + processor,
+  bf16 forward, SQLite + hnswlib writer) against a naive per-tile Hugging Face loop
+  (read one tile, processor, ``Qwen2VLForConditionalGeneration(**inputs)`` with
+  ``output_hidden_states``, last token), on the same synthetic rasters;
+* MFU of both (model FLOPs per tile counted from the architecture, over the card's
+  dense bf16 peak);
+* region scoring: K = 16 and 30 boxes on one tile with the prefix-shared forward,
+  as a multiple of one tile embedding, and regions/s.
+
+The weights are random (built on the GPU, saved, then loaded through
+``load_embedder`` like a downloaded checkpoint): only speed means anything.
+
+    python benchmarks/gpu_check.py [--image-size 448] [--tiles 64] [--naive-tiles 24] [--out DIR]
+    python benchmarks/gpu_check.py --smoke     # tiny model on the CPU: checks the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import machine  # noqa: E402
+
+#: Dense bf16 tensor-core peak (FLOP/s) by card name fragment.
+PEAK_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+
+
+def model_flops(config, grid_thw: tuple[int, int, int], n_text: int) -> float:
+    """FLOPs of one forward of an image with ``grid_thw`` patches plus ``n_text`` text tokens.
+
+    2 FLOPs per multiply-accumulate; vision attention is full (within the image), decoder
+    attention causal (half the score matrix). Embedding lookups and norms are ignored.
+    """
+    v = config.vision_config
+    t, h, w = grid_thw
+    p = t * h * w  # patches
+    dv = v.embed_dim
+    mlp = int(dv * v.mlp_ratio)
+    vision = v.depth * (2 * p * (4 * dv * dv + 2 * dv * mlp) + 4 * p * p * dv)
+    merged = p // (v.spatial_merge_size ** 2)
+    hid = dv * v.spatial_merge_size ** 2
+    vision += 2 * merged * (hid * hid + hid * v.hidden_size)  # the patch merger MLP
+    tc = getattr(config, "text_config", None) or config
+    hsz, inter, layers = tc.hidden_size, tc.intermediate_size, tc.num_hidden_layers
+    kv = tc.num_key_value_heads * (hsz // tc.num_attention_heads)
+    tokens = merged + n_text
+    text = layers * (2 * tokens * (2 * hsz * hsz + 2 * hsz * kv + 3 * hsz * inter) + 2 * tokens * tokens * hsz)
+    return float(vision + text)
+
+
+def write_rasters(folder: Path, n_scenes: int, size: int) -> Path:
+    from geovec.backend.demo import write_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = ["water", "forest", "city", "field"]
+    for i in range(n_scenes):
+        write_scene(folder / f"scene_{i}.tif", kinds[i % 4], size=size, origin=(400000.0 + 50000 * i, 3300000.0),
+                    seed=i)
+    return folder
+
+
+def naive_hf_loop(emb, folder: Path, tile: int, n: int, sync) -> tuple[int, float]:
+    """Read -> processor -> HF forward (batch 1) -> last token, one tile at a time."""
+    import torch
+
+    from geovec.backend.raster.scan import scan_folder
+    from geovec.backend.raster.stretch import compute_stretch
+    from geovec.backend.raster.tiling import GridSampler, read_tile
+    from geovec.backend.types import EmbedInput, TilingParams
+
+    params = TilingParams(tile_size=tile)
+    import numpy as np
+
+    prompt = emb.preset.build_prompt(EmbedInput(emb.instructions["tile"], image=np.zeros((8, 8, 3), np.uint8)))
+    done, t0 = 0, time.perf_counter()
+    with torch.inference_mode():
+        for scene in scan_folder(folder).scenes:
+            stretch = compute_stretch(scene)
+            for w in GridSampler(scene, params):
+                img, _ = read_tile(scene, w, stretch, out_size=tile)
+                inputs = emb.processor(text=[prompt], images=[emb.image(img)], return_tensors="pt").to(emb.device)
+                out = emb.model(**inputs, output_hidden_states=True)
+                vec = torch.nn.functional.normalize(out.hidden_states[-1][:, -1].float(), dim=-1).cpu()
+                assert vec.shape[0] == 1
+                done += 1
+                if done == n:
+                    sync()
+                    return done, time.perf_counter() - t0
+    sync()
+    return done, time.perf_counter() - t0
+
+
+def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> dict[str, object]:
+    """Naive loop vs pipeline, and region scoring, at ``emb``'s image size."""
+    import numpy as np
+    import torch
+
+    from geovec.backend.pipeline import index_folder
+    from geovec.backend.types import EmbedInput, TilingParams
+
+    probe = emb.prepare([EmbedInput(emb.instructions["tile"], image=np.zeros((args.tile_size, args.tile_size, 3),
+                                                                              np.uint8))])
+    grid = tuple(int(x) for x in probe["image_grid_thw"][0])
+    n_text = int(probe["input_ids"].shape[1]) - grid[0] * grid[1] * grid[2] // 4
+    flops = model_flops(emb.model.config, grid, n_text)  # type: ignore[arg-type]
+    print(f"--- images {emb.preset.image.describe()}: {grid[1] * grid[2]} patches -> {grid[1] * grid[2] // 4} image "
+          f"tokens + {n_text} text tokens per tile; {flops / 1e12:.2f} TFLOP per tile")
+    with torch.inference_mode():  # warm-up (kernels, allocator) outside the timings
+        emb.encode([EmbedInput(emb.instructions["tile"], image=np.zeros((64, 64, 3), np.uint8))])
+    naive_n, naive_s = naive_hf_loop(emb, folder, args.tile_size, args.naive_tiles, sync)
+    naive_rate = naive_n / naive_s
+    t0 = time.perf_counter()
+    summary = index_folder(folder, index, emb, params=TilingParams(tile_size=args.tile_size),
+                           batch_size=args.batch_size, workers=args.workers)
+    sync()
+    pipe_s = time.perf_counter() - t0
+    pipe_rate = summary.tiles / pipe_s
+
+    def mfu(rate: float) -> str:
+        return f"{rate * flops / peak:.1%}" if peak else "n/a (unknown peak)"
+
+    print(f"naive HF loop: {naive_n} tiles in {naive_s:.1f} s = {naive_rate:.2f} tiles/s, MFU {mfu(naive_rate)}")
+    print(f"pipeline:      {summary.tiles} tiles in {pipe_s:.1f} s = {pipe_rate:.2f} tiles/s, MFU {mfu(pipe_rate)} "
+          f"(batch {args.batch_size}, {args.workers} reader threads)")
+    print(f"speed-up: {pipe_rate / naive_rate:.2f}x")
+    img = np.random.default_rng(0).integers(0, 255, (args.tile_size, args.tile_size, 3), dtype=np.uint8)
+    one = EmbedInput(emb.instructions["tile"], image=img)
+    emb.encode([one])
+    sync()
+    reps = 3
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        emb.encode([one])
+    sync()
+    tile_s = (time.perf_counter() - t0) / reps
+    regions = {}
+    for k in (16, 30):
+        side = int(np.ceil(np.sqrt(k)))
+        step = args.tile_size / side
+        boxes = [(i * step, j * step, (i + 1) * step, (j + 1) * step) for j in range(side) for i in range(side)][:k]
+        emb.encode_regions(img, boxes)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            emb.encode_regions(img, boxes)
+        sync()
+        sec = (time.perf_counter() - t0) / reps
+        regions[k] = {"seconds": sec, "x_tile": sec / tile_s, "regions_per_s": k / sec}
+        print(f"regions: K={k} boxes on one tile {sec * 1000:.1f} ms = {sec / tile_s:.2f}x one tile embedding "
+              f"({tile_s * 1000:.1f} ms), {k / sec:.1f} regions/s")
+    return {"image": emb.preset.image.describe(), "tflop_per_tile": flops / 1e12, "naive_tiles_per_s": naive_rate,
+            "pipeline_tiles_per_s": pipe_rate, "speedup": pipe_rate / naive_rate,
+            "naive_mfu": (naive_rate * flops / peak) if peak else None,
+            "pipeline_mfu": (pipe_rate * flops / peak) if peak else None, "tile_embed_s": tile_s, "regions": regions}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU (checks the script)")
+    ap.add_argument("--image-sizes", type=int, nargs="+", default=[0, 448],
+                    help="model image edges to measure (0 = the preset's, 1344)")
+    ap.add_argument("--tiles", type=int, default=64, help="tiles indexed by the pipeline")
+    ap.add_argument("--naive-tiles", type=int, default=24, help="tiles through the naive loop")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--tile-size", type=int, default=256)
+    ap.add_argument("--out", default=None, help="folder for results.json")
+    args = ap.parse_args(argv)
+
+    import torch
+    import transformers
+
+    from geovec.backend.model.embedder import load_embedder
+
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device (use --smoke to check the script on the CPU)", file=sys.stderr)
+        return 2
+    print(machine(device))
+    print(f"transformers {transformers.__version__}")
+    work = Path(tempfile.mkdtemp(prefix="geovec-gpu-check-"))
+    results: dict[str, object] = {"machine": machine(device), "smoke": args.smoke}
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    try:
+        t0 = time.perf_counter()
+        if args.smoke:
+            from geovec.backend.model.tiny import write_tiny_model
+
+            ckpt = write_tiny_model(work / "model")
+            dtype = "fp32"
+        else:
+            from geovec.backend.model.fullsize import write_fullsize_model
+
+            ckpt = write_fullsize_model(work / "model", device="cuda")
+            torch.cuda.empty_cache()
+            dtype = "bf16"
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        emb = load_embedder(str(ckpt), device=device, dtype=dtype)
+        sync()
+        load_s = time.perf_counter() - t0
+        name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
+        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        print(f"model: {'tiny random' if args.smoke else 'Qwen2-VL-2B architecture, random weights'}, "
+              f"{sum(p.numel() for p in emb.model.parameters()) / 1e9:.2f} B params, {dtype}, images "
+              f"{emb.preset.image.describe()}; built {build_s:.1f} s, loaded {load_s:.1f} s")
+
+        n_scenes = max(1, -(-args.tiles // ((1024 // args.tile_size) ** 2)))
+        folder = write_rasters(work / "rasters", n_scenes, 1024)
+        base_emb = emb
+        runs = []
+        for size in args.image_sizes:
+            emb = base_emb.with_image(base_emb.preset.image.with_size(size or None))
+            runs.append(measure(emb, folder, work / f"index-{size}", args, peak, sync))
+        results.update(card=name, params_b=sum(p.numel() for p in emb.model.parameters()) / 1e9, dtype=dtype,
+                       build_s=build_s, load_s=load_s, peak_flops=peak, runs=runs)
+        if device == "cuda":
+            results["max_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+            print(f"peak GPU memory {results['max_memory_gb']:.1f} GB")
+        if args.out:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            (Path(args.out) / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
