@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..types import Box, EmbedInput
 from . import forward as fwd
+from . import pixels
 from .identity import dtype_name
 from .presets import QWEN2VL_IMAGE, ImagePolicy, Preset
 
@@ -47,6 +48,7 @@ class Embedder:
         self._local = threading.local()
         self.processor.tokenizer.padding_side = "right"
         configure_processor(self.processor, preset)
+        self._device_patches = _device_patches(self.processor, preset)
 
     @property
     def instructions(self) -> dict[str, str]:
@@ -71,6 +73,7 @@ class Embedder:
         other.processor = copy.deepcopy(self.processor)
         other._local = threading.local()
         configure_processor(other.processor, other.preset)
+        other._device_patches = _device_patches(other.processor, other.preset)
         return other
 
     # -- preprocessing -------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class Embedder:
             assert policy.size is not None
             return pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC)
         w, h = pil.size  # GME: first to multiples of 28 (its fetch_image), then the processor's smart resize
-        rh, rw = smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)
+        rh, rw = pixels.smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)
         return pil.resize((rw, rh), Image.Resampling.BICUBIC)
 
     def _processor_kwargs(self) -> dict[str, Any]:
@@ -109,13 +112,30 @@ class Embedder:
         texts = [self.preset.build_prompt(inp) for inp in inputs]
         images = [self.image(inp.image) for inp in inputs if inp.image is not None]
         proc = self._thread_processor()
+        if images and self._device_patches:  # pixels patchified on the device (same values as the processor's)
+            from transformers import BatchFeature
+
+            u8 = pixels.stack_u8(images)
+            grid = pixels.grid_of(u8, proc.image_processor)
+            n_tokens = int(grid[0].prod()) // proc.image_processor.merge_size ** 2
+            tok = proc.tokenizer([_expand(t, n_tokens) for t in texts], padding=True, return_tensors="pt",
+                                 **self._processor_kwargs())
+            return BatchFeature({"input_ids": tok["input_ids"], "attention_mask": tok["attention_mask"],
+                                 pixels.U8_KEY: u8, "image_grid_thw": grid})
         return proc(text=texts, images=images or None, padding=True, return_tensors="pt",
                     **self._processor_kwargs())
+
+    def _on_device(self, batch: Any) -> Any:
+        """The batch on the model's device, uint8 images turned into the processor's pixel values there."""
+        batch = batch.to(self.device)
+        if pixels.U8_KEY in batch:
+            batch["pixel_values"] = pixels.patchify(batch.pop(pixels.U8_KEY), self.processor.image_processor)
+        return batch
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, batch: Any) -> Any:
         """Grad-enabled forward of a prepared batch -> (n, dim) L2-normalised float32 tensor."""
-        return fwd.forward_full(self.model, self.preset.positions, batch.to(self.device))
+        return fwd.forward_full(self.model, self.preset.positions, self._on_device(batch))
 
     def encode(self, inputs: Sequence[EmbedInput], *, batch_size: int = 8, show_progress_bar: bool = False,
                normalize_embeddings: bool = True) -> np.ndarray:
@@ -177,10 +197,15 @@ class Embedder:
             raise InputError("region prompts on one image must share their text up to the image",
                              "keep the box and text after the image in the instruction")
         proc = self._thread_processor()
-        pixels = proc.image_processor(images=[self.image(image)], return_tensors="pt")
-        n_tokens = int(pixels["image_grid_thw"][0].prod()) // proc.image_processor.merge_size ** 2
+        if self._device_patches:
+            u8 = pixels.stack_u8([self.image(image)])
+            image_part = {pixels.U8_KEY: u8, "image_grid_thw": pixels.grid_of(u8, proc.image_processor)}
+        else:
+            done = proc.image_processor(images=[self.image(image)], return_tensors="pt")
+            image_part = {"pixel_values": done["pixel_values"], "image_grid_thw": done["image_grid_thw"]}
+        n_tokens = int(image_part["image_grid_thw"][0].prod()) // proc.image_processor.merge_size ** 2
         tok = proc.tokenizer
-        head = texts[0][:cut].replace(QWEN2VL_IMAGE, "\x00").replace("\x00", QWEN2VL_IMAGE * n_tokens)
+        head = _expand(texts[0][:cut], n_tokens)
         prefix = tok(head, add_special_tokens=False)["input_ids"]
         tails = tok([t[cut:] for t in texts], add_special_tokens=False)["input_ids"]
         rows = [prefix + tail for tail in tails]
@@ -193,12 +218,11 @@ class Embedder:
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
-        return BatchFeature({"input_ids": ids, "attention_mask": mask, "pixel_values": pixels["pixel_values"],
-                             "image_grid_thw": pixels["image_grid_thw"]})
+        return BatchFeature({"input_ids": ids, "attention_mask": mask, **image_part})
 
     def forward_regions(self, prepared: Any) -> Any:
         """(K, dim) L2-normalised region vectors of a :meth:`prepare_regions` batch (one image forward)."""
-        return fwd.forward_shared_prefix(self.model, self.preset.positions, prepared.to(self.device))
+        return fwd.forward_shared_prefix(self.model, self.preset.positions, self._on_device(prepared))
 
     def encode_regions(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
                        text: str | None = None, latlon: tuple[float, float] | None = None,
@@ -248,21 +272,16 @@ class _eval_mode:  # noqa: N801 - used like a function
         self.model.train(self.was)
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: multiples of ``factor``, area within [min, max], aspect kept."""
-    import math
+def _expand(text: str, n_tokens: int) -> str:
+    """The image placeholder expanded to the image's token count, as the processor does."""
+    return text.replace(QWEN2VL_IMAGE, "\x00").replace("\x00", QWEN2VL_IMAGE * n_tokens)
 
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
+
+def _device_patches(processor: Any, preset: Preset) -> bool:
+    """Whether this preset's images can be patchified on the device (fixed size the processor keeps)."""
+    size = preset.image.size
+    return preset.image.kind == "fixed" and size is not None and pixels.device_patches_ok(processor.image_processor,
+                                                                                           int(size))
 
 
 def configure_processor(processor: Any, preset: Preset) -> None:

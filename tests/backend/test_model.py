@@ -204,3 +204,25 @@ def test_offline_hub_model_fails_fast_with_one_line(tmp_path) -> None:
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "unreachable" in lines[0] and "geovec model tiny" in lines[0], r.stderr
     assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.parametrize("size", [56, 1344])
+def test_device_patches_equal_the_processors_pixels(tiny_model_dir, size: int) -> None:
+    """Fixed-size presets patchify uint8 images on the device: exactly the processor's pixel values."""
+    import torch
+
+    from geovec.backend.model import pixels
+
+    e = load_embedder(str(tiny_model_dir), device="cpu", image_size=size)
+    assert e._device_patches
+    ims = [e.image(im) for im in _images(3, size=40, seed=size)]
+    ref = e.processor.image_processor(images=ims, return_tensors="pt")
+    u8 = pixels.stack_u8(ims)
+    assert pixels.grid_of(u8, e.processor.image_processor).tolist() == ref["image_grid_thw"].tolist()
+    assert torch.equal(pixels.patchify(u8, e.processor.image_processor), ref["pixel_values"])
+    batch = e.prepare([EmbedInput(e.instructions["tile"], image=im) for im in _images(2, seed=1)])
+    full = e.processor(text=[e.preset.build_prompt(EmbedInput(e.instructions["tile"], image=ims[0]))] * 2,
+                       images=[e.image(im) for im in _images(2, seed=1)], padding=True, return_tensors="pt")
+    assert batch["input_ids"].tolist() == full["input_ids"].tolist()
+    on_device = e._on_device(batch)
+    assert torch.equal(on_device["pixel_values"], full["pixel_values"])
