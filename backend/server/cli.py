@@ -38,6 +38,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
     p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
     p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="stop gracefully once process PID has exited (set by clients that start the server)")
     p.set_defaults(func=run_serve)
     return p
 
@@ -116,6 +118,11 @@ def run_serve(args: argparse.Namespace) -> int:
                             access_log=settings.log_level.lower() == "debug", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
     server = uvicorn.Server(config)
+    if args.parent_pid:
+        from .lifecycle import watch_parent
+
+        watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
+        log.info("stops when process %s exits", args.parent_pid)
     # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; a graceful stop
     # is a success here (exit 0), so the re-raised signal lands on a handler that just notes it.
     stopped_by: list[int] = []
