@@ -37,6 +37,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "open_index": ("POST", "/v1/indexes/open"),
     "index_info": ("GET", "/v1/indexes/info"),
     "start_job": ("POST", "/v1/jobs"),
+    "jobs": ("GET", "/v1/jobs"),
     "job": ("GET", "/v1/jobs/{job_id}"),
     "cancel_job": ("POST", "/v1/jobs/{job_id}/cancel"),
     "search": ("POST", "/v1/search"),
@@ -185,6 +186,9 @@ class GeoVecClient:
 
     def start_job(self, params: IndexParams) -> dict[str, Any]:
         return self.call(*self._route("start_job"), params.to_request())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.call(*self._route("jobs"))
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.call(*self._route("job", job_id=job_id))

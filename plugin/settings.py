@@ -28,6 +28,9 @@ class Setting(Enum):
     MIN_SCORE = ("dock/min_score", 0.0)
     EXCLUDE_OWN = ("dock/exclude_own", True)
     CONDITION_LOCATION = ("dock/condition_location", False)
+    LEVEL = ("dock/level", "tile")  # tile | region
+    IN_VIEW = ("dock/in_view", False)
+    DOCK_OPEN = ("dock/open", False)  # reopen the dock at the next start
     TILE_SIZE = ("index/tile_size", 256)
     OVERLAP = ("index/overlap", 0.0)
 

@@ -40,6 +40,18 @@ class GeoVecTask(QgsTask):
         self.error = ""
         self.hint = ""
 
+    def detach(self) -> None:
+        """Forget the callback and disconnect every Python slot from this task's signals (on unload)."""
+        self.on_done = None
+        for name in ("progressChanged", "statusChanged", "status", "log_line"):
+            signal = getattr(self, name, None)
+            if signal is None:
+                continue
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+
     def work(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 

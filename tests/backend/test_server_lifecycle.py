@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from geovec.backend.server.lifecycle import process_alive
-
 from tests.backend.serverproc import ServerProc
 
 
