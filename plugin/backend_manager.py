@@ -215,7 +215,8 @@ class BackendManager(QObject):
         if error is None and isinstance(data, dict):
             self._succeed(conn, data)
         elif Setting.BACKEND_URL.get() and not Setting.AUTO_START.get():
-            self._fail(str(error), "check the backend URL in GeoVec > Settings")
+            self._fail(error.message if error else "The backend did not answer",
+                       "check the backend URL in GeoVec > Settings")
         else:
             self._start()
 

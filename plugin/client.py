@@ -114,14 +114,14 @@ def _error_from_body(status: int | None, raw: bytes, fallback: str) -> BackendEr
     else:
         message, hint, code = fallback, "", ""
     if status == 401 or status == 403:
-        hint = hint or "the backend refused the token: restart it from GeoVec settings or check the token file"
+        hint = hint or "the backend refused the token: check the token file in GeoVec > Settings"
     return BackendError(message, hint, status=status, code=code)
 
 
 def _unreachable(conn: Connection, message: str) -> BackendError:
     return BackendError(
         f"GeoVec backend not reachable at {conn.base}: {message}",
-        "start it with `geovec serve` or set the backend in GeoVec > Settings",
+        "press Connect in the GeoVec dock to start it, or check the backend URL in GeoVec > Settings",
         code="unreachable",
     )
 

@@ -91,8 +91,14 @@ class GeoVecPlugin:
             Setting.DOCK_OPEN.set(False)
 
     # --- backend setup and settings -------------------------------------------------------
-    def show_settings(self) -> None:
-        SettingsDialog(self.iface.mainWindow()).exec_()
+    def show_settings(self) -> SettingsDialog:
+        """Open the settings (window-modal, without blocking); OK reconnects the dock's backend."""
+        dialog = SettingsDialog(self.iface.mainWindow())
+        dialog.setAttribute(Qt.WA_DeleteOnClose)
+        if self.controller is not None:
+            dialog.accepted.connect(self.controller.connect_backend)
+        dialog.open()
+        return dialog
 
     def setup_backend(self) -> SetupBackendTask | None:
         if self.setup_task is not None:
@@ -149,6 +155,9 @@ class GeoVecPlugin:
             self.toolbar.deleteLater()
             self.toolbar = None
         if self.provider is not None:
-            QgsApplication.processingRegistry().removeProvider(self.provider)
+            try:
+                QgsApplication.processingRegistry().removeProvider(self.provider)
+            except RuntimeError:  # QGIS already deleted it (a duplicate it refused to add)
+                pass
             self.provider = None
         stop_started()  # backends Processing started in this session

@@ -35,6 +35,7 @@ LAYER_NAME = "GeoVec hits"
 REGION_LAYER_NAME = "GeoVec regions"
 FID_ROLE = Qt.UserRole
 LAYER_ROLE = Qt.UserRole + 1
+FLASHES, FLASH_MS = 2, 250
 
 
 class NumericItem(QTableWidgetItem):
@@ -153,9 +154,13 @@ class ResultsView:
             box.scale(3.0)
             self.canvas.setExtent(box)
             self.canvas.refresh()
-            self.canvas.flashGeometries([geom], layer.crs())
+            self.flash(geom, layer.crs())
             return geom
         return None
+
+    def flash(self, geom: QgsGeometry, crs: QgsCoordinateReferenceSystem) -> None:
+        """Two short flashes (about 1 s in all): draws the eye, then gives the imagery back."""
+        self.canvas.flashGeometries([geom], crs, QColor(255, 0, 0, 255), QColor(255, 0, 0, 0), FLASHES, FLASH_MS)
 
     def zoom_all(self) -> bool:
         """Zoom to every hit (tiles and regions); False when there are none."""
@@ -194,7 +199,7 @@ class ResultsView:
         self.highlight.setToGeometry(geom, layer.crs())
         self.highlight.show()
         self.canvas.refresh()
-        self.canvas.flashGeometries([geom], layer.crs())
+        self.flash(geom, layer.crs())
 
     def selected_geometry(self) -> QgsGeometry | None:
         """The outlined hit's geometry in the canvas CRS (None when no row is selected)."""

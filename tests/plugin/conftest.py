@@ -109,10 +109,18 @@ def clean_settings(qgis_app):
 
 
 @pytest.fixture(scope="session")
-def backend_python() -> str:
+def backend_python(tmp_root: Path) -> str:
+    """GEOVEC_BACKEND_PYTHON behind a wrapper that imports ``geovec`` from this checkout.
+
+    The plugin strips PYTHONPATH from the backend's environment; the wrapper sets it
+    again, so the backend under test is always this checkout's, never an installed one.
+    """
     if not Path(BACKEND_PYTHON).is_file():
         pytest.fail(f"GEOVEC_BACKEND_PYTHON={BACKEND_PYTHON} does not exist; run `make setup`")
-    return BACKEND_PYTHON
+    wrapper = tmp_root / "python3-checkout"  # a name starting with "python": the plugin runs it with -m
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_root / "pkgs"}" exec "{BACKEND_PYTHON}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,12 @@ def _box_query(plugin, iface, shared_data, project_crs: str) -> tuple[QgsVectorL
     plugin.dock.k_spin.setValue(8)
     plugin.dock.box_button.click()
     assert canvas.mapTool() is plugin.controller.box_tool
+    ta, tb = canvas.getCoordinateTransform().toMapCoordinates(a), canvas.getCoordinateTransform().toMapCoordinates(b)
     probe = StallProbe().start()
     drag_box(canvas, a, b)
     wait_search(plugin)
     probe.stop()
     assert probe.max_gap < MAX_STALL_S, f"UI stalled {probe.max_gap * 1000:.0f} ms during a search"
-    ta, tb = canvas.getCoordinateTransform().toMapCoordinates(a), canvas.getCoordinateTransform().toMapCoordinates(b)
     return plugin.controller.results.layer, QgsGeometry.fromRect(QgsRectangle(ta, tb))
 
 
@@ -179,10 +180,12 @@ def test_text_search_and_save_to_geopackage(dock_on_index, iface, tmp_path):
     plugin.dock.text_button.click()
     wait_search(plugin)
     feats = _check_hits(plugin.controller.results.layer, "EPSG:4326", "text: water", 6)
-    saved = plugin.controller.results.save_gpkg(str(tmp_path / "hits.gpkg"))
-    assert saved.isValid() and saved.featureCount() == len(feats)
-    assert saved.crs().authid() == "EPSG:4326"
-    assert sorted(f["rank"] for f in saved.getFeatures()) == [f["rank"] for f in feats]
+    path = plugin.controller.save(str(tmp_path / "hits"))  # no suffix typed: .gpkg is added
+    assert path == str(tmp_path / "hits.gpkg")
+    saved = QgsVectorLayer(path + "|layername=geovec_hits", "saved", "ogr")
+    assert saved.isValid() and saved.crs().authid() == "EPSG:4326"
+    assert sorted(f["rank"] for f in saved.getFeatures() if f["level"] == "tile") == [f["rank"] for f in feats]
+    assert iface.messages()[0][0] == Qgis.Success and "Saved" in iface.messages()[0][1]
 
 
 def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugin):
@@ -232,8 +235,12 @@ def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_
     assert proc is not None and proc.poll() is None
     wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
     assert "Backend " in plugin.dock.backend_label.text() and "model:" in plugin.dock.backend_label.text()
+    assert f"--parent-pid {os.getpid()}" in " ".join(proc.args)  # it dies with this QGIS
+    t0 = time.perf_counter()
     plugin.unload()
-    assert proc.poll() is not None
+    took = time.perf_counter() - t0
+    assert took < 0.5, f"unload blocked the UI thread for {took:.2f} s"
+    wait_until(lambda: proc.poll() is not None, 15, "the backend to stop after unload")
 
 
 def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_data):

@@ -107,8 +107,9 @@ def test_results_layer_table_zoom_and_geopackage(plugin, iface, shared_data, cle
     table.selectRow(2)
     QCoreApplication.processEvents()
     assert iface.canvas.extent().contains(feats[2].geometry().boundingBox())
-    saved = results.save_gpkg(str(tmp_path / "hits.gpkg"))
-    assert saved.featureCount() == 3 and saved.crs().authid() == "EPSG:32617"
+    path = plugin.controller.save(str(tmp_path / "hits.gpkg"))
+    saved = QgsProject.instance().mapLayersByName("hits")[0]
+    assert path.endswith("hits.gpkg") and saved.featureCount() == 3 and saved.crs().authid() == "EPSG:32617"
     # a new project CRS: the next results come in a new layer in that CRS, the old one is gone
     QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     results.show(_collection(raster), "box: again", QgsProject.instance().crs())
