@@ -188,6 +188,66 @@ def plugin(iface):
     QCoreApplication.processEvents()
 
 
+@pytest.fixture(scope="session")
+def built_index(server, shared_data, tmp_root, qgis_app):
+    """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
+    from helpers import StallProbe, wait_backend
+    from qgis.core import QgsProject, QgsSettings
+    from qgis_iface import StandInInterface
+
+    import geovec
+    from geovec.plugin.params import IndexParams
+    from geovec.plugin.settings import Setting
+
+    QgsSettings().remove("geovec")
+    Setting.TOKEN_FILE.set(server["token_file"])
+    Setting.AUTO_START.set(False)
+    iface = StandInInterface()
+    plugin = geovec.classFactory(iface)
+    plugin.initGui()
+    plugin.open_dock()
+    wait_backend(plugin)
+    index = tmp_root / "index"
+    ctl = plugin.controller
+    probe = StallProbe().start()
+    ctl.start_index(IndexParams(str(shared_data), str(index), model=server["model"], tile_size=128))
+    wait_until(lambda: ctl.index_task is not None, 10, "the index task")
+    task = ctl.index_task
+    progress: list[int] = []
+    ctl.dock.progress.valueChanged.connect(progress.append)
+    wait_until(lambda: ctl.index_task is None, 600, "the indexing job")
+    probe.stop()
+    out = {"path": str(index), "outcome": task.outcome, "result": task.result, "message": task.message,
+           "max_gap": probe.max_gap, "ticks": probe.ticks, "progress": progress,
+           "label": ctl.dock.job_label.text(), "recent": Setting.RECENT_INDEXES.get(),
+           "messages": iface.messages(), "file_errors": task.file_errors}
+    plugin.unload()
+    QgsProject.instance().clear()
+    iface.close()
+    QgsSettings().remove("geovec")
+    return out
+
+
+@pytest.fixture
+def dock_on_index(plugin, iface, use_server, built_index):
+    """The dock connected to the session server, on the index built from ../shared/data."""
+    from helpers import wait_backend
+
+    plugin.open_dock()
+    wait_backend(plugin)
+    plugin.dock.index_combo.setEditText(built_index["path"])
+    return plugin
+
+
+@pytest.fixture(scope="session")
+def region_search() -> None:
+    """Region-level search (level, rerank, within, scenes, box/point with text) in this backend's contract."""
+    spec = json.loads((ROOT / "backend" / "openapi.json").read_text())
+    props = spec["components"]["schemas"]["SearchRequest"]["properties"]
+    if "level" not in props:
+        pytest.skip("region-level search is not in this backend yet (openapi.json SearchRequest has no 'level')")
+
+
 _EXIT_STATUS = {"code": 0}
 
 

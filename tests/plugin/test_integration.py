@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, ROOT, wait_until
+from conftest import ARTIFACTS, wait_until
 from helpers import (
     StallProbe,
     add_raster,
@@ -32,53 +31,6 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 MAX_STALL_S = 0.200
-
-
-@pytest.fixture(scope="session")
-def built_index(server, shared_data, tmp_root, qgis_app):
-    """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
-    from qgis.core import QgsSettings
-    from qgis_iface import StandInInterface
-
-    import geovec
-    from geovec.plugin.params import IndexParams
-    from geovec.plugin.settings import Setting
-
-    QgsSettings().remove("geovec")
-    Setting.TOKEN_FILE.set(server["token_file"])
-    Setting.AUTO_START.set(False)
-    iface = StandInInterface()
-    plugin = geovec.classFactory(iface)
-    plugin.initGui()
-    plugin.open_dock()
-    wait_backend(plugin)
-    index = tmp_root / "index"
-    ctl = plugin.controller
-    probe = StallProbe().start()
-    ctl.start_index(IndexParams(str(shared_data), str(index), model=server["model"], tile_size=128))
-    wait_until(lambda: ctl.index_task is not None, 10, "the index task")
-    task = ctl.index_task
-    progress: list[int] = []
-    ctl.dock.progress.valueChanged.connect(progress.append)
-    wait_until(lambda: ctl.index_task is None, 600, "the indexing job")
-    probe.stop()
-    out = {"path": str(index), "outcome": task.outcome, "result": task.result, "message": task.message,
-           "max_gap": probe.max_gap, "ticks": probe.ticks, "progress": progress,
-           "label": ctl.dock.job_label.text(), "recent": Setting.RECENT_INDEXES.get(),
-           "messages": iface.messages(), "file_errors": task.file_errors}
-    plugin.unload()
-    QgsProject.instance().clear()
-    iface.close()
-    QgsSettings().remove("geovec")
-    return out
-
-
-@pytest.fixture
-def dock_on_index(plugin, iface, use_server, built_index):
-    plugin.open_dock()
-    wait_backend(plugin)
-    plugin.dock.index_combo.setEditText(built_index["path"])
-    return plugin
 
 
 def test_index_job_runs_to_completion_with_a_responsive_ui(built_index):
@@ -149,7 +101,11 @@ def test_box_tool_on_the_orthophoto(dock_on_index, iface, shared_data, project_c
     table.selectRow(1)
     QCoreApplication.processEvents()
     assert iface.canvas.extent().contains(feats[1].geometry().boundingBox())
-    assert layer.selectedFeatureIds() == [feats[1].id()]
+    outlined = plugin.controller.results.selected_geometry()  # an outline, not a selection fill
+    assert layer.selectedFeatureIds() == [] and outlined is not None
+    assert outlined.boundingBox().toString(1) == QgsCoordinateTransform(
+        layer.crs(), iface.canvas.mapSettings().destinationCrs(), QgsProject.instance()).transformBoundingBox(
+        feats[1].geometry().boundingBox()).toString(1)
 
 
 def test_point_tool_with_location_conditioning_in_another_crs(dock_on_index, iface, shared_data):
@@ -256,5 +212,3 @@ def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_dat
     assert image.save(str(path))
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert image.width() >= 1000 and len(colours) > 500  # a rendered orthophoto, not a blank window
-    if os.environ.get("GEOVEC_UPDATE_SCREENSHOT"):
-        shutil.copy(path, ROOT / "docs" / "screenshot.png")
