@@ -194,6 +194,7 @@ class BackendManager(QObject):
         self._heartbeat.setInterval(5000)
         self._heartbeat.timeout.connect(self.refresh_health)
         self._pending = None
+        self._beat = None
 
     @property
     def owned(self) -> bool:
@@ -290,14 +291,14 @@ class BackendManager(QObject):
         self.failed.emit(message, hint)
 
     def refresh_health(self) -> None:
-        """Fetch ``/health`` again and re-emit ``ready`` (the dock's status line follows it)."""
-        if self.connection is not None:
+        """Fetch ``/health`` again (the heartbeat); ``ready`` again when it changed, ``lost`` when gone."""
+        if self.connection is not None and self._beat is None:
             conn = self.connection
-            self._pending = get_json_async(conn, "/v1/health", lambda d, e: self._on_refresh(conn, d, e))
+            self._beat = get_json_async(conn, "/v1/health", lambda d, e: self._on_refresh(conn, d, e))
 
     def _on_refresh(self, conn: Connection, data, error) -> None:
         global _current
-        self._pending = None
+        self._beat = None
         if conn != self.connection:
             return
         if error is None and isinstance(data, dict):
@@ -318,13 +319,10 @@ class BackendManager(QObject):
         self._poll.stop()
         self._heartbeat.stop()
         self._busy = False
-        if self._pending is not None:
-            try:
-                self._pending.finished.disconnect()
-            except TypeError:
-                pass
-            self._pending.abort()
-            self._pending = None
+        for pending in (self._pending, self._beat):
+            if pending is not None:
+                pending.cancel()
+        self._pending = self._beat = None
         if _current is self.connection:
             _current = None
         proc, self.process = self.process, None

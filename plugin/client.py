@@ -200,31 +200,61 @@ class GeoVecClient:
         return self.call(*self._route("search"), params.to_request())
 
 
+class PendingGet:
+    """An asynchronous GET in flight; :meth:`cancel` drops it without calling back."""
+
+    def __init__(self, reply: QNetworkReply) -> None:
+        self.reply = reply
+        self.cancelled = False
+        self.finished = False
+        self.slot: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        if self.finished or self.cancelled:
+            return
+        self.cancelled = True
+        if self.slot is not None:
+            try:
+                self.reply.finished.disconnect(self.slot)
+            except (TypeError, RuntimeError):
+                pass
+        self.reply.abort()
+        self.reply.deleteLater()
+
+
 def get_json_async(
     conn: Connection,
     path: str,
     callback: Callable[[Any, BackendError | None], None],
     timeout_ms: int = 5000,
-) -> QNetworkReply:
-    """GET ``path`` without blocking; ``callback(data, error)`` runs on the UI thread."""
+) -> PendingGet:
+    """GET ``path`` without blocking; ``callback(data, error)`` runs on the UI thread (unless cancelled)."""
     req = _request(conn, path)
     req.setTransferTimeout(timeout_ms) if hasattr(req, "setTransferTimeout") else None
     reply = QgsNetworkAccessManager.instance().get(req)
+    pending = PendingGet(reply)
 
     def done() -> None:
+        if pending.cancelled or pending.finished:
+            return
+        pending.finished = True
         status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
         raw = bytes(reply.readAll())
         err = reply.error()
+        error_text = reply.errorString()
         reply.deleteLater()
         if status is None:
-            callback(None, _unreachable(conn, reply.errorString()))
+            callback(None, _unreachable(conn, error_text))
         elif err != QNetworkReply.NoError or int(status) >= 400:
             callback(None, _error_from_body(int(status), raw, f"GET {path} failed with HTTP {status}"))
         else:
             try:
-                callback(json.loads(raw.decode("utf-8")), None)
+                data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 callback(None, BackendError(f"GET {path} returned invalid JSON: {raw[:200]!r}"))
+                return
+            callback(data, None)
 
+    pending.slot = done
     reply.finished.connect(done)
-    return reply
+    return pending

@@ -58,6 +58,7 @@ class Controller(QObject):
         self.index_task: IndexJobTask | None = None
         self._waiting: list[Callable[[Connection], None]] = []
         self._jobs_checked = False
+        self._jobs_request = None
         self.alive = True
         recent = [p for p in Setting.RECENT_INDEXES.get().split("\n") if p]
         dock.set_indexes(recent, Setting.LAST_INDEX.get())
@@ -111,7 +112,7 @@ class Controller(QObject):
             fn(conn)
         if self.index_task is None and not self._jobs_checked:
             self._jobs_checked = True
-            get_json_async(conn, "/v1/jobs", self._on_jobs)
+            self._jobs_request = get_json_async(conn, "/v1/jobs", self._on_jobs)
 
     def _on_jobs(self, jobs, error) -> None:
         """Follow a job the backend runs already (one it resumed by itself at start)."""
@@ -304,6 +305,8 @@ class Controller(QObject):
         The hit layers stay in the project (they are the user's results).
         """
         self.alive = False
+        if self._jobs_request is not None:
+            self._jobs_request.cancel()
         for signal, slot in self._links:
             try:
                 signal.disconnect(slot)

@@ -18,6 +18,7 @@ class Setting(Enum):
     BACKEND_COMMAND = ("backend/command", "")  # geovec executable, python, or environment dir
     MANAGED_ENV = ("backend/managed_env", "")  # empty: <QGIS settings dir>/geovec/env
     SETUP_PYTHON = ("backend/setup_python", "")  # python used to create the managed env
+    WHEELS_DIR = ("backend/wheels_dir", "")  # install the backend from this folder of wheels (offline)
     AUTO_START = ("backend/auto_start", True)
     MODEL = ("backend/model", "vlm2vec-qwen2vl-2b")  # preset, local path or hub id
     DEVICE = ("backend/device", "auto")  # auto | cuda | cpu

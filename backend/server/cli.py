@@ -118,10 +118,11 @@ def run_serve(args: argparse.Namespace) -> int:
                             access_log=settings.log_level.lower() == "debug", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
     server = uvicorn.Server(config)
+    parent_gone: list[bool] = []
     if args.parent_pid:
         from .lifecycle import watch_parent
 
-        watch_parent(args.parent_pid, lambda: setattr(server, "should_exit", True))
+        watch_parent(args.parent_pid, lambda: (parent_gone.append(True), setattr(server, "should_exit", True)))
         log.info("stops when process %s exits", args.parent_pid)
     # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; a graceful stop
     # is a success here (exit 0), so the re-raised signal lands on a handler that just notes it.
@@ -136,6 +137,10 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
     if stopped_by:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped_by[0]).name)
+    if parent_gone:  # shut down cleanly; leave now instead of waiting on idle worker threads
+        from .lifecycle import exit_now
+
+        exit_now(0)
     return 0
 
 

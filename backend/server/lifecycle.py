@@ -88,12 +88,20 @@ class ParentWatch:
                 return
 
 
+def exit_now(code: int) -> None:
+    """Flush the logs and end the process at once (after a completed graceful shutdown)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def watch_parent(pid: int, on_gone: Callable[[], None], grace_s: float = 30.0) -> ParentWatch:
     """Start a :class:`ParentWatch`; if the graceful stop hangs for ``grace_s``, exit the process."""
 
     def stop() -> None:
         on_gone()
-        time.sleep(grace_s)
+        time.sleep(grace_s)  # daemon thread: only reached when the graceful shutdown hangs
         log.error("graceful shutdown took over %.0f s after the parent died: exiting", grace_s)
         os._exit(3)
 
