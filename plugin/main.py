@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from qgis.core import Qgis, QgsApplication
@@ -161,3 +162,17 @@ class GeoVecPlugin:
                 pass
             self.provider = None
         stop_started()  # backends Processing started in this session
+        forget_subpackages()
+
+
+def forget_subpackages() -> None:
+    """Drop the plugin's sub-packages (gui, tasks, ...) from ``sys.modules``.
+
+    QGIS's plugin unloader removes every module it saw imported, but a package that
+    only came in as the parent of a relative import (``from .gui.dock import …``) is
+    never recorded, so it would stay imported after unload.
+    """
+    root = __name__.split(".")[0]
+    for name, module in list(sys.modules.items()):
+        if name.startswith(root + ".") and hasattr(module, "__path__"):
+            del sys.modules[name]

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 QueryMode = Literal["text", "box", "point"]
 Level = Literal["tile", "region"]
+#: region candidates scored inside this many top tiles when ranking regions and the user left it on auto
+AUTO_RERANK = 20
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class IndexParams:
     min_valid_fraction: float = 0.5
     batch_size: int = 16
     bands: tuple[int, ...] | None = None  # 1-based band numbers; None: the backend's RGB default
-    regions: bool = False  # also store region candidates (region-level search without rerank)
+    regions: str | None = None  # store region candidates made by this spec ("" = the backend's default grid)
 
     def to_request(self) -> dict[str, Any]:
         """JSON body of ``POST /v1/jobs`` (IndexRequest)."""
@@ -85,8 +87,8 @@ class IndexParams:
             body["model"] = self.model
         if self.bands:
             body["tiling"]["bands"] = [int(b) for b in self.bands]
-        if self.regions:
-            body["regions"] = True
+        if self.regions is not None:
+            body["regions"] = self.regions
         return body
 
 

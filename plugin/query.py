@@ -82,4 +82,5 @@ class QueryBuilder:
             raster=self.raster_under(center, crs_c) if mode != "text" else None,
             latlon=self.latlon(center, crs_c) if opts.get("condition_location") else None,
             k=opts["k"], min_score=opts["min_score"], exclude_own=opts["exclude_own"],
-            out_crs=crs_to_text(self.out_crs()), level=opts.get("level") or "tile", text=text, **extra, **kw)
+            out_crs=crs_to_text(self.out_crs()), level=opts.get("level") or "tile", rerank=opts.get("rerank"),
+            text=text, **extra, **kw)

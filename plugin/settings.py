@@ -30,6 +30,7 @@ class Setting(Enum):
     EXCLUDE_OWN = ("dock/exclude_own", True)
     CONDITION_LOCATION = ("dock/condition_location", False)
     LEVEL = ("dock/level", "tile")  # tile | region
+    RERANK = ("dock/rerank", 0)  # 0: auto
     IN_VIEW = ("dock/in_view", False)
     DOCK_OPEN = ("dock/open", False)  # reopen the dock at the next start
     TILE_SIZE = ("index/tile_size", 256)

@@ -105,7 +105,7 @@ class IndexDialog(QDialog):
         return IndexParams(folder=self.folder.filePath().strip(), index=self.index.filePath().strip(),
                            model=self.model.text().strip() or None, tile_size=self.tile_size.value(),
                            overlap=self.overlap.value(), bands=parse_bands(self.bands.text()),
-                           regions=self.regions.isChecked())
+                           regions="" if self.regions.isChecked() else None)
 
     def accept(self) -> None:
         problem = self.problem()

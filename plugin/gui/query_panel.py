@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..params import AUTO_RERANK
 from ..settings import Setting
 
 LEVELS = [("Whole tiles (with their best regions)", "tile"), ("Regions inside tiles", "region")]
@@ -67,7 +68,14 @@ class QueryPanel(QGroupBox):
         self.min_score_spin.setSingleStep(0.05)
         self.min_score_spin.setDecimals(3)
         self.min_score_spin.setValue(Setting.MIN_SCORE.get())
+        self.rerank_spin = QSpinBox(self)
+        self.rerank_spin.setRange(0, 500)
+        self.rerank_spin.setSpecialValueText("auto")
+        self.rerank_spin.setValue(Setting.RERANK.get())
+        self.rerank_spin.setToolTip("Score region candidates inside the top N tiles at query time. auto: "
+                                    f"{AUTO_RERANK} when ranking regions, else only the regions stored in the index")
         form.addRow("Rank", self.level_combo)
+        form.addRow("Regions from top tiles", self.rerank_spin)
         form.addRow("Results (k)", self.k_spin)
         form.addRow("Minimum score", self.min_score_spin)
         lay.addLayout(form)
@@ -83,10 +91,12 @@ class QueryPanel(QGroupBox):
             lay.addWidget(check)
 
     def options(self) -> dict:
-        """k, min_score (None at -1), level, in_view, exclude_own, condition_location, text."""
+        """k, min_score (None at -1), level, rerank, in_view, exclude_own, condition_location, text."""
         min_score = self.min_score_spin.value()
+        level = self.level_combo.currentData()
+        rerank = self.rerank_spin.value() or (AUTO_RERANK if level == "region" else None)
         return {"k": self.k_spin.value(), "min_score": None if min_score <= -1.0 else min_score,
-                "level": self.level_combo.currentData(), "in_view": self.in_view_check.isChecked(),
+                "level": level, "rerank": rerank, "in_view": self.in_view_check.isChecked(),
                 "exclude_own": self.exclude_check.isChecked(),
                 "condition_location": self.location_check.isChecked(),
                 "text": self.text_edit.text().strip() or None}
@@ -96,6 +106,7 @@ class QueryPanel(QGroupBox):
         Setting.K.set(self.k_spin.value())
         Setting.MIN_SCORE.set(self.min_score_spin.value())
         Setting.LEVEL.set(self.level_combo.currentData())
+        Setting.RERANK.set(self.rerank_spin.value())
         Setting.IN_VIEW.set(self.in_view_check.isChecked())
         Setting.EXCLUDE_OWN.set(self.exclude_check.isChecked())
         Setting.CONDITION_LOCATION.set(self.location_check.isChecked())

@@ -73,7 +73,7 @@ class IndexFolderAlgorithm(QgsProcessingAlgorithm):
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
             bands=bands,
-            regions=self.parameterAsBool(parameters, self.REGIONS, context),
+            regions="" if self.parameterAsBool(parameters, self.REGIONS, context) else None,
         )
         client = GeoVecClient(connection(feedback), feedback)
         try:

@@ -21,7 +21,7 @@ from qgis.core import (
 
 from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text, features_from_response, hit_fields, regions_from_response, response_level
-from ..params import SearchParams
+from ..params import AUTO_RERANK, SearchParams
 from ..style import style_hits
 from .common import connection, default_index, output_crs, processing_error
 
@@ -54,6 +54,7 @@ class SearchAlgorithm(QgsProcessingAlgorithm):
     K = "K"
     MIN_SCORE = "MIN_SCORE"
     LEVEL = "LEVEL"
+    RERANK = "RERANK"
     CRS = "CRS"
     OUTPUT = "OUTPUT"
     default_level = 0
@@ -79,6 +80,9 @@ class SearchAlgorithm(QgsProcessingAlgorithm):
                                                        QgsProcessingParameterNumber.Double, None, True, -1.0, 1.0))
         self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Rank", ["whole tiles", "regions inside tiles"],
                                                      defaultValue=self.default_level))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.RERANK, f"Score regions inside the top N tiles (0: {AUTO_RERANK} for regions, else stored only)",
+            QgsProcessingParameterNumber.Integer, 0, True, 0, 500))
         # optional: QGIS 3.22 does not fill a CRS parameter's default in for a missing value
         self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default: the project's)", None,
                                                     optional=True))
@@ -96,10 +100,11 @@ class SearchAlgorithm(QgsProcessingAlgorithm):
         min_score = parameters.get(self.MIN_SCORE)
         crs = self.out_crs(parameters, context)
         level = LEVELS[self.parameterAsEnum(parameters, self.LEVEL, context)]
+        rerank = self.parameterAsInt(parameters, self.RERANK, context) or (AUTO_RERANK if level == "region" else None)
         return SearchParams(index=self.index(parameters, context), k=self.parameterAsInt(parameters, self.K, context),
                             min_score=None if min_score in (None, "") else
                             self.parameterAsDouble(parameters, self.MIN_SCORE, context),
-                            out_crs=crs_to_text(crs), level=level, **kw)
+                            out_crs=crs_to_text(crs), level=level, rerank=rerank, **kw)
 
     def out_crs(self, parameters, context) -> QgsCoordinateReferenceSystem:
         return output_crs(self.parameterAsCrs(parameters, self.CRS, context), context)

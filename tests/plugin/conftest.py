@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 _TMP = Path(tempfile.mkdtemp(prefix="geovec-plugin-tests-"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["GEOVEC_TOKEN_FILE"] = str(_TMP / "no-server.json")  # never the user's own server
+# every backend these tests start keeps its jobs file and logs here: never resumes another run's jobs
+os.environ["GEOVEC_DATA_DIR"] = str(_TMP / "backend-data")
+os.environ["GEOVEC_LOG_DIR"] = str(_TMP / "backend-log")
 (_TMP / "pkgs").mkdir()
 (_TMP / "pkgs" / "geovec").symlink_to(ROOT, target_is_directory=True)
 sys.path.insert(0, str(_TMP / "pkgs"))
@@ -139,7 +142,8 @@ def server(backend_python: str, tiny_model: Path, tmp_root: Path):
     log = open(tmp_root / "server.log", "wb")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "QT_QPA_PLATFORM")}
     proc = subprocess.Popen([backend_python, "-m", "geovec.backend", "serve", "--port", "0", "--device", "cpu",
-                             "--model", str(tiny_model), "--token-file", str(token_file)],
+                             "--model", str(tiny_model), "--token-file", str(token_file),
+                             "--parent-pid", str(os.getpid())],  # gone with this test run, even after a crash
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
     info = None

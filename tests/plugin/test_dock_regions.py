@@ -301,7 +301,7 @@ def test_index_dialog_picks_folders_and_refuses_an_empty_one(dock, iface, tmp_pa
     dialog.accept()
     assert not dialog.isVisible() and len(got) == 1
     body = got[0].to_request()
-    assert body["tiling"]["tile_size"] == 128 and body["tiling"]["bands"] == [3, 2, 1] and body["regions"] is True
+    assert body["tiling"]["tile_size"] == 128 and body["tiling"]["bands"] == [3, 2, 1] and body["regions"] == ""
 
 
 def test_search_in_view_and_compositional_parameters(dock, iface, shared_data):
@@ -323,7 +323,7 @@ def test_search_in_view_and_compositional_parameters(dock, iface, shared_data):
     assert len(sent) == 1
     body = sent[0].to_request()
     assert body["text"] == "next to water" and len(body["box"]) == 4  # one compositional query
-    assert body["level"] == "region" and body["within_crs"] == "EPSG:3857"
+    assert body["level"] == "region" and body["rerank"] == 20 and body["within_crs"] == "EPSG:3857"
     view = QgsGeometry.fromWkt(body["within"])
     assert view.boundingBox().toString(2) == iface.canvas.extent().toString(2)
     # a selected polygon confines the search instead of the view
