@@ -59,6 +59,7 @@ class Controller(QObject):
         self._waiting: list[Callable[[Connection], None]] = []
         self._jobs_checked = False
         self._jobs_request = None
+        self._models_request = None
         self.alive = True
         recent = [p for p in Setting.RECENT_INDEXES.get().split("\n") if p]
         dock.set_indexes(recent, Setting.LAST_INDEX.get())
@@ -113,6 +114,11 @@ class Controller(QObject):
         if self.index_task is None and not self._jobs_checked:
             self._jobs_checked = True
             self._jobs_request = get_json_async(conn, "/v1/jobs", self._on_jobs)
+            self._models_request = get_json_async(conn, "/v1/models", self._on_models)
+
+    def _on_models(self, models, error) -> None:
+        if self.alive and error is None and isinstance(models, list):
+            self.dock.index_panel.models = [m for m in models if isinstance(m, dict)]
 
     def _on_jobs(self, jobs, error) -> None:
         """Follow a job the backend runs already (one it resumed by itself at start)."""
@@ -305,8 +311,9 @@ class Controller(QObject):
         The hit layers stay in the project (they are the user's results).
         """
         self.alive = False
-        if self._jobs_request is not None:
-            self._jobs_request.cancel()
+        for request in (self._jobs_request, self._models_request):
+            if request is not None:
+                request.cancel()
         for signal, slot in self._links:
             try:
                 signal.disconnect(slot)

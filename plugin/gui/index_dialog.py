@@ -19,6 +19,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..params import IndexParams, parse_bands
 from ..settings import Setting
+from .model_choice import ModelChoice
 
 TIFF = (".tif", ".tiff")
 
@@ -37,11 +38,14 @@ def count_geotiffs(folder: Path, limit: int = 1) -> int:
 class IndexDialog(QDialog):
     """OK only with a folder that holds GeoTIFFs, an index folder and valid bands."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, models: list[dict] | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("GeoVecIndexDialog")
         self.setWindowTitle("New GeoVec index")
         form = QFormLayout(self)
+        # first: whether the model can be had at all (offline first run), before any folder is asked for
+        self.model = ModelChoice(Setting.MODEL.get(), models, self)
+        form.addRow("Model", self.model)
         self.folder = QgsFileWidget(self)
         self.folder.setStorageMode(QgsFileWidget.GetDirectory)
         self.folder.setDialogTitle("Folder of GeoTIFFs to index")
@@ -49,8 +53,6 @@ class IndexDialog(QDialog):
         self.index = QgsFileWidget(self)
         self.index.setStorageMode(QgsFileWidget.GetDirectory)  # a folder picker, not a file-save dialog
         self.index.setDialogTitle("Index folder (created if absent)")
-        self.model = QLineEdit(Setting.MODEL.get(), self)
-        self.model.setPlaceholderText("preset, local checkpoint folder or hub id")
         self.tile_size = QSpinBox(self)
         self.tile_size.setRange(16, 8192)
         self.tile_size.setValue(Setting.TILE_SIZE.get())
@@ -68,7 +70,6 @@ class IndexDialog(QDialog):
         self.error.setWordWrap(True)
         form.addRow("Folder of GeoTIFFs", self.folder)
         form.addRow("Index folder", self.index)
-        form.addRow("Model", self.model)
         form.addRow("Tile size", self.tile_size)
         form.addRow("Overlap (fraction)", self.overlap)
         form.addRow("Bands", self.bands)
@@ -103,7 +104,7 @@ class IndexDialog(QDialog):
 
     def params(self) -> IndexParams:
         return IndexParams(folder=self.folder.filePath().strip(), index=self.index.filePath().strip(),
-                           model=self.model.text().strip() or None, tile_size=self.tile_size.value(),
+                           model=self.model.text() or None, tile_size=self.tile_size.value(),
                            overlap=self.overlap.value(), bands=parse_bands(self.bands.text()),
                            regions="" if self.regions.isChecked() else None)
 
@@ -113,5 +114,7 @@ class IndexDialog(QDialog):
         if problem:
             return
         Setting.TILE_SIZE.set(self.tile_size.value())
+        if self.model.text():
+            Setting.MODEL.set(self.model.text())
         Setting.OVERLAP.set(self.overlap.value())
         super().accept()

@@ -66,6 +66,7 @@ class IndexPanel(QGroupBox):
         lay.addWidget(self.progress)
         lay.addWidget(self.job_label)
         self.dialog: IndexDialog | None = None
+        self.models: list[dict] = []  # the backend's GET /v1/models, once connected
 
     def index_path(self) -> str:
         return self.index_combo.currentText().strip()
@@ -91,6 +92,6 @@ class IndexPanel(QGroupBox):
 
     def _new_index(self) -> None:
         """Open the index dialog (non-modal); its accepted parameters start the job."""
-        self.dialog = IndexDialog(self.window())
+        self.dialog = IndexDialog(self.window(), self.models)
         self.dialog.accepted.connect(lambda: self.newIndexRequested.emit(self.dialog.params()))
         self.dialog.show()

@@ -343,3 +343,30 @@ def test_search_in_view_and_compositional_parameters(dock, iface, shared_data):
     body = sent[-1].to_request()
     assert body["within_crs"] == "EPSG:32617" and "box" not in body and body["text"] == "water"
     assert QgsGeometry.fromWkt(body["within"]).area() == pytest.approx(r.area() / 4)
+
+
+def test_index_dialog_says_first_when_the_model_is_missing_and_offers_the_tiny_model(dock, iface, tmp_path,
+                                                                                     monkeypatch, backend_python):
+    from geovec.plugin.gui.model_choice import TINY_WARNING
+    from geovec.plugin.settings import Setting
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty model cache: the offline first run
+    Setting.BACKEND_COMMAND.set(backend_python)
+    dock.dock.index_panel.models = [{"name": "vlm2vec-qwen2vl-2b", "kind": "preset",
+                                     "description": "Qwen/Qwen2-VL-2B-Instruct + some/adapter"}]
+    QTest.mouseClick(dock.dock.new_index_button, Qt.LeftButton)
+    dialog = dock.dock.index_panel.dialog
+    form = dialog.layout()
+    assert form.itemAt(0, form.FieldRole).widget() is dialog.model  # asked before any folder
+    assert "not on this computer" in dialog.model.warning.text() and "tiny test model" in dialog.model.warning.text()
+    (tmp_path / "hf" / "hub" / "models--Qwen--Qwen2-VL-2B-Instruct").mkdir(parents=True)
+    dialog.model.edit.clear()
+    QTest.keyClicks(dialog.model.edit, "vlm2vec-qwen2vl-2b")
+    assert dialog.model.warning.text() == ""
+    QTest.mouseClick(dialog.model.tiny_button, Qt.LeftButton)
+    proc = dialog.model.process
+    wait_until(lambda: proc.state() == proc.NotRunning, 180, "the tiny model to be written")
+    QCoreApplication.processEvents()
+    assert dialog.model.text().endswith("tiny-model") and (Path(dialog.model.text()) / "config.json").is_file()
+    assert dialog.model.warning.text() == TINY_WARNING
+    dialog.reject()
