@@ -44,6 +44,24 @@ ROUTES: dict[str, tuple[str, str]] = {
 }
 
 
+#: what to do, in dock terms, for backend hints that give command lines (by error code)
+GUI_HINTS = {
+    "not_found": "choose another index in the GeoVec dock, or build one with 'New index from folder…'",
+    "bad_input": "check the query and the options in the GeoVec dock",
+    "busy": "wait for the running indexing job, or cancel it in the GeoVec dock",
+    "model_unavailable": "choose a local checkpoint folder or the tiny test model in 'New index from folder…', "
+                         "or the model in GeoVec > Settings",
+    "index_corrupt": "build the index again with 'New index from folder…'",
+}
+
+
+def gui_hint(hint: str, code: str) -> str:
+    """``hint`` unless it gives a command line; then what to do in the dock (the command goes to the log)."""
+    if "geovec " not in hint and " --" not in hint and "`" not in hint:
+        return hint
+    return GUI_HINTS.get(code, "see the GeoVec tab of the log panel for details")
+
+
 class BackendError(Exception):
     """A failed backend call: what went wrong and what to do about it."""
 
@@ -53,6 +71,7 @@ class BackendError(Exception):
         self.hint = hint
         self.status = status
         self.code = code
+        self.details = ""  # the backend's own hint when it was a command line (for the log panel)
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -115,7 +134,9 @@ def _error_from_body(status: int | None, raw: bytes, fallback: str) -> BackendEr
         message, hint, code = fallback, "", ""
     if status == 401 or status == 403:
         hint = hint or "the backend refused the token: check the token file in GeoVec > Settings"
-    return BackendError(message, hint, status=status, code=code)
+    error = BackendError(message, gui_hint(hint, code), status=status, code=code)
+    error.details = hint if error.hint != hint else ""
+    return error
 
 
 def _unreachable(conn: Connection, message: str) -> BackendError:

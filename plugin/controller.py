@@ -160,7 +160,7 @@ class Controller(QObject):
 
     def _task_failed(self, task: GeoVecTask) -> None:
         fix = "settings" if task.error and "token" in task.hint else None
-        self.message(task.message, task.outcome.level, fix=fix)
+        self.message(task.message, task.outcome.level, fix=fix, details=task.details)
 
     # --- indexing -------------------------------------------------------------------------
     def _index_chosen(self, path: str) -> None:

@@ -6,6 +6,7 @@ They serialise to the JSON bodies of backend/schemas.py (``IndexRequest``,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -116,7 +117,7 @@ class SearchParams:
     out_crs: str = "EPSG:4326"  # authid or WKT of the result layer (the project CRS)
     level: Level = "tile"
     rerank: int | None = None
-    within: dict[str, Any] | str | None = None  # GeoJSON geometry or WKT
+    within: dict[str, Any] | str | None = None  # GeoJSON geometry (dict or text) or WKT
     within_crs: str | None = None
     scenes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -164,7 +165,7 @@ class SearchParams:
         if self.rerank is not None:
             body["rerank"] = int(self.rerank)
         if self.within is not None:
-            body["within"] = self.within
+            body["within"] = self.within if isinstance(self.within, str) else json.dumps(self.within)
             if self.within_crs:
                 body["within_crs"] = self.within_crs
         if self.scenes:

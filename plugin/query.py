@@ -53,7 +53,7 @@ class QueryBuilder:
         return None
 
     def within(self) -> tuple[str, str, str]:
-        """The spatial filter of "Search in view": (WKT, its CRS, what it is, for the status line).
+        """The spatial filter of "Search in view": (GeoJSON geometry text, its CRS, what it is).
 
         The selected polygons of the active vector layer when there are any, else the map view.
         """
@@ -62,8 +62,8 @@ class QueryBuilder:
                 and layer.selectedFeatureCount():
             geom = QgsGeometry.unaryUnion([f.geometry() for f in layer.selectedFeatures()])
             if not geom.isEmpty():
-                return geom.asWkt(), crs_to_text(layer.crs()), f"the selected polygon of {layer.name()}"
-        return QgsGeometry.fromRect(self.canvas.extent()).asWkt(), crs_to_text(self.canvas_crs()), "the map view"
+                return geom.asJson(17), crs_to_text(layer.crs()), f"the selected polygon of {layer.name()}"
+        return QgsGeometry.fromRect(self.canvas.extent()).asJson(17), crs_to_text(self.canvas_crs()), "the map view"
 
     def build(self, index: str, mode: str, opts: dict, crs: QgsCoordinateReferenceSystem | None = None,
               center: QgsPointXY | None = None, **kw) -> SearchParams:

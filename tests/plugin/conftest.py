@@ -32,8 +32,12 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 BACKEND_PYTHON = os.environ.get("GEOVEC_BACKEND_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 
 from qgis.core import QgsApplication  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QEvent  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QSettings  # noqa: E402
 
+# settings of this run only (by default QSettings writes ~/.config/<org>/<app>.conf, which every
+# concurrent test run on the machine would share: one run's backend URL would leak into another)
+for _fmt in (QSettings.NativeFormat, QSettings.IniFormat):
+    QSettings.setPath(_fmt, QSettings.UserScope, str(_TMP / "settings"))
 QCoreApplication.setOrganizationName("GeoVecTests")
 QCoreApplication.setApplicationName("GeoVecTests")
 QgsApplication.setPrefixPath("/usr", True)

@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from qgis.core import QgsApplication, QgsSettings  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QTimer  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QSettings, QTimer  # noqa: E402
 
+for _fmt in (QSettings.NativeFormat, QSettings.IniFormat):  # this session's settings only
+    QSettings.setPath(_fmt, QSettings.UserScope, str(Path(profile) / "settings"))
 QCoreApplication.setOrganizationName("GeoVecLifecycle")
 QCoreApplication.setApplicationName("GeoVecLifecycle")
 QgsApplication.setPrefixPath("/usr", True)

@@ -175,6 +175,7 @@ def test_search_errors_from_the_backend_reach_the_message_bar(dock_on_index, ifa
     wait_until(lambda: iface.messages(), 60, "the error")
     level, text = iface.messages()[0]
     assert level == Qgis.Critical and "failed" in text and "not-an-index" in text
+    assert "geovec index" not in text and "New index from folder" in text  # dock words, not a command line
 
 
 def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_python):
