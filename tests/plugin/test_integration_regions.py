@@ -43,18 +43,19 @@ def test_referring_expression_highlights_regions_over_the_orthophoto(dock_on_ind
     raster, _ = _on_neon(plugin, iface, shared_data)
     dock = plugin.dock
     dock.level_combo.setCurrentIndex(dock.level_combo.findData("region"))
-    dock.k_spin.setValue(6)
+    dock.k_spin.setValue(8)
+    QTest.mouseClick(dock.in_view_check, Qt.LeftButton)  # the view shows the orthophoto: regions on it only
     _type_and_search(dock, "a tree crown")
     wait_search(plugin)
     regions = plugin.controller.results.region_layer
     feats = sorted(regions.getFeatures(), key=lambda f: f["rank"])
-    assert 0 < len(feats) <= 6 and {f["level"] for f in feats} == {"region"}
+    assert 0 < len(feats) <= 8 and {f["level"] for f in feats} == {"region"}
     assert dock.table.rowCount() == len(feats) and dock.table.item(0, 2).text() == "region"
-    tiles = {f["tile_id"] for f in feats}
-    assert tiles and all(f.geometry().isGeosValid() and f.geometry().area() > 0 for f in feats)
-    # regions are inside the imagery and smaller than a tile
-    on_neon = [f for f in feats if f["source"].endswith("OSBS_029.tif")]
-    assert all(raster.extent().buffered(1).contains(f.geometry().boundingBox()) for f in on_neon)
+    assert all(f.geometry().isGeosValid() and f.geometry().area() > 0 for f in feats)
+    # every region lies on the orthophoto, inside its tile, smaller than a tile (128 px at 0.1 m)
+    assert all(f["source"].endswith("OSBS_029.tif") for f in feats)
+    assert all(raster.extent().buffered(1).contains(f.geometry().boundingBox()) for f in feats)
+    assert all(f.geometry().area() < (128 * raster.rasterUnitsPerPixelX()) ** 2 + 1 for f in feats)
     # the best region is zoomed to; then show the whole orthophoto with every highlight for the README
     assert iface.canvas.extent().contains(feats[0].geometry().boundingBox())
     iface.canvas.setExtent(raster.extent().buffered(5))
@@ -64,6 +65,15 @@ def test_referring_expression_highlights_regions_over_the_orthophoto(dock_on_ind
     path = ARTIFACTS / "qgis_geovec_regions.png"
     image = iface.window.grab().toImage()
     assert image.save(str(path))
+    canvas = iface.canvas.grab().toImage()  # the highlights are drawn: outline colours on the imagery
+    from qgis.PyQt.QtGui import QColor
+
+    from geovec.plugin.style import COLOURS
+
+    outline = {QColor(c).rgb() & 0xFFFFFF for c in COLOURS}
+    drawn = sum(1 for x in range(canvas.width()) for y in range(0, canvas.height(), 2)
+                if canvas.pixel(x, y) & 0xFFFFFF in outline)
+    assert drawn > 50, drawn
     if os.environ.get("GEOVEC_UPDATE_SCREENSHOT"):
         shutil.copy(path, ROOT / "docs" / "screenshot.png")
 
