@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 from conftest import ARTIFACTS, ROOT
 from helpers import add_raster, drag_box, render_canvas, to_pixel, wait_search
@@ -59,6 +60,10 @@ def test_referring_expression_highlights_regions_over_the_orthophoto(dock_on_ind
     # the best region is zoomed to; then show the whole orthophoto with every highlight for the README
     assert iface.canvas.extent().contains(feats[0].geometry().boundingBox())
     iface.canvas.setExtent(raster.extent().buffered(5))
+    deadline = time.monotonic() + 1.2  # let the flash of the best region end
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
     render_canvas(iface.canvas)
     QCoreApplication.processEvents()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
