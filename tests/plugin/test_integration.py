@@ -28,7 +28,8 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtTest import QTest
 
 MAX_STALL_S = 0.200
 
@@ -193,6 +194,16 @@ def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_
     wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
     assert "Backend " in plugin.dock.backend_label.text() and "model:" in plugin.dock.backend_label.text()
     assert f"--parent-pid {os.getpid()}" in " ".join(proc.args)  # it dies with this QGIS
+    log = plugin.controller.backend.log_path  # private: 0600 in a 0700 folder
+    assert log.stat().st_mode & 0o777 == 0o600 and log.parent.stat().st_mode & 0o777 == 0o700
+    # a backend that dies is shown as lost; Connect starts a new one
+    proc.kill()
+    wait_until(lambda: "lost" in plugin.dock.backend_label.text(), 20, "the status line to show a lost backend")
+    plugin.dock.reconnect_button.click()
+    wait_until(lambda: plugin.controller.backend.owned and plugin.controller.backend.connection is not None, 120,
+               "a new backend")
+    proc = plugin.controller.backend.process
+    wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
     t0 = time.perf_counter()
     plugin.unload()
     took = time.perf_counter() - t0
@@ -213,3 +224,42 @@ def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_dat
     assert image.save(str(path))
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert image.width() >= 1000 and len(colours) > 500  # a rendered orthophoto, not a blank window
+
+
+def test_unload_while_an_index_job_runs_does_not_block(dock_on_index, shared_data, tmp_path):
+    from geovec.plugin.params import IndexParams
+
+    plugin = dock_on_index
+    ctl = plugin.controller
+    ctl.start_index(IndexParams(str(shared_data), str(tmp_path / "idx"), model=None, tile_size=64))
+    wait_until(lambda: ctl.index_task is not None and ctl.index_task.job_id, 30, "the job to start")
+    task = ctl.index_task
+    t0 = time.perf_counter()
+    plugin.unload()
+    took = time.perf_counter() - t0
+    assert took < 0.5, f"unload blocked the UI thread for {took:.2f} s while a job ran"
+    wait_until(lambda: task.outcome is not None and not task.isActive(), 60, "the cancelled task to end")
+    plugin.initGui()  # the fixture unloads it again
+
+
+def test_a_job_the_backend_already_runs_appears_in_the_dock(plugin, iface, use_server, shared_data, tmp_path):
+    from geovec.plugin.client import GeoVecClient
+    from geovec.plugin.params import Connection, IndexParams
+
+    conn = Connection(use_server["url"], use_server["token"])
+    job = GeoVecClient(conn).start_job(IndexParams(str(shared_data / "neon_osbs"), str(tmp_path / "idx"),
+                                                   model=use_server["model"], tile_size=64))
+    plugin.open_dock()  # e.g. a job the backend resumed by itself at start
+    ctl = plugin.controller
+    wait_until(lambda: ctl.index_task is not None, 30, "the dock to follow the running job")
+    assert ctl.index_task.job_id == job["job_id"] and plugin.dock.cancel_button.isEnabled()
+    wait_until(lambda: ctl.index_task is None, 300, "the job to finish")
+    assert "Indexed" in plugin.dock.job_label.text() and str(tmp_path / "idx") in plugin.dock.job_label.text()
+
+
+def test_index_summary_button(dock_on_index, built_index):
+    plugin = dock_on_index
+    QTest.mouseClick(plugin.dock.summary_button, Qt.LeftButton)
+    wait_until(lambda: "on disk" in plugin.dock.job_label.text(), 60, "the index summary")
+    text = plugin.dock.job_label.text()
+    assert "scenes" in text and f"{built_index['result']['summary']['tiles']} tiles" in text and "model" in text
