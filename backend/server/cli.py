@@ -122,7 +122,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.parent_pid:
         from .lifecycle import watch_parent
 
-        watch_parent(args.parent_pid, lambda: (parent_gone.append(True), setattr(server, "should_exit", True)))
+        def stop_for_parent() -> None:
+            parent_gone.append(True)
+            server.should_exit = True
+
+        watch_parent(args.parent_pid, stop_for_parent)
         log.info("stops when process %s exits", args.parent_pid)
     # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; a graceful stop
     # is a success here (exit 0), so the re-raised signal lands on a handler that just notes it.
