@@ -2,7 +2,8 @@
 
 Usage: python3 qgis_session.py PKGS_DIR PROFILE_DIR BACKEND_PYTHON OUT_JSON
 
-Writes ``{"pid", "backend_pid", "owned", "url"}`` to OUT_JSON once the dock is connected
+PKGS_DIR holds the ``geovec`` package (the checkout, or a plugin folder unzipped from the
+package). Writes ``{"pid", "plugin", "backend_pid", "owned", "url"}`` to OUT_JSON once the dock is connected
 (``backend_pid`` from the token file), then runs the Qt event loop until killed.
 """
 
@@ -52,7 +53,7 @@ def report() -> None:
             app.exit(1)
         return
     data = read_token_file(backend.token_path) or {}
-    Path(out).write_text(json.dumps({"pid": os.getpid(), "backend_pid": data.get("pid"), "owned": backend.owned,
+    Path(out).write_text(json.dumps({"pid": os.getpid(), "plugin": geovec.__file__, "backend_pid": data.get("pid"), "owned": backend.owned,
                                      "url": backend.connection.url}))
     timer.stop()
 

@@ -160,11 +160,18 @@ def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugi
     assert len(feats) == 3 and {f.fields().names()[0] for f in feats} == {"rank"}
 
 
-def test_processing_without_backend_is_a_processing_error(clean_settings, plugin):
+def test_processing_without_backend_is_a_processing_error(clean_settings, plugin, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
 
+    from geovec.plugin.settings import Setting
+
+    Setting.BACKEND_COMMAND.set(str(tmp_path / "no-such-env"))  # auto-start on, but nothing to start
+
     with pytest.raises(QgsProcessingException, match="No GeoVec backend is running"):
+        processing.run("geovec:search_text", {"INDEX": "/nonexistent", "TEXT": "x", "OUTPUT": "memory:"})
+    Setting.AUTO_START.set(False)
+    with pytest.raises(QgsProcessingException, match="Start the backend when none answers"):
         processing.run("geovec:search_text", {"INDEX": "/nonexistent", "TEXT": "x", "OUTPUT": "memory:"})
 
 

@@ -1,5 +1,5 @@
-"""A backend that cannot leak: kill -9 the QGIS that started it and it is gone within seconds;
-the next session restarts it, a concurrent one reuses it."""
+"""A backend that cannot leak: kill -9 the QGIS that started it (plugin installed from the zip) and
+the backend is gone within seconds; the next session restarts it, a concurrent one reuses it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,11 +33,11 @@ def alive(pid: int) -> bool:
 class Session:
     """One QGIS process (qgis_session.py) sharing the token file with the others."""
 
-    def __init__(self, root: Path, name: str, backend_python: str) -> None:
+    def __init__(self, root: Path, name: str, backend_python: str, pkgs: Path | None = None) -> None:
         self.out = root / f"{name}.json"
         env = {**os.environ, "GEOVEC_TOKEN_FILE": str(root / "server.json"), "QT_QPA_PLATFORM": "offscreen"}
         self.log = open(root / f"{name}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, str(SESSION), str(root.parent / "pkgs"), str(root / name),
+        self.proc = subprocess.Popen([sys.executable, str(SESSION), str(pkgs or root.parent / "pkgs"), str(root / name),
                                       backend_python, str(self.out)], stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env)
         self.info: dict = {}
@@ -63,11 +64,19 @@ class Session:
 def test_kill_9_of_qgis_takes_its_backend_down_and_the_next_session_restarts_or_reuses(tmp_root, backend_python):
     root = tmp_root / "lifecycle"
     root.mkdir()
+    # the first QGIS runs the plugin installed from the zip, as a user would have it
+    zip_path = root / "geovec.zip"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_package.py"), "--out", str(zip_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    plugins = root / "profile-plugins"
+    zipfile.ZipFile(zip_path).extractall(plugins)
     sessions: list[Session] = []
     try:
-        first = Session(root, "first", backend_python)
+        first = Session(root, "first", backend_python, plugins)
         sessions.append(first)
         info = first.connected()
+        assert info["plugin"].startswith(str(plugins))
         backend = info["backend_pid"]
         assert info["owned"] and alive(backend)
         first.kill9()
