@@ -245,6 +245,7 @@ def test_unload_while_an_index_job_runs_does_not_block(dock_on_index, shared_dat
     plugin.unload()
     took = time.perf_counter() - t0
     assert took < 0.5, f"unload blocked the UI thread for {took:.2f} s while a job ran"
+    assert task.receivers(task.status) == 0 and task.on_done is None  # nothing of the dock left connected
     wait_until(lambda: task.outcome is not None and not task.isActive(), 60, "the cancelled task to end")
     plugin.initGui()  # the fixture unloads it again
 
