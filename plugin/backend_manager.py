@@ -64,12 +64,14 @@ def backend_log_path() -> Path:
     return data_dir() / "backend.log"
 
 
-def open_private_log(path: Path):
-    """Open ``path`` for appending with mode 0600 (also tightening an existing file)."""
+def open_private_log(path: Path, mode: str = "ab"):  # noqa: ANN201 - a binary or text file object
+    """Open a log file for appending, created 0600 (an existing one is made 0600): logs name the user's files."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    if sys.platform != "win32":
+    try:
         os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "ab")
+    except (OSError, AttributeError):  # Windows: no POSIX modes
+        pass
+    return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
 
 
 def managed_env_dir() -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..backend_manager import PLUGIN_DIR, child_env
+from ..backend_manager import PLUGIN_DIR, child_env, open_private_log
 from ..client import BackendError
 from ..settings import Setting
 from .base import GeoVecTask
@@ -124,7 +124,7 @@ class SetupBackendTask(GeoVecTask):
         self.steps: list[Step] = []
 
     def _log(self, text: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as f:
+        with open_private_log(self.log_path, "a") as f:
             f.write(text + "\n")
         self.log_line.emit(text)
 
