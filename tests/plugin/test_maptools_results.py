@@ -57,6 +57,8 @@ def test_query_parameters_carry_canvas_crs_raster_and_location(plugin, iface, sh
     lat, lon = body["latlon"]
     assert 29.0 < lat < 30.5 and -83.0 < lon < -81.0  # OSBS, Florida
     assert body["k"] == 7 and body["exclude_overlapping"] is False and body["point"] == [centre.x(), centre.y()]
+    # the query attribute of every hit keeps the coordinates at full precision
+    assert f"point: {centre.x()!r}, {centre.y()!r} (EPSG:3857)" == params.label
 
 
 def test_point_tool_emits_the_clicked_point(plugin, iface, shared_data, clean_settings):
