@@ -30,6 +30,7 @@ _current: Connection | None = None
 #: backends this QGIS started (dock or Processing); stopped on unload, else they stop with QGIS
 _started: list[subprocess.Popen] = []
 _start_lock = threading.Lock()
+LOST_AFTER_MISSES = 2  # heartbeats without an answer before a backend not started here counts as lost
 
 
 def token_path() -> Path:
@@ -197,6 +198,7 @@ class BackendManager(QObject):
         self._heartbeat.timeout.connect(self.refresh_health)
         self._pending = None
         self._beat = None
+        self._misses = 0
 
     @property
     def owned(self) -> bool:
@@ -285,6 +287,7 @@ class BackendManager(QObject):
         self._busy = False
         self.connection, self.health = conn, health
         _current = conn
+        self._misses = 0
         self._heartbeat.start()
         self.ready.emit(conn)
 
@@ -304,11 +307,16 @@ class BackendManager(QObject):
         if conn != self.connection:
             return
         if error is None and isinstance(data, dict):
+            self._misses = 0
             changed = data != self.health
             self.health = data
             if changed:
                 self.ready.emit(conn)
         elif error is not None and error.code == "unreachable":
+            self._misses += 1
+            died = self.process is not None and self.process.poll() is not None
+            if not died and self._misses < LOST_AFTER_MISSES:  # a busy backend may miss one beat
+                return
             self._heartbeat.stop()
             self.connection = None
             if _current == conn:
