@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_hnsw.py --sizes $(HNSW_SIZES)
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/bench_lifecycle.py --repeat 5
 
 lint: setup
 	$(BIN)/ruff check backend training plugin tests benchmarks

@@ -11,13 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QObject, QTimer, pyqtSignal
 
-from .client import BackendError, get_json_async, read_token_file
+from .client import BackendError, default_token_file, get_json_async, read_token_file
 from .params import Connection
 from .settings import Setting
 
@@ -26,21 +27,52 @@ PLUGIN_DIR = Path(__file__).resolve().parents[1]
 _current: Connection | None = None
 
 
+#: backends this QGIS started (dock or Processing); stopped on unload, else they stop with QGIS
+_started: list[subprocess.Popen] = []
+_start_lock = threading.Lock()
+LOST_AFTER_MISSES = 2  # heartbeats without an answer before a backend not started here counts as lost
+
+
+def token_path() -> Path:
+    """The one token file per user: the setting, else where ``geovec serve`` writes it by default."""
+    return Path(Setting.TOKEN_FILE.get() or default_token_file())
+
+
 def current_connection() -> Connection | None:
     """The connection of the running plugin's backend, else the one in the token file."""
     if _current is not None:
         return _current
     url = Setting.BACKEND_URL.get()
-    data = read_token_file(Setting.TOKEN_FILE.get() or None) or {}
+    data = read_token_file(token_path()) or {}
     url = url or data.get("url", "")
     return Connection(url, data.get("token", "")) if url else None
 
 
-def data_dir() -> Path:
-    """The plugin's own folder in the QGIS profile (logs, managed env, token file)."""
-    path = Path(QgsApplication.qgisSettingsDirPath()) / "geovec"
+def private_dir(path: Path) -> Path:
+    """``path`` created (with parents) and set to mode 0700: only this user can read logs in it."""
     path.mkdir(parents=True, exist_ok=True)
+    if sys.platform != "win32":
+        os.chmod(path, 0o700)
     return path
+
+
+def data_dir() -> Path:
+    """The plugin's own folder in the QGIS profile (logs, managed env), mode 0700."""
+    return private_dir(Path(QgsApplication.qgisSettingsDirPath()) / "geovec")
+
+
+def backend_log_path() -> Path:
+    return data_dir() / "backend.log"
+
+
+def open_private_log(path: Path, mode: str = "ab"):  # noqa: ANN201 - a binary or text file object
+    """Open a log file for appending, created 0600 (an existing one is made 0600): logs name the user's files."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except (OSError, AttributeError):  # Windows: no POSIX modes
+        pass
+    return os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding="utf-8")
 
 
 def managed_env_dir() -> Path:
@@ -88,6 +120,52 @@ def find_command() -> tuple[list[str] | None, list[str]]:
     return _env_command(PLUGIN_DIR / ".venv"), tried
 
 
+def serve_args(cmd: list[str], token_file: Path) -> list[str]:
+    """``geovec serve`` on a random loopback port, tied to this QGIS process by ``--parent-pid``."""
+    args = cmd + ["serve", "--host", "127.0.0.1", "--port", "0", "--token-file", str(token_file),
+                  "--parent-pid", str(os.getpid())]
+    device = Setting.DEVICE.get()
+    if device:
+        args += ["--device", device]
+    return args
+
+
+def spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start the backend detached from the terminal, output appended to a 0600 log; raises OSError."""
+    with open_private_log(log_path) as logf:
+        kwargs = {"start_new_session": True} if sys.platform != "win32" else {"creationflags": 0x08000000}
+        proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=child_env(), **kwargs)
+    _started.append(proc)
+    log.info("started GeoVec backend pid %s: %s", proc.pid, " ".join(args))
+    return proc
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ask ``proc`` to stop (SIGTERM: a graceful shutdown) without waiting; a daemon thread reaps it."""
+    if proc in _started:
+        _started.remove(proc)
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+
+    def reap() -> None:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.info("GeoVec backend pid %s stopped", proc.pid)
+
+    threading.Thread(target=reap, name="geovec-reap", daemon=True).start()
+
+
+def stop_started() -> None:
+    """Stop every backend this QGIS started (on unload); never blocks."""
+    for proc in list(_started):
+        stop_process(proc)
+
+
 def child_env() -> dict[str, str]:
     """QGIS's environment minus what would make another Python pick up QGIS's libraries."""
     env = dict(os.environ)
@@ -101,20 +179,26 @@ class BackendManager(QObject):
 
     ready = pyqtSignal(object)  # Connection
     failed = pyqtSignal(str, str)  # message, hint
+    lost = pyqtSignal(str)  # the backend stopped answering
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.connection: Connection | None = None
         self.health: dict | None = None
         self.process: subprocess.Popen | None = None
-        self.log_path = data_dir() / "backend.log"
-        self.token_path = data_dir() / "server.json"
+        self.log_path = backend_log_path()
+        self.token_path = token_path()
         self._busy = False
         self._deadline = 0.0
         self._poll = QTimer(self)
         self._poll.setInterval(250)
         self._poll.timeout.connect(self._check_started)
+        self._heartbeat = QTimer(self)
+        self._heartbeat.setInterval(5000)
+        self._heartbeat.timeout.connect(self.refresh_health)
         self._pending = None
+        self._beat = None
+        self._misses = 0
 
     @property
     def owned(self) -> bool:
@@ -136,37 +220,31 @@ class BackendManager(QObject):
         if error is None and isinstance(data, dict):
             self._succeed(conn, data)
         elif Setting.BACKEND_URL.get() and not Setting.AUTO_START.get():
-            self._fail(str(error), "check the backend URL in GeoVec > Settings")
+            self._fail(error.message if error else "The backend did not answer",
+                       "check the backend URL in GeoVec > Settings")
         else:
             self._start()
 
     def _start(self) -> None:
         if not Setting.AUTO_START.get():
-            self._fail("No GeoVec backend is running", "start one with `geovec serve`, or enable auto-start in GeoVec > Settings")
+            self._fail("No GeoVec backend is running",
+                       "turn on 'Start the backend when none answers' in GeoVec > Settings")
             return
         cmd, tried = find_command()
         if not cmd:
             self._fail(
                 "No GeoVec backend found (looked at: " + "; ".join(tried) + ")",
-                "run GeoVec > Set up backend, or set the backend command/environment in GeoVec > Settings",
+                "install one with GeoVec > Set up backend, or choose its folder in GeoVec > Settings",
             )
             return
-        args = cmd + ["serve", "--host", "127.0.0.1", "--port", "0", "--token-file", str(self.token_path)]
-        device = Setting.DEVICE.get()
-        if device:
-            args += ["--device", device]
+        self.token_path = token_path()
+        args = serve_args(cmd, self.token_path)
         try:
-            self.token_path.unlink(missing_ok=True)
-            logf = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
-            kwargs = {"start_new_session": True} if sys.platform != "win32" else {"creationflags": 0x08000000}
-            self.process = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=child_env(), **kwargs)
-            logf.close()
+            self.process = spawn(args, self.log_path)
         except OSError as e:
             self._fail(f"Could not start the GeoVec backend ({' '.join(args)}): {e}",
                        "check the backend command in GeoVec > Settings, or run GeoVec > Set up backend")
             return
-        log.info("started GeoVec backend pid %s: %s", self.process.pid, " ".join(args))
         self._deadline = time.monotonic() + float(Setting.START_TIMEOUT_S.get())
         self._poll.start()
 
@@ -209,6 +287,8 @@ class BackendManager(QObject):
         self._busy = False
         self.connection, self.health = conn, health
         _current = conn
+        self._misses = 0
+        self._heartbeat.start()
         self.ready.emit(conn)
 
     def _fail(self, message: str, hint: str) -> None:
@@ -216,32 +296,46 @@ class BackendManager(QObject):
         self.failed.emit(message, hint)
 
     def refresh_health(self) -> None:
-        """Fetch ``/health`` again and re-emit ``ready`` (the dock's status line follows it)."""
-        if self.connection is not None:
+        """Fetch ``/health`` again (the heartbeat); ``ready`` again when it changed, ``lost`` when gone."""
+        if self.connection is not None and self._beat is None:
             conn = self.connection
-            self._pending = get_json_async(conn, "/v1/health", lambda d, e: self._on_refresh(conn, d, e))
+            self._beat = get_json_async(conn, "/v1/health", lambda d, e: self._on_refresh(conn, d, e))
 
     def _on_refresh(self, conn: Connection, data, error) -> None:
-        self._pending = None
+        global _current
+        self._beat = None
+        if conn != self.connection:
+            return
         if error is None and isinstance(data, dict):
+            self._misses = 0
+            changed = data != self.health
             self.health = data
-            self.ready.emit(conn)
+            if changed:
+                self.ready.emit(conn)
+        elif error is not None and error.code == "unreachable":
+            self._misses += 1
+            died = self.process is not None and self.process.poll() is not None
+            if not died and self._misses < LOST_AFTER_MISSES:  # a busy backend may miss one beat
+                return
+            self._heartbeat.stop()
+            self.connection = None
+            if _current == conn:
+                _current = None
+            self.lost.emit(f"Lost the GeoVec backend at {conn.base}")
 
     def stop(self) -> None:
-        """Stop the backend if this plugin started it; forget the connection."""
+        """Forget the connection; stop the backend if this plugin started it (without waiting)."""
         global _current
         self._poll.stop()
+        self._heartbeat.stop()
         self._busy = False
+        for pending in (self._pending, self._beat):
+            if pending is not None:
+                pending.cancel()
+        self._pending = self._beat = None
         if _current is self.connection:
             _current = None
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            log.info("stopped GeoVec backend pid %s", proc.pid)
         if proc is not None:
+            stop_process(proc)
             self.connection = None

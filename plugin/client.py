@@ -37,10 +37,29 @@ ROUTES: dict[str, tuple[str, str]] = {
     "open_index": ("POST", "/v1/indexes/open"),
     "index_info": ("GET", "/v1/indexes/info"),
     "start_job": ("POST", "/v1/jobs"),
+    "jobs": ("GET", "/v1/jobs"),
     "job": ("GET", "/v1/jobs/{job_id}"),
     "cancel_job": ("POST", "/v1/jobs/{job_id}/cancel"),
     "search": ("POST", "/v1/search"),
 }
+
+
+#: what to do, in dock terms, for backend hints that give command lines (by error code)
+GUI_HINTS = {
+    "not_found": "choose another index in the GeoVec dock, or build one with 'New index from folder…'",
+    "bad_input": "check the query and the options in the GeoVec dock",
+    "busy": "wait for the running indexing job, or cancel it in the GeoVec dock",
+    "model_unavailable": "choose a local checkpoint folder or the tiny test model in 'New index from folder…', "
+                         "or the model in GeoVec > Settings",
+    "index_corrupt": "build the index again with 'New index from folder…'",
+}
+
+
+def gui_hint(hint: str, code: str) -> str:
+    """``hint`` unless it gives a command line; then what to do in the dock (the command goes to the log)."""
+    if "geovec " not in hint and " --" not in hint and "`" not in hint:
+        return hint
+    return GUI_HINTS.get(code, "see the GeoVec tab of the log panel for details")
 
 
 class BackendError(Exception):
@@ -52,6 +71,7 @@ class BackendError(Exception):
         self.hint = hint
         self.status = status
         self.code = code
+        self.details = ""  # the backend's own hint when it was a command line (for the log panel)
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -113,14 +133,16 @@ def _error_from_body(status: int | None, raw: bytes, fallback: str) -> BackendEr
     else:
         message, hint, code = fallback, "", ""
     if status == 401 or status == 403:
-        hint = hint or "the backend refused the token: restart it from GeoVec settings or check the token file"
-    return BackendError(message, hint, status=status, code=code)
+        hint = hint or "the backend refused the token: check the token file in GeoVec > Settings"
+    error = BackendError(message, gui_hint(hint, code), status=status, code=code)
+    error.details = hint if error.hint != hint else ""
+    return error
 
 
 def _unreachable(conn: Connection, message: str) -> BackendError:
     return BackendError(
         f"GeoVec backend not reachable at {conn.base}: {message}",
-        "start it with `geovec serve` or set the backend in GeoVec > Settings",
+        "press Connect in the GeoVec dock to start it, or check the backend URL in GeoVec > Settings",
         code="unreachable",
     )
 
@@ -186,6 +208,9 @@ class GeoVecClient:
     def start_job(self, params: IndexParams) -> dict[str, Any]:
         return self.call(*self._route("start_job"), params.to_request())
 
+    def jobs(self) -> list[dict[str, Any]]:
+        return self.call(*self._route("jobs"))
+
     def job(self, job_id: str) -> dict[str, Any]:
         return self.call(*self._route("job", job_id=job_id))
 
@@ -196,31 +221,61 @@ class GeoVecClient:
         return self.call(*self._route("search"), params.to_request())
 
 
+class PendingGet:
+    """An asynchronous GET in flight; :meth:`cancel` drops it without calling back."""
+
+    def __init__(self, reply: QNetworkReply) -> None:
+        self.reply = reply
+        self.cancelled = False
+        self.finished = False
+        self.slot: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        if self.finished or self.cancelled:
+            return
+        self.cancelled = True
+        if self.slot is not None:
+            try:
+                self.reply.finished.disconnect(self.slot)
+            except (TypeError, RuntimeError):
+                pass
+        self.reply.abort()
+        self.reply.deleteLater()
+
+
 def get_json_async(
     conn: Connection,
     path: str,
     callback: Callable[[Any, BackendError | None], None],
     timeout_ms: int = 5000,
-) -> QNetworkReply:
-    """GET ``path`` without blocking; ``callback(data, error)`` runs on the UI thread."""
+) -> PendingGet:
+    """GET ``path`` without blocking; ``callback(data, error)`` runs on the UI thread (unless cancelled)."""
     req = _request(conn, path)
     req.setTransferTimeout(timeout_ms) if hasattr(req, "setTransferTimeout") else None
     reply = QgsNetworkAccessManager.instance().get(req)
+    pending = PendingGet(reply)
 
     def done() -> None:
+        if pending.cancelled or pending.finished:
+            return
+        pending.finished = True
         status = reply.attribute(QNetworkRequest.HttpStatusCodeAttribute)
         raw = bytes(reply.readAll())
         err = reply.error()
+        error_text = reply.errorString()
         reply.deleteLater()
         if status is None:
-            callback(None, _unreachable(conn, reply.errorString()))
+            callback(None, _unreachable(conn, error_text))
         elif err != QNetworkReply.NoError or int(status) >= 400:
             callback(None, _error_from_body(int(status), raw, f"GET {path} failed with HTTP {status}"))
         else:
             try:
-                callback(json.loads(raw.decode("utf-8")), None)
+                data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 callback(None, BackendError(f"GET {path} returned invalid JSON: {raw[:200]!r}"))
+                return
+            callback(data, None)
 
+    pending.slot = done
     reply.finished.connect(done)
-    return reply
+    return pending

@@ -5,31 +5,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsPointXY,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
+from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsPointXY, QgsProject, QgsRectangle
 from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QFileDialog
 
 from .backend_manager import BackendManager
+from .client import get_json_async
+from .export import FORMATS, ExportError, export_hits
 from .gui.dock import GeoVecDock
 from .gui.results import ResultsView
-from .hits import crs_to_text
+from .hits import crs_from_text
 from .maptools.point_tool import PointMapTool
 from .maptools.rectangle_tool import RectangleMapTool
+from .messages import Action, log, notify
 from .params import Connection, IndexParams, SearchParams
+from .query import QueryBuilder
 from .settings import Setting
-from .tasks import GeoVecTask, IndexJobTask, Outcome, SearchTask
+from .tasks import GeoVecTask, IndexJobTask, IndexSummaryTask, Outcome, SearchTask, describe_summary
 
-log = logging.getLogger(__name__)
-WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+logger = logging.getLogger(__name__)
 
 
 def status_line(health: dict) -> str:
@@ -42,41 +36,61 @@ def status_line(health: dict) -> str:
 
 
 class Controller(QObject):
-    """Everything the dock asks for, done asynchronously; outcomes go to the message bar."""
+    """Everything the dock asks for, done asynchronously; outcomes go to the message bar.
 
-    def __init__(self, iface, dock: GeoVecDock, parent: QObject | None = None) -> None:
+    ``fixes`` maps "settings" and "setup" to the plugin's "Open settings" / "Set up
+    backend" actions, offered as buttons next to the errors they fix.
+    """
+
+    def __init__(self, iface, dock: GeoVecDock, fixes: dict[str, Callable[[], None]] | None = None,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.iface = iface
         self.canvas = iface.mapCanvas()
         self.dock = dock
+        self.fixes = fixes or {}
         self.results = ResultsView(dock.table, self.canvas)
+        self.query = QueryBuilder(self.canvas, iface.activeLayer)
         self.backend = BackendManager(self)
-        self.backend.ready.connect(self._on_ready)
-        self.backend.failed.connect(self._on_backend_failed)
         self.box_tool = RectangleMapTool(self.canvas)
         self.point_tool = PointMapTool(self.canvas)
-        self.box_tool.boxDrawn.connect(self.search_box)
-        self.point_tool.pointClicked.connect(self.search_point)
         self.tasks: list[GeoVecTask] = []
         self.index_task: IndexJobTask | None = None
         self._waiting: list[Callable[[Connection], None]] = []
+        self._jobs_checked = False
+        self._jobs_request = None
+        self._models_request = None
         self.alive = True
         recent = [p for p in Setting.RECENT_INDEXES.get().split("\n") if p]
         dock.set_indexes(recent, Setting.LAST_INDEX.get())
-        dock.toolToggled.connect(self._toggle_tool)
-        dock.textSearchRequested.connect(self.search_text)
-        dock.newIndexRequested.connect(self.start_index)
-        dock.cancelRequested.connect(self.cancel_index)
-        dock.saveRequested.connect(self._save)
-        dock.reconnectRequested.connect(self.connect_backend)
-        dock.indexChosen.connect(lambda p: Setting.LAST_INDEX.set(p))
-        self.canvas.mapToolSet.connect(self._tool_changed)
+        #: (signal, slot) of every connection made here; shutdown() undoes them all
+        self._links = [
+            (self.backend.ready, self._on_ready), (self.backend.failed, self._on_backend_failed),
+            (self.backend.lost, self._on_lost),
+            (self.box_tool.boxDrawn, self.search_box), (self.point_tool.pointClicked, self.search_point),
+            (dock.toolToggled, self._toggle_tool), (dock.textSearchRequested, self.search_text),
+            (dock.newIndexRequested, self.start_index), (dock.cancelRequested, self.cancel_index),
+            (dock.summaryRequested, self.show_summary), (dock.saveRequested, self._save),
+            (dock.exportRequested, self._export), (dock.zoomAllRequested, self.results.zoom_all),
+            (dock.reconnectRequested, self.connect_backend), (dock.indexChosen, self._index_chosen),
+            (self.canvas.mapToolSet, self._tool_changed),
+        ]
+        for signal, slot in self._links:
+            signal.connect(slot)
+
+    # --- messages -------------------------------------------------------------------------
+    def fix(self, name: str) -> Action | None:
+        labels = {"settings": "Open settings", "setup": "Set up backend"}
+        return (labels[name], self.fixes[name]) if name in self.fixes else None
+
+    def message(self, text: str, level: Qgis.MessageLevel = Qgis.Info, *, details: str = "",
+                fix: str | None = None) -> None:
+        """One message-bar item; the status line repeats only what is not an error."""
+        if level != Qgis.Critical:
+            self.dock.set_status(text)
+        notify(self.iface, text, level, details=details, action=self.fix(fix) if fix else None)
 
     # --- backend --------------------------------------------------------------------------
-    def message(self, text: str, level: Qgis.MessageLevel = Qgis.Info, duration: int = 8) -> None:
-        self.dock.set_status(text)
-        self.iface.messageBar().pushMessage("GeoVec", text, level, 0 if level == Qgis.Critical else duration)
-
     def connect_backend(self) -> None:
         self.dock.set_backend_status("Backend: connecting…")
         self.backend.ensure()
@@ -93,15 +107,46 @@ class Controller(QObject):
         if not self.alive:
             return
         self.dock.set_backend_status(status_line(self.backend.health or {}))
+        self.dock.reconnect_button.setText("Reconnect")
         waiting, self._waiting = self._waiting, []
         for fn in waiting:
             fn(conn)
+        if self.index_task is None and not self._jobs_checked:
+            self._jobs_checked = True
+            self._jobs_request = get_json_async(conn, "/v1/jobs", self._on_jobs)
+            self._models_request = get_json_async(conn, "/v1/models", self._on_models)
+
+    def _on_models(self, models, error) -> None:
+        if self.alive and error is None and isinstance(models, list):
+            self.dock.index_panel.models = [m for m in models if isinstance(m, dict)]
+
+    def _on_jobs(self, jobs, error) -> None:
+        """Follow a job the backend runs already (one it resumed by itself at start)."""
+        if not self.alive or error is not None or not isinstance(jobs, list) or self.index_task is not None:
+            return
+        running = [j for j in jobs if isinstance(j, dict) and j.get("state") in ("queued", "running")]
+        if running:
+            job = running[0]
+            params = IndexParams(folder=str(job.get("folder", "")), index=str(job.get("index", "")))
+            self.dock.set_job_running(True)
+            self.dock.job_label.setText(f"Following the backend's job: {params.folder} → {params.index}")
+            self._follow(self.backend.connection, params, str(job["job_id"]))
 
     def _on_backend_failed(self, message: str, hint: str) -> None:
         self._waiting = []
+        if not self.alive:
+            return
+        self.dock.set_backend_status("Backend: not available")
+        self.dock.reconnect_button.setText("Connect")
+        fix = "setup" if "Set up backend" in hint else "settings"
+        self.message(f"{message}: {hint}" if hint else message, Qgis.Critical, fix=fix,
+                     details=f"backend log: {self.backend.log_path}")
+
+    def _on_lost(self, text: str) -> None:
         if self.alive:
-            self.dock.set_backend_status("Backend: not available")
-            self.message(f"{message} — {hint}" if hint else message, Qgis.Critical)
+            self.dock.set_backend_status("Backend: lost (press Connect to restart it)")
+            self.dock.reconnect_button.setText("Connect")
+            log(text, Qgis.Warning)
 
     # --- tasks ----------------------------------------------------------------------------
     def _run(self, task: GeoVecTask) -> None:
@@ -113,23 +158,29 @@ class Controller(QObject):
             self.tasks.remove(task)
         return self.alive
 
+    def _task_failed(self, task: GeoVecTask) -> None:
+        fix = "settings" if task.error and "token" in task.hint else None
+        self.message(task.message, task.outcome.level, fix=fix, details=task.details)
+
     # --- indexing -------------------------------------------------------------------------
+    def _index_chosen(self, path: str) -> None:
+        Setting.LAST_INDEX.set(path)
+
     def start_index(self, params: IndexParams) -> None:
         if self.index_task is not None:
-            self.message("An indexing job is already running; cancel it first.", Qgis.Warning)
+            self.message("An indexing job is already running: cancel it first.", Qgis.Warning)
             return
         self.dock.set_job_running(True)
         self.dock.job_label.setText(f"Starting job: {params.folder} → {params.index}")
 
-        def go(conn: Connection) -> None:
-            task = IndexJobTask(conn, params, self._index_done)
-            task.status.connect(self.dock.job_label.setText)
-            task.progressChanged.connect(lambda p: self.dock.progress.setValue(int(p)))
-            self.index_task = task
-            self._run(task)
+        self.with_backend(lambda conn: self._follow(conn, params))
 
-        self.index_task = None
-        self.with_backend(go)
+    def _follow(self, conn: Connection, params: IndexParams, job_id: str | None = None) -> None:
+        task = IndexJobTask(conn, params, self._index_done, job_id=job_id)
+        task.status.connect(self.dock.job_label.setText)
+        task.progressChanged.connect(lambda p: self.dock.progress.setValue(int(p)))
+        self.index_task = task
+        self._run(task)
 
     def cancel_index(self) -> None:
         if self.index_task is not None:
@@ -147,17 +198,33 @@ class Controller(QObject):
                     f"{summary.get('scenes', '?')} scenes into {task.params.index}")
             self.remember_index(task.params.index)
         if task.file_errors:
-            text += f"; {len(task.file_errors)} file(s) failed: " + "; ".join(
-                f"{e.get('path')}: {e.get('error')}" for e in task.file_errors[:5])
+            text += f"; {len(task.file_errors)} file(s) failed (details in the GeoVec log)"
+        details = "\n".join(f"{e.get('path')}: {e.get('error')}" for e in task.file_errors)
         level = Qgis.Warning if task.outcome is Outcome.SUCCESS and task.file_errors else task.outcome.level
         self.dock.job_label.setText(text)
-        self.message(text, level)
+        self.message(text, level, details=details)
 
     def remember_index(self, path: str) -> None:
         recent = [path] + [p for p in Setting.RECENT_INDEXES.get().split("\n") if p and p != path]
         Setting.RECENT_INDEXES.set("\n".join(recent[:10]))
         Setting.LAST_INDEX.set(path)
         self.dock.set_indexes(recent[:10], path)
+
+    def show_summary(self, path: str) -> None:
+        if not path:
+            self.message("Choose an index first.", Qgis.Warning)
+            return
+        self.with_backend(lambda conn: self._run(IndexSummaryTask(conn, path, self._summary_done)))
+
+    def _summary_done(self, task: IndexSummaryTask) -> None:
+        if not self._finish(task):
+            return
+        if task.outcome is not Outcome.SUCCESS:
+            self._task_failed(task)
+            return
+        text = describe_summary(task.result)
+        self.dock.job_label.setText(text)
+        log(f"index {task.path}: {text}")
 
     # --- searching ------------------------------------------------------------------------
     def _toggle_tool(self, name: str, checked: bool) -> None:
@@ -175,38 +242,9 @@ class Controller(QObject):
         if new_tool not in (self.box_tool, self.point_tool):
             self.dock.uncheck_tools()
 
-    def _to_latlon(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> tuple[float, float]:
-        p = QgsCoordinateTransform(crs, WGS84, QgsProject.instance()).transform(point)
-        return (p.y(), p.x())
-
-    def _raster_under(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> str | None:
-        """The file of the topmost visible GDAL raster under ``point`` (what the query was drawn on)."""
-        for layer in self.canvas.layers():
-            if not isinstance(layer, QgsRasterLayer) or layer.providerType() != "gdal":
-                continue
-            try:
-                extent = QgsCoordinateTransform(layer.crs(), crs, QgsProject.instance()).transformBoundingBox(
-                    layer.extent())
-            except Exception:  # noqa: BLE001 - QgsCsException: not comparable, try the next
-                continue
-            if extent.contains(point):
-                return layer.source().split("|")[0]
-        return None
-
     def _params(self, mode: str, crs: QgsCoordinateReferenceSystem | None = None,
                 center: QgsPointXY | None = None, **kw) -> SearchParams:
-        opts = self.dock.options()
-        project_crs = QgsProject.instance().crs()
-        out_crs = project_crs if project_crs.isValid() else self.canvas.mapSettings().destinationCrs()
-        if center is None:
-            center, crs_c = self.canvas.extent().center(), self.canvas.mapSettings().destinationCrs()
-        else:
-            crs_c = crs
-        latlon = self._to_latlon(center, crs_c) if opts["condition_location"] else None
-        raster = self._raster_under(center, crs_c) if mode != "text" else None
-        return SearchParams(index=self.dock.index_path(), mode=mode, crs=crs_to_text(crs) if crs else "EPSG:4326",
-                            raster=raster, latlon=latlon, k=opts["k"], min_score=opts["min_score"],
-                            exclude_own=opts["exclude_own"], out_crs=crs_to_text(out_crs), **kw)
+        return self.query.build(self.dock.index_path(), mode, self.dock.options(), crs, center, **kw)
 
     def search_box(self, rect: QgsRectangle, crs: QgsCoordinateReferenceSystem) -> None:
         box = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
@@ -219,52 +257,75 @@ class Controller(QObject):
         self.search(self._params("text", text=text))
 
     def search(self, params: SearchParams) -> None:
-        """Run one query in a SearchTask; the hits replace the result layer."""
+        """Run one query in a SearchTask; the hits replace the result layers."""
         if not params.index:
-            self.message("Choose an index first (or build one with 'New index from folder…').", Qgis.Warning)
+            self.message("Choose an index first, or build one with 'New index from folder…'.", Qgis.Warning)
             return
-        self.dock.set_status(f"Searching ({params.label})…")
+        self.dock.query_panel.remember()
+        where = f" in {self.query.within()[2]}" if params.within is not None else ""
+        self.dock.set_status(f"Searching ({params.short_label}){where}…")
         self.with_backend(lambda conn: self._run(SearchTask(conn, params, self._search_done)))
 
     def _search_done(self, task: SearchTask) -> None:
         if not self._finish(task):
             return
         if task.outcome is not Outcome.SUCCESS:
-            self.message(task.message, task.outcome.level)
+            self.dock.set_status(f"Search failed ({task.params.short_label})")
+            self._task_failed(task)
             return
-        crs = QgsCoordinateReferenceSystem(task.params.out_crs)
-        if not crs.isValid():
-            crs = QgsCoordinateReferenceSystem.fromWkt(task.params.out_crs)
+        crs = crs_from_text(task.params.out_crs)
         n = self.results.show(task.result, task.params.label, crs)
         took = task.result.get("took_ms", 0.0)
-        self.dock.set_status(f"{n} hits for {task.params.label} ({took:.0f} ms)")
+        self.dock.set_status(f"{n} hits for {task.params.short_label} ({took:.0f} ms)")
         if n == 0:
-            self.message("No hits: lower the minimum score or index more imagery.", Qgis.Warning)
+            self.message("No hits: lower the minimum score, untick 'Search in view', or index more imagery.",
+                         Qgis.Warning)
 
+    # --- saving ---------------------------------------------------------------------------
     def _save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self.dock, "Save hits", "geovec_hits.gpkg", "GeoPackage (*.gpkg)")
+        self._export("gpkg")
+
+    def _export(self, fmt: str) -> None:
+        driver, suffix, _ = FORMATS[fmt]
+        path, _ = QFileDialog.getSaveFileName(self.dock, f"Save hits as {driver}", "geovec_hits" + suffix,
+                                              f"{driver} (*{suffix})")
         if path:
-            try:
-                self.results.save_gpkg(path)
-                self.message(f"Saved hits to {path}", Qgis.Success)
-            except OSError as e:
-                self.message(str(e), Qgis.Critical)
+            self.save(path, fmt)
+
+    def save(self, path: str, fmt: str = "gpkg") -> str | None:
+        """Write the hits, read them back, add the file to the project; returns the path written."""
+        try:
+            path, saved = export_hits(self.results.layers(), path, fmt)
+        except ExportError as e:
+            self.message(str(e), Qgis.Critical)
+            return None
+        QgsProject.instance().addMapLayer(saved)
+        self.results.saved = True
+        self.message(f"Saved {saved.featureCount()} hits to {path}", Qgis.Success)
+        return path
 
     # --- teardown -------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Cancel tasks, remove map tools and the result layer, stop the backend if started here."""
+        """Never blocks: cancel tasks, disconnect every signal, remove map tools, stop an owned backend.
+
+        The hit layers stay in the project (they are the user's results).
+        """
         self.alive = False
+        for request in (self._jobs_request, self._models_request):
+            if request is not None:
+                request.cancel()
+        for signal, slot in self._links:
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
         for task in list(self.tasks):
+            task.detach()
             task.cancel()
-        for task in list(self.tasks):
-            task.waitForFinished(5000)
+        self.tasks = []
         for tool in (self.box_tool, self.point_tool):
             if self.canvas.mapTool() is tool:
                 self.canvas.unsetMapTool(tool)
             tool.remove()
-        try:
-            self.canvas.mapToolSet.disconnect(self._tool_changed)
-        except TypeError:
-            pass
-        self.results.remove()
+        self.results.release()
         self.backend.stop()

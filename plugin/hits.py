@@ -19,7 +19,11 @@ from qgis.PyQt.QtCore import QVariant
 
 
 def hit_fields() -> QgsFields:
-    """Attributes of every hit layer: rank, score, source, query, tile_id, scene_id."""
+    """Attributes of every hit layer: rank, score, source, query, tile_id, scene_id, level, hit_rank.
+
+    ``level`` is "tile" or "region"; ``hit_rank`` is the rank of the tile a region lies in
+    (a tile's own rank for tiles).
+    """
     fields = QgsFields()
     fields.append(QgsField("rank", QVariant.Int))
     fields.append(QgsField("score", QVariant.Double))
@@ -27,6 +31,8 @@ def hit_fields() -> QgsFields:
     fields.append(QgsField("query", QVariant.String))
     fields.append(QgsField("tile_id", QVariant.String))
     fields.append(QgsField("scene_id", QVariant.String))
+    fields.append(QgsField("level", QVariant.String))
+    fields.append(QgsField("hit_rank", QVariant.Int))
     return fields
 
 
@@ -62,26 +68,63 @@ def source_of(props: dict[str, Any]) -> str:
     return str(src or "")
 
 
+def _transform(resp: dict[str, Any], dst_crs: QgsCoordinateReferenceSystem) -> QgsCoordinateTransform | None:
+    src_crs = crs_from_text(str(resp.get("crs") or "EPSG:4326"))
+    if src_crs.isValid() and dst_crs.isValid() and src_crs != dst_crs:
+        return QgsCoordinateTransform(src_crs, dst_crs, QgsProject.instance())
+    return None
+
+
+def _feature(geom_json: dict[str, Any], xform: QgsCoordinateTransform | None, attrs: list[Any]) -> QgsFeature:
+    geom = geometry_from_geojson(geom_json or {})
+    if xform is not None and not geom.isEmpty():
+        geom.transform(xform)
+    f = QgsFeature(hit_fields())
+    f.setGeometry(geom)
+    f.setAttributes(attrs)
+    return f
+
+
+def response_level(resp: dict[str, Any]) -> str:
+    """``"region"`` when the response's features are region boxes, else ``"tile"``."""
+    feats = resp.get("features") or []
+    return "region" if feats and (feats[0].get("properties") or {}).get("level") == "region" else "tile"
+
+
 def features_from_response(resp: dict[str, Any], dst_crs: QgsCoordinateReferenceSystem,
                            query: str) -> list[QgsFeature]:
-    """Hits as features in ``dst_crs`` (reprojected when the response is in another CRS)."""
-    src_crs = crs_from_text(str(resp.get("crs") or "EPSG:4326"))
-    xform = None
-    if src_crs.isValid() and dst_crs.isValid() and src_crs != dst_crs:
-        xform = QgsCoordinateTransform(src_crs, dst_crs, QgsProject.instance())
-    fields = hit_fields()
+    """The response's own features (tiles, or regions at level=region) in ``dst_crs``."""
+    xform = _transform(resp, dst_crs)
     out: list[QgsFeature] = []
     for i, feat in enumerate(resp.get("features") or []):
         props = feat.get("properties") or {}
-        geom = geometry_from_geojson(feat.get("geometry") or {})
-        if xform is not None and not geom.isEmpty():
-            geom.transform(xform)
-        f = QgsFeature(fields)
-        f.setGeometry(geom)
-        f.setAttributes([int(props.get("rank", i + 1)), float(props.get("score", 0.0)), source_of(props),
-                         query, str(props.get("tile_id", "")), str(props.get("scene_id", ""))])
-        out.append(f)
+        rank = int(props.get("rank", i + 1))
+        out.append(_feature(feat.get("geometry") or {}, xform, [
+            rank, float(props.get("score", 0.0)), source_of(props), query, str(props.get("tile_id", "")),
+            str(props.get("scene_id", "")), str(props.get("level") or "tile"), int(props.get("hit_rank", rank))]))
     return out
+
+
+def regions_from_response(resp: dict[str, Any], dst_crs: QgsCoordinateReferenceSystem,
+                          query: str) -> list[QgsFeature]:
+    """Every region box of the response in ``dst_crs``, ranked by score over the whole result set.
+
+    At level=region the features are the regions; at level=tile each hit's
+    ``properties.regions`` (``rank``, ``score``, ``bbox_image``, ``geometry``) are collected.
+    """
+    if response_level(resp) == "region":
+        return features_from_response(resp, dst_crs, query)
+    xform = _transform(resp, dst_crs)
+    found: list[tuple[float, int, dict[str, Any], dict[str, Any]]] = []
+    for i, feat in enumerate(resp.get("features") or []):
+        props = feat.get("properties") or {}
+        for region in props.get("regions") or []:
+            if isinstance(region, dict) and region.get("geometry"):
+                found.append((float(region.get("score", 0.0)), int(props.get("rank", i + 1)), region, props))
+    found.sort(key=lambda r: (-r[0], r[1]))
+    return [_feature(region["geometry"], xform, [
+        rank, score, source_of(props), query, str(props.get("tile_id", "")), str(props.get("scene_id", "")),
+        "region", hit_rank]) for rank, (score, hit_rank, region, props) in enumerate(found, start=1)]
 
 
 def memory_layer(name: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

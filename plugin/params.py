@@ -6,10 +6,14 @@ They serialise to the JSON bodies of backend/schemas.py (``IndexRequest``,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 QueryMode = Literal["text", "box", "point"]
+Level = Literal["tile", "region"]
+#: region candidates scored inside this many top tiles when ranking regions and the user left it on auto
+AUTO_RERANK = 20
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,32 @@ class Connection:
         return base[: -len("/v1")] if base.endswith("/v1") else base
 
 
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` -> (4, 3, 2); empty -> None; raises ValueError naming the bad text."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.replace(" ", ",").split(",") if b)
+    except ValueError as e:
+        raise ValueError(f"bands {text!r} are not numbers: give three 1-based band numbers such as 4,3,2") from e
+    if len(bands) != 3 or min(bands) < 1:
+        raise ValueError(f"bands {text!r}: give three 1-based band numbers (R,G,B) such as 4,3,2")
+    return bands
+
+
+def indexed_nothing(job: dict[str, Any]) -> bool:
+    """A finished job that found no tiles at all (not even unchanged scenes it skipped)."""
+    summary = job.get("summary") or {}
+    return (job.get("state") == "done" and not summary.get("tiles", job.get("tiles_done", 0))
+            and not summary.get("scenes_skipped_unchanged"))
+
+
+def empty_folder_message(folder: str) -> str:
+    return (f"No tiles were indexed: {folder} holds no readable GeoTIFF (.tif/.tiff) with enough valid pixels. "
+            "Choose a folder of GeoTIFFs.")
+
+
 @dataclass(frozen=True)
 class IndexParams:
     """Index (or update) a folder of GeoTIFFs into an index directory."""
@@ -38,6 +68,8 @@ class IndexParams:
     resolution: float | None = None
     min_valid_fraction: float = 0.5
     batch_size: int = 16
+    bands: tuple[int, ...] | None = None  # 1-based band numbers; None: the backend's RGB default
+    regions: str | None = None  # store region candidates made by this spec ("" = the backend's default grid)
 
     def to_request(self) -> dict[str, Any]:
         """JSON body of ``POST /v1/jobs`` (IndexRequest)."""
@@ -54,12 +86,22 @@ class IndexParams:
         }
         if self.model:
             body["model"] = self.model
+        if self.bands:
+            body["tiling"]["bands"] = [int(b) for b in self.bands]
+        if self.regions is not None:
+            body["regions"] = self.regions
         return body
 
 
 @dataclass(frozen=True)
 class SearchParams:
-    """One query: text, a box or a point, with the dock's options."""
+    """One query: text, a box or a point (a box/point may come with text: one compositional query).
+
+    ``level`` "region" ranks region boxes inside tiles; ``rerank`` scores the regions of the
+    top N tiles; ``within`` (GeoJSON geometry or WKT in ``within_crs``) and ``scenes``
+    confine the search. Region fields are sent only when set, so a backend without
+    region search still accepts every tile query.
+    """
 
     index: str
     mode: QueryMode
@@ -73,18 +115,35 @@ class SearchParams:
     min_score: float | None = None
     exclude_own: bool = True
     out_crs: str = "EPSG:4326"  # authid or WKT of the result layer (the project CRS)
+    level: Level = "tile"
+    rerank: int | None = None
+    within: dict[str, Any] | str | None = None  # GeoJSON geometry (dict or text) or WKT
+    within_crs: str | None = None
+    scenes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         """Short human description of the query, stored in the ``query`` attribute."""
+        parts = []
+        if self.mode == "box" and self.box:
+            parts.append("box: " + ", ".join(repr(float(v)) for v in self.box))  # full precision
+        elif self.mode == "point" and self.point:
+            parts.append("point: " + ", ".join(repr(float(v)) for v in self.point))
+        if self.text:
+            parts.append(f"text: {self.text}")
+        if self.mode != "text" and parts and self.crs:
+            parts[0] += f" ({self.crs if len(self.crs) < 40 else 'canvas CRS'})"
+        return " + ".join(parts) or self.mode
+
+    @property
+    def short_label(self) -> str:
+        """The label for the status line: coordinates rounded to 2 decimals."""
         if self.mode == "text":
             return f"text: {self.text}"
-        if self.mode == "box" and self.box:
-            return "box: " + ", ".join(f"{v:.2f}" for v in self.box)
-        if self.point:
-            return "point: " + ", ".join(f"{v:.2f}" for v in self.point)
-        return self.mode
+        coords = self.box if self.mode == "box" else self.point
+        text = f"{self.mode}: " + ", ".join(f"{v:.2f}" for v in coords or ())
+        return text + (f" + text: {self.text}" if self.text else "")
 
     def to_request(self) -> dict[str, Any]:
         """JSON body of ``POST /v1/search`` (SearchRequest)."""
@@ -95,12 +154,22 @@ class SearchParams:
             "out_crs": self.out_crs,
             "crs": self.crs,
         }
-        if self.mode == "text":
+        if self.mode == "text" or self.text:
             body["text"] = self.text or ""
-        elif self.mode == "box":
+        if self.mode == "box":
             body["box"] = [float(v) for v in (self.box or ())]
-        else:
+        elif self.mode == "point":
             body["point"] = [float(v) for v in (self.point or ())]
+        if self.level != "tile":
+            body["level"] = self.level
+        if self.rerank is not None:
+            body["rerank"] = int(self.rerank)
+        if self.within is not None:
+            body["within"] = self.within if isinstance(self.within, str) else json.dumps(self.within)
+            if self.within_crs:
+                body["within_crs"] = self.within_crs
+        if self.scenes:
+            body["scenes"] = list(self.scenes)
         if self.raster:
             body["raster"] = self.raster
         if self.latlon is not None:

@@ -18,6 +18,7 @@ class Setting(Enum):
     BACKEND_COMMAND = ("backend/command", "")  # geovec executable, python, or environment dir
     MANAGED_ENV = ("backend/managed_env", "")  # empty: <QGIS settings dir>/geovec/env
     SETUP_PYTHON = ("backend/setup_python", "")  # python used to create the managed env
+    WHEELS_DIR = ("backend/wheels_dir", "")  # install the backend from this folder of wheels (offline)
     AUTO_START = ("backend/auto_start", True)
     MODEL = ("backend/model", "vlm2vec-qwen2vl-2b")  # preset, local path or hub id
     DEVICE = ("backend/device", "auto")  # auto | cuda | cpu
@@ -28,6 +29,10 @@ class Setting(Enum):
     MIN_SCORE = ("dock/min_score", 0.0)
     EXCLUDE_OWN = ("dock/exclude_own", True)
     CONDITION_LOCATION = ("dock/condition_location", False)
+    LEVEL = ("dock/level", "tile")  # tile | region
+    RERANK = ("dock/rerank", 0)  # 0: auto
+    IN_VIEW = ("dock/in_view", False)
+    DOCK_OPEN = ("dock/open", False)  # reopen the dock at the next start
     TILE_SIZE = ("index/tile_size", 256)
     OVERLAP = ("index/overlap", 0.0)
 

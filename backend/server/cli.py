@@ -38,6 +38,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
     p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
     p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.add_argument("--parent-pid", type=int, default=None,
+                   help="stop gracefully once process PID has exited (set by clients that start the server)")
     p.set_defaults(func=run_serve)
     return p
 
@@ -116,6 +118,16 @@ def run_serve(args: argparse.Namespace) -> int:
                             access_log=settings.log_level.lower() == "debug", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)
     server = uvicorn.Server(config)
+    parent_gone: list[bool] = []
+    if args.parent_pid:
+        from .lifecycle import watch_parent
+
+        def stop_for_parent() -> None:
+            parent_gone.append(True)
+            server.should_exit = True
+
+        watch_parent(args.parent_pid, stop_for_parent)
+        log.info("stops when process %s exits", args.parent_pid)
     # uvicorn re-raises the SIGTERM/SIGINT that stopped it once it has shut down; a graceful stop
     # is a success here (exit 0), so the re-raised signal lands on a handler that just notes it.
     stopped_by: list[int] = []
@@ -129,6 +141,10 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
     if stopped_by:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped_by[0]).name)
+    if parent_gone:  # shut down cleanly; leave now instead of waiting on idle worker threads
+        from .lifecycle import exit_now
+
+        exit_now(0)
     return 0
 
 

@@ -21,6 +21,7 @@ TEXT_KEYS = {
     Setting.BACKEND_COMMAND: "Backend command, python or environment",
     Setting.MANAGED_ENV: "Managed environment folder",
     Setting.SETUP_PYTHON: "Python for 'Set up backend'",
+    Setting.WHEELS_DIR: "Install from this wheel folder (offline)",
     Setting.MODEL: "Model (preset, local path or hub id)",
 }
 

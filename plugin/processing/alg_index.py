@@ -8,6 +8,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -15,7 +16,7 @@ from qgis.core import (
 )
 
 from ..client import BackendError, GeoVecClient
-from ..params import IndexParams
+from ..params import IndexParams, empty_folder_message, indexed_nothing, parse_bands
 from ..tasks.index_job import DONE_STATES, describe
 from .common import connection, processing_error
 
@@ -26,6 +27,8 @@ class IndexFolderAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     MODEL = "MODEL"
+    BANDS = "BANDS"
+    REGIONS = "REGIONS"
     TILES = "TILES"
     SCENES = "SCENES"
 
@@ -51,19 +54,28 @@ class IndexFolderAlgorithm(QgsProcessingAlgorithm):
                                                        QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.9))
         self.addParameter(QgsProcessingParameterString(self.MODEL, "Model (empty: the backend's)", "",
                                                        optional=True))
+        self.addParameter(QgsProcessingParameterString(self.BANDS, "Bands as R,G,B (e.g. 4,3,2; empty: RGB default)",
+                                                       "", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(self.REGIONS, "Also index regions inside tiles", False))
         self.addParameter(QgsProcessingParameterFolderDestination(self.INDEX, "Index folder"))
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles indexed"))
         self.addOutput(QgsProcessingOutputNumber(self.SCENES, "Scenes indexed"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        try:
+            bands = parse_bands(self.parameterAsString(parameters, self.BANDS, context))
+        except ValueError as e:
+            raise QgsProcessingException(str(e)) from e
         params = IndexParams(
             folder=self.parameterAsFile(parameters, self.FOLDER, context),
             index=self.parameterAsString(parameters, self.INDEX, context),
             model=self.parameterAsString(parameters, self.MODEL, context) or None,
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsDouble(parameters, self.OVERLAP, context),
+            bands=bands,
+            regions="" if self.parameterAsBool(parameters, self.REGIONS, context) else None,
         )
-        client = GeoVecClient(connection())
+        client = GeoVecClient(connection(feedback), feedback)
         try:
             job = client.start_job(params)
             cancel_sent = False
@@ -84,5 +96,7 @@ class IndexFolderAlgorithm(QgsProcessingAlgorithm):
         if job.get("state") != "done":
             raise QgsProcessingException(f"indexing job ended {job.get('state')}: {job.get('message', '')}")
         summary = job.get("summary") or {}
+        if indexed_nothing(job):
+            raise QgsProcessingException(empty_folder_message(params.folder))
         return {self.INDEX: params.index, self.TILES: summary.get("tiles", job.get("tiles_done", 0)),
                 self.SCENES: summary.get("scenes", 0)}

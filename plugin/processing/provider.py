@@ -1,4 +1,4 @@
-"""GeoVecProvider: the Processing provider with the indexing and text search algorithms."""
+"""GeoVecProvider: the Processing provider with the indexing and search algorithms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .alg_index import IndexFolderAlgorithm
-from .alg_search_text import SearchTextAlgorithm
+from .alg_search_geom import SearchBoxAlgorithm, SearchPointAlgorithm, SimilarPerFeatureAlgorithm
+from .alg_search_text import SearchRegionsAlgorithm, SearchTextAlgorithm
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
 
@@ -25,4 +26,6 @@ class GeoVecProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(IndexFolderAlgorithm())
-        self.addAlgorithm(SearchTextAlgorithm())
+        for alg in (SearchTextAlgorithm, SearchRegionsAlgorithm, SearchBoxAlgorithm, SearchPointAlgorithm,
+                    SimilarPerFeatureAlgorithm):
+            self.addAlgorithm(alg())

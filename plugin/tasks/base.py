@@ -39,6 +39,19 @@ class GeoVecTask(QgsTask):
         self.result: Any = None
         self.error = ""
         self.hint = ""
+        self.details = ""
+
+    def detach(self) -> None:
+        """Forget the callback and disconnect every Python slot from this task's signals (on unload)."""
+        self.on_done = None
+        for name in ("progressChanged", "statusChanged", "status", "log_line"):
+            signal = getattr(self, name, None)
+            if signal is None:
+                continue
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
 
     def work(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -49,7 +62,7 @@ class GeoVecTask(QgsTask):
             self.outcome = Outcome.CANCELED if self.isCanceled() else Outcome.SUCCESS
         except BackendError as e:
             self.outcome = Outcome.CANCELED if self.isCanceled() else Outcome.FAILED
-            self.error, self.hint = e.message, e.hint
+            self.error, self.hint, self.details = e.message, e.hint, e.details
         except Exception as e:  # noqa: BLE001 - run() must never raise
             log.exception("%s failed", self.title)
             self.outcome = Outcome.FAILED

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from qgis.PyQt.QtCore import pyqtSignal
 
 from ..client import BackendError, GeoVecClient
-from ..params import Connection, IndexParams
+from ..params import Connection, IndexParams, empty_folder_message, indexed_nothing
 from .base import GeoVecTask
 
 DONE_STATES = {"done", "failed", "cancelled", "interrupted"}
@@ -37,18 +37,19 @@ class IndexJobTask(GeoVecTask):
     status = pyqtSignal(str)  # one-line progress (queued to the UI thread)
 
     def __init__(self, conn: Connection, params: IndexParams,
-                 on_done: Callable[[GeoVecTask], None] | None = None, poll_s: float = 0.5) -> None:
+                 on_done: Callable[[GeoVecTask], None] | None = None, poll_s: float = 0.5,
+                 job_id: str | None = None) -> None:
         super().__init__(f"GeoVec index {params.folder}", on_done)
         self.conn = conn
         self.params = params
         self.poll_s = poll_s
-        self.job_id: str | None = None
+        self.job_id: str | None = job_id  # given: follow a job the backend already runs (resumed)
         self.eta_s: float | None = None
         self.file_errors: list[dict] = []
 
     def work(self) -> dict:
         client = GeoVecClient(self.conn)
-        job = client.start_job(self.params)
+        job = client.job(self.job_id) if self.job_id else client.start_job(self.params)
         self.job_id = job["job_id"]
         cancel_sent = False
         while True:
@@ -68,6 +69,8 @@ class IndexJobTask(GeoVecTask):
                                "see the backend log; fix the files listed and run the job again")
         if state == "interrupted":
             raise BackendError("indexing job was interrupted", "run it again: it resumes where it stopped")
+        if indexed_nothing(job):
+            raise BackendError(empty_folder_message(self.params.folder))
         return job
 
     def _report(self, job: dict) -> None:

@@ -6,6 +6,7 @@ step is logged; a failing step ends the task with the exact command to run by ha
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from qgis.PyQt.QtCore import pyqtSignal
 
-from ..backend_manager import PLUGIN_DIR, child_env
+from ..backend_manager import PLUGIN_DIR, child_env, open_private_log
 from ..client import BackendError
+from ..settings import Setting
 from .base import GeoVecTask
 
 TORCH_INDEX = {"cuda": "https://download.pytorch.org/whl/cu124", "cpu": "https://download.pytorch.org/whl/cpu"}
@@ -72,15 +74,34 @@ def backend_source() -> str:
     return str(PLUGIN_DIR) if (PLUGIN_DIR / "pyproject.toml").is_file() else "geovec"
 
 
-def plan(env: Path, python: str, source: str, device: str) -> list[Step]:
-    """The commands that set up the environment, in order."""
+def pinned(names: tuple[str, ...] = ("torch", "torchvision")) -> list[str]:
+    """The requirement strings the backend's pyproject.toml pins for ``names`` (bare names without it)."""
+    try:
+        text = (PLUGIN_DIR / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return list(names)
+    out = []
+    for name in names:
+        m = re.search(rf'^\s*"({re.escape(name)}\s*[<>=!~][^"]*)"', text, re.MULTILINE)
+        out.append(m.group(1).replace(" ", "") if m else name)
+    return out
+
+
+def plan(env: Path, python: str, source: str, device: str, wheels: str | None = None) -> list[Step]:
+    """The commands that set up the environment, in order.
+
+    ``wheels``: a local folder of wheels to install from, with no index (offline machines).
+    """
     py = str(env_python(env))
-    return [
-        Step("create the environment", [python, "-m", "venv", str(env)]),
-        Step("upgrade pip", [py, "-m", "pip", "install", "--upgrade", "pip"]),
-        Step(f"install torch ({device})", [py, "-m", "pip", "install", "torch", "torchvision",
-                                           "--index-url", TORCH_INDEX[device]]),
-        Step("install the GeoVec backend", [py, "-m", "pip", "install", source]),
+    pip = [py, "-m", "pip", "install"]
+    local = ["--no-index", "--find-links", wheels] if wheels else []
+    torch_from = local or ["--index-url", TORCH_INDEX[device]]
+    steps = [Step("create the environment", [python, "-m", "venv", str(env)])]
+    if not wheels:
+        steps.append(Step("upgrade pip", pip + ["--upgrade", "pip"]))
+    return steps + [
+        Step(f"install torch ({device})", pip + pinned() + torch_from),
+        Step("install the GeoVec backend", pip + [source] + local),
         Step("check the backend", [py, "-m", "geovec.backend", "--help"]),
     ]
 
@@ -103,7 +124,7 @@ class SetupBackendTask(GeoVecTask):
         self.steps: list[Step] = []
 
     def _log(self, text: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as f:
+        with open_private_log(self.log_path, "a") as f:
             f.write(text + "\n")
         self.log_line.emit(text)
 
@@ -115,7 +136,7 @@ class SetupBackendTask(GeoVecTask):
         gpu = detect_gpu()
         device = self.device or ("cuda" if gpu else "cpu")
         self._log(f"GPU: {gpu or 'none (nvidia-smi absent or no GPU)'} -> torch build: {device}")
-        self.steps = plan(self.env, python, self.source, device)
+        self.steps = plan(self.env, python, self.source, device, Setting.WHEELS_DIR.get() or None)
         env = child_env()
         env.update(self.extra_env)
         for i, step in enumerate(self.steps):

@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 _TMP = Path(tempfile.mkdtemp(prefix="geovec-plugin-tests-"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["GEOVEC_TOKEN_FILE"] = str(_TMP / "no-server.json")  # never the user's own server
+# every backend these tests start keeps its jobs file and logs here: never resumes another run's jobs
+os.environ["GEOVEC_DATA_DIR"] = str(_TMP / "backend-data")
+os.environ["GEOVEC_LOG_DIR"] = str(_TMP / "backend-log")
 (_TMP / "pkgs").mkdir()
 (_TMP / "pkgs" / "geovec").symlink_to(ROOT, target_is_directory=True)
 sys.path.insert(0, str(_TMP / "pkgs"))
@@ -29,8 +32,12 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 BACKEND_PYTHON = os.environ.get("GEOVEC_BACKEND_PYTHON", str(ROOT / ".venv" / "bin" / "python"))
 
 from qgis.core import QgsApplication  # noqa: E402
-from qgis.PyQt.QtCore import QCoreApplication, QEvent  # noqa: E402
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QSettings  # noqa: E402
 
+# settings of this run only (by default QSettings writes ~/.config/<org>/<app>.conf, which every
+# concurrent test run on the machine would share: one run's backend URL would leak into another)
+for _fmt in (QSettings.NativeFormat, QSettings.IniFormat):
+    QSettings.setPath(_fmt, QSettings.UserScope, str(_TMP / "settings"))
 QCoreApplication.setOrganizationName("GeoVecTests")
 QCoreApplication.setApplicationName("GeoVecTests")
 QgsApplication.setPrefixPath("/usr", True)
@@ -109,10 +116,18 @@ def clean_settings(qgis_app):
 
 
 @pytest.fixture(scope="session")
-def backend_python() -> str:
+def backend_python(tmp_root: Path) -> str:
+    """GEOVEC_BACKEND_PYTHON behind a wrapper that imports ``geovec`` from this checkout.
+
+    The plugin strips PYTHONPATH from the backend's environment; the wrapper sets it
+    again, so the backend under test is always this checkout's, never an installed one.
+    """
     if not Path(BACKEND_PYTHON).is_file():
         pytest.fail(f"GEOVEC_BACKEND_PYTHON={BACKEND_PYTHON} does not exist; run `make setup`")
-    return BACKEND_PYTHON
+    wrapper = tmp_root / "python3-checkout"  # a name starting with "python": the plugin runs it with -m
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{tmp_root / "pkgs"}" exec "{BACKEND_PYTHON}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +146,8 @@ def server(backend_python: str, tiny_model: Path, tmp_root: Path):
     log = open(tmp_root / "server.log", "wb")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "QT_QPA_PLATFORM")}
     proc = subprocess.Popen([backend_python, "-m", "geovec.backend", "serve", "--port", "0", "--device", "cpu",
-                             "--model", str(tiny_model), "--token-file", str(token_file)],
+                             "--model", str(tiny_model), "--token-file", str(token_file),
+                             "--parent-pid", str(os.getpid())],  # gone with this test run, even after a crash
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
     info = None
@@ -178,6 +194,66 @@ def plugin(iface):
     yield instance
     instance.unload()
     QCoreApplication.processEvents()
+
+
+@pytest.fixture(scope="session")
+def built_index(server, shared_data, tmp_root, qgis_app):
+    """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
+    from helpers import StallProbe, wait_backend
+    from qgis.core import QgsProject, QgsSettings
+    from qgis_iface import StandInInterface
+
+    import geovec
+    from geovec.plugin.params import IndexParams
+    from geovec.plugin.settings import Setting
+
+    QgsSettings().remove("geovec")
+    Setting.TOKEN_FILE.set(server["token_file"])
+    Setting.AUTO_START.set(False)
+    iface = StandInInterface()
+    plugin = geovec.classFactory(iface)
+    plugin.initGui()
+    plugin.open_dock()
+    wait_backend(plugin)
+    index = tmp_root / "index"
+    ctl = plugin.controller
+    probe = StallProbe().start()
+    ctl.start_index(IndexParams(str(shared_data), str(index), model=server["model"], tile_size=128))
+    wait_until(lambda: ctl.index_task is not None, 10, "the index task")
+    task = ctl.index_task
+    progress: list[int] = []
+    ctl.dock.progress.valueChanged.connect(progress.append)
+    wait_until(lambda: ctl.index_task is None, 600, "the indexing job")
+    probe.stop()
+    out = {"path": str(index), "outcome": task.outcome, "result": task.result, "message": task.message,
+           "max_gap": probe.max_gap, "ticks": probe.ticks, "progress": progress,
+           "label": ctl.dock.job_label.text(), "recent": Setting.RECENT_INDEXES.get(),
+           "messages": iface.messages(), "file_errors": task.file_errors}
+    plugin.unload()
+    QgsProject.instance().clear()
+    iface.close()
+    QgsSettings().remove("geovec")
+    return out
+
+
+@pytest.fixture
+def dock_on_index(plugin, iface, use_server, built_index):
+    """The dock connected to the session server, on the index built from ../shared/data."""
+    from helpers import wait_backend
+
+    plugin.open_dock()
+    wait_backend(plugin)
+    plugin.dock.index_combo.setEditText(built_index["path"])
+    return plugin
+
+
+@pytest.fixture(scope="session")
+def region_search() -> None:
+    """Region-level search (level, rerank, within, scenes, box/point with text) in this backend's contract."""
+    spec = json.loads((ROOT / "backend" / "openapi.json").read_text())
+    props = spec["components"]["schemas"]["SearchRequest"]["properties"]
+    if "level" not in props:
+        pytest.skip("region-level search is not in this backend yet (openapi.json SearchRequest has no 'level')")
 
 
 _EXIT_STATUS = {"code": 0}

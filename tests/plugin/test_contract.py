@@ -40,9 +40,10 @@ print(json.dumps({"problems": problems, "openapi": spec_path.exists()}))
 # Response fields the plugin reads, per schema.
 READS = {
     "Health": ["version", "device", "gpu_name", "gpu_free_mb", "model"],
-    "JobProgress": ["job_id", "state", "tiles_done", "tiles_total", "tiles_per_s", "eta_s", "current_file",
+    "JobProgress": ["job_id", "index", "folder", "state", "tiles_done", "tiles_total", "tiles_per_s", "eta_s", "current_file",
                     "errors", "summary", "message"],
-    "IndexSummary": ["tiles", "scenes"],
+    "IndexSummary": ["tiles", "scenes", "scenes_skipped_unchanged"],
+    "IndexInfo": ["count", "scenes", "preset", "checkpoint", "tiling", "extra"],
     "SearchResponse": ["features", "crs", "took_ms"],
     "FileError": ["path", "error"],
 }
@@ -76,3 +77,24 @@ def test_bad_bodies_are_refused_by_the_same_models(backend_python):
                          input=json.dumps({"bodies": [["SearchRequest", {"index": "i", "text": "a", "box": [1, 2, 3, 4]}]],
                                            "routes": [], "openapi": "/nonexistent", "reads": {}}))
     assert res.returncode != 0 and "exactly one of text, box, point" in res.stderr
+
+
+def test_region_request_bodies_match_the_backend_contract(backend_python, region_search):
+    """Level, rerank, spatial filters, compositional queries and region indexing, as the dock sends them."""
+    from geovec.plugin.params import IndexParams, SearchParams
+
+    bodies = [
+        ("IndexRequest", IndexParams("/data", "/idx", bands=(3, 2, 1), regions="").to_request()),
+        ("SearchRequest", SearchParams("/idx", "text", text="the tanks by the pier", level="region",
+                                       rerank=20).to_request()),
+        ("SearchRequest", SearchParams("/idx", "box", box=(1, 2, 3, 4), crs="EPSG:32617", text="next to water",
+                                       within="POLYGON((0 0,10 0,10 10,0 10,0 0))", within_crs="EPSG:32617",
+                                       scenes=("OSBS_029",)).to_request()),
+        ("SearchRequest", SearchParams("/idx", "point", point=(1, 2), text="but greener").to_request()),
+    ]
+    cases = {"bodies": bodies, "routes": [], "openapi": str(ROOT / "backend" / "openapi.json"),
+             "reads": {"IndexSummary": ["tiles", "scenes", "scenes_skipped_unchanged"]}}
+    res = subprocess.run([backend_python, "-c", CHECK], input=json.dumps(cases), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1])["problems"] == []

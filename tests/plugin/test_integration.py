@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
+import time
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, ROOT, wait_until
+from conftest import ARTIFACTS, wait_until
 from helpers import (
     StallProbe,
     add_raster,
@@ -28,56 +28,10 @@ from qgis.core import (
     QgsRectangle,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtTest import QTest
 
 MAX_STALL_S = 0.200
-
-
-@pytest.fixture(scope="session")
-def built_index(server, shared_data, tmp_root, qgis_app):
-    """Index ../shared/data through the dock's controller (IndexJobTask), probing UI stalls meanwhile."""
-    from qgis.core import QgsSettings
-    from qgis_iface import StandInInterface
-
-    import geovec
-    from geovec.plugin.params import IndexParams
-    from geovec.plugin.settings import Setting
-
-    QgsSettings().remove("geovec")
-    Setting.TOKEN_FILE.set(server["token_file"])
-    Setting.AUTO_START.set(False)
-    iface = StandInInterface()
-    plugin = geovec.classFactory(iface)
-    plugin.initGui()
-    plugin.open_dock()
-    wait_backend(plugin)
-    index = tmp_root / "index"
-    ctl = plugin.controller
-    probe = StallProbe().start()
-    ctl.start_index(IndexParams(str(shared_data), str(index), model=server["model"], tile_size=128))
-    wait_until(lambda: ctl.index_task is not None, 10, "the index task")
-    task = ctl.index_task
-    progress: list[int] = []
-    ctl.dock.progress.valueChanged.connect(progress.append)
-    wait_until(lambda: ctl.index_task is None, 600, "the indexing job")
-    probe.stop()
-    out = {"path": str(index), "outcome": task.outcome, "result": task.result, "message": task.message,
-           "max_gap": probe.max_gap, "ticks": probe.ticks, "progress": progress,
-           "label": ctl.dock.job_label.text(), "recent": Setting.RECENT_INDEXES.get(),
-           "messages": iface.messages(), "file_errors": task.file_errors}
-    plugin.unload()
-    QgsProject.instance().clear()
-    iface.close()
-    QgsSettings().remove("geovec")
-    return out
-
-
-@pytest.fixture
-def dock_on_index(plugin, iface, use_server, built_index):
-    plugin.open_dock()
-    wait_backend(plugin)
-    plugin.dock.index_combo.setEditText(built_index["path"])
-    return plugin
 
 
 def test_index_job_runs_to_completion_with_a_responsive_ui(built_index):
@@ -107,12 +61,12 @@ def _box_query(plugin, iface, shared_data, project_crs: str) -> tuple[QgsVectorL
     plugin.dock.k_spin.setValue(8)
     plugin.dock.box_button.click()
     assert canvas.mapTool() is plugin.controller.box_tool
+    ta, tb = canvas.getCoordinateTransform().toMapCoordinates(a), canvas.getCoordinateTransform().toMapCoordinates(b)
     probe = StallProbe().start()
     drag_box(canvas, a, b)
     wait_search(plugin)
     probe.stop()
     assert probe.max_gap < MAX_STALL_S, f"UI stalled {probe.max_gap * 1000:.0f} ms during a search"
-    ta, tb = canvas.getCoordinateTransform().toMapCoordinates(a), canvas.getCoordinateTransform().toMapCoordinates(b)
     return plugin.controller.results.layer, QgsGeometry.fromRect(QgsRectangle(ta, tb))
 
 
@@ -148,7 +102,11 @@ def test_box_tool_on_the_orthophoto(dock_on_index, iface, shared_data, project_c
     table.selectRow(1)
     QCoreApplication.processEvents()
     assert iface.canvas.extent().contains(feats[1].geometry().boundingBox())
-    assert layer.selectedFeatureIds() == [feats[1].id()]
+    outlined = plugin.controller.results.selected_geometry()  # an outline, not a selection fill
+    assert layer.selectedFeatureIds() == [] and outlined is not None
+    assert outlined.boundingBox().toString(1) == QgsCoordinateTransform(
+        layer.crs(), iface.canvas.mapSettings().destinationCrs(), QgsProject.instance()).transformBoundingBox(
+        feats[1].geometry().boundingBox()).toString(1)
 
 
 def test_point_tool_with_location_conditioning_in_another_crs(dock_on_index, iface, shared_data):
@@ -179,10 +137,12 @@ def test_text_search_and_save_to_geopackage(dock_on_index, iface, tmp_path):
     plugin.dock.text_button.click()
     wait_search(plugin)
     feats = _check_hits(plugin.controller.results.layer, "EPSG:4326", "text: water", 6)
-    saved = plugin.controller.results.save_gpkg(str(tmp_path / "hits.gpkg"))
-    assert saved.isValid() and saved.featureCount() == len(feats)
-    assert saved.crs().authid() == "EPSG:4326"
-    assert sorted(f["rank"] for f in saved.getFeatures()) == [f["rank"] for f in feats]
+    path = plugin.controller.save(str(tmp_path / "hits"))  # no suffix typed: .gpkg is added
+    assert path == str(tmp_path / "hits.gpkg")
+    saved = QgsVectorLayer(path + "|layername=geovec_hits", "saved", "ogr")
+    assert saved.isValid() and saved.crs().authid() == "EPSG:4326"
+    assert sorted(f["rank"] for f in saved.getFeatures() if f["level"] == "tile") == [f["rank"] for f in feats]
+    assert iface.messages()[0][0] == Qgis.Success and "Saved" in iface.messages()[0][1]
 
 
 def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugin):
@@ -200,11 +160,18 @@ def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugi
     assert len(feats) == 3 and {f.fields().names()[0] for f in feats} == {"rank"}
 
 
-def test_processing_without_backend_is_a_processing_error(clean_settings, plugin):
+def test_processing_without_backend_is_a_processing_error(clean_settings, plugin, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
 
+    from geovec.plugin.settings import Setting
+
+    Setting.BACKEND_COMMAND.set(str(tmp_path / "no-such-env"))  # auto-start on, but nothing to start
+
     with pytest.raises(QgsProcessingException, match="No GeoVec backend is running"):
+        processing.run("geovec:search_text", {"INDEX": "/nonexistent", "TEXT": "x", "OUTPUT": "memory:"})
+    Setting.AUTO_START.set(False)
+    with pytest.raises(QgsProcessingException, match="Start the backend when none answers"):
         processing.run("geovec:search_text", {"INDEX": "/nonexistent", "TEXT": "x", "OUTPUT": "memory:"})
 
 
@@ -216,6 +183,7 @@ def test_search_errors_from_the_backend_reach_the_message_bar(dock_on_index, ifa
     wait_until(lambda: iface.messages(), 60, "the error")
     level, text = iface.messages()[0]
     assert level == Qgis.Critical and "failed" in text and "not-an-index" in text
+    assert "geovec index" not in text and "New index from folder" in text  # dock words, not a command line
 
 
 def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_python):
@@ -232,8 +200,22 @@ def test_autostart_then_unload_stops_the_backend(iface, clean_settings, backend_
     assert proc is not None and proc.poll() is None
     wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
     assert "Backend " in plugin.dock.backend_label.text() and "model:" in plugin.dock.backend_label.text()
+    assert f"--parent-pid {os.getpid()}" in " ".join(proc.args)  # it dies with this QGIS
+    log = plugin.controller.backend.log_path  # private: 0600 in a 0700 folder
+    assert log.stat().st_mode & 0o777 == 0o600 and log.parent.stat().st_mode & 0o777 == 0o700
+    # a backend that dies is shown as lost; Connect starts a new one
+    proc.kill()
+    wait_until(lambda: "lost" in plugin.dock.backend_label.text(), 20, "the status line to show a lost backend")
+    plugin.dock.reconnect_button.click()
+    wait_until(lambda: plugin.controller.backend.owned and plugin.controller.backend.connection is not None, 120,
+               "a new backend")
+    proc = plugin.controller.backend.process
+    wait_until(lambda: "device: cpu" in plugin.dock.backend_label.text(), 10, "the status line")
+    t0 = time.perf_counter()
     plugin.unload()
-    assert proc.poll() is not None
+    took = time.perf_counter() - t0
+    assert took < 0.5, f"unload blocked the UI thread for {took:.2f} s"
+    wait_until(lambda: proc.poll() is not None, 15, "the backend to stop after unload")
 
 
 def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_data):
@@ -249,5 +231,43 @@ def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_dat
     assert image.save(str(path))
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert image.width() >= 1000 and len(colours) > 500  # a rendered orthophoto, not a blank window
-    if os.environ.get("GEOVEC_UPDATE_SCREENSHOT"):
-        shutil.copy(path, ROOT / "docs" / "screenshot.png")
+
+
+def test_unload_while_an_index_job_runs_does_not_block(dock_on_index, shared_data, tmp_path):
+    from geovec.plugin.params import IndexParams
+
+    plugin = dock_on_index
+    ctl = plugin.controller
+    ctl.start_index(IndexParams(str(shared_data), str(tmp_path / "idx"), model=None, tile_size=64))
+    wait_until(lambda: ctl.index_task is not None and ctl.index_task.job_id, 30, "the job to start")
+    task = ctl.index_task
+    t0 = time.perf_counter()
+    plugin.unload()
+    took = time.perf_counter() - t0
+    assert took < 0.5, f"unload blocked the UI thread for {took:.2f} s while a job ran"
+    assert task.receivers(task.status) == 0 and task.on_done is None  # nothing of the dock left connected
+    wait_until(lambda: task.outcome is not None and not task.isActive(), 60, "the cancelled task to end")
+    plugin.initGui()  # the fixture unloads it again
+
+
+def test_a_job_the_backend_already_runs_appears_in_the_dock(plugin, iface, use_server, shared_data, tmp_path):
+    from geovec.plugin.client import GeoVecClient
+    from geovec.plugin.params import Connection, IndexParams
+
+    conn = Connection(use_server["url"], use_server["token"])
+    job = GeoVecClient(conn).start_job(IndexParams(str(shared_data / "neon_osbs"), str(tmp_path / "idx"),
+                                                   model=use_server["model"], tile_size=64))
+    plugin.open_dock()  # e.g. a job the backend resumed by itself at start
+    ctl = plugin.controller
+    wait_until(lambda: ctl.index_task is not None, 30, "the dock to follow the running job")
+    assert ctl.index_task.job_id == job["job_id"] and plugin.dock.cancel_button.isEnabled()
+    wait_until(lambda: ctl.index_task is None, 300, "the job to finish")
+    assert "Indexed" in plugin.dock.job_label.text() and str(tmp_path / "idx") in plugin.dock.job_label.text()
+
+
+def test_index_summary_button(dock_on_index, built_index):
+    plugin = dock_on_index
+    QTest.mouseClick(plugin.dock.summary_button, Qt.LeftButton)
+    wait_until(lambda: "on disk" in plugin.dock.job_label.text(), 60, "the index summary")
+    text = plugin.dock.job_label.text()
+    assert "scenes" in text and f"{built_index['result']['summary']['tiles']} tiles" in text and "model" in text

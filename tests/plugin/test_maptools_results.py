@@ -57,6 +57,8 @@ def test_query_parameters_carry_canvas_crs_raster_and_location(plugin, iface, sh
     lat, lon = body["latlon"]
     assert 29.0 < lat < 30.5 and -83.0 < lon < -81.0  # OSBS, Florida
     assert body["k"] == 7 and body["exclude_overlapping"] is False and body["point"] == [centre.x(), centre.y()]
+    # the query attribute of every hit keeps the coordinates at full precision
+    assert f"point: {centre.x()!r}, {centre.y()!r} (EPSG:3857)" == params.label
 
 
 def test_point_tool_emits_the_clicked_point(plugin, iface, shared_data, clean_settings):
@@ -107,8 +109,9 @@ def test_results_layer_table_zoom_and_geopackage(plugin, iface, shared_data, cle
     table.selectRow(2)
     QCoreApplication.processEvents()
     assert iface.canvas.extent().contains(feats[2].geometry().boundingBox())
-    saved = results.save_gpkg(str(tmp_path / "hits.gpkg"))
-    assert saved.featureCount() == 3 and saved.crs().authid() == "EPSG:32617"
+    path = plugin.controller.save(str(tmp_path / "hits.gpkg"))
+    saved = QgsProject.instance().mapLayersByName("hits")[0]
+    assert path.endswith("hits.gpkg") and saved.featureCount() == 3 and saved.crs().authid() == "EPSG:32617"
     # a new project CRS: the next results come in a new layer in that CRS, the old one is gone
     QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     results.show(_collection(raster), "box: again", QgsProject.instance().crs())
