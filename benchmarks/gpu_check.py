@@ -63,7 +63,7 @@ def write_rasters(folder: Path, n_scenes: int, size: int) -> Path:
     from geovec.backend.demo import write_scene
 
     folder.mkdir(parents=True, exist_ok=True)
-    kinds = ["water", "forest", "city", "field"]
+    kinds = ["water", "forest", "urban", "mixed"]
     for i in range(n_scenes):
         write_scene(folder / f"scene_{i}.tif", kinds[i % 4], size=size, origin=(400000.0 + 50000 * i, 3300000.0),
                     seed=i)
