@@ -140,11 +140,18 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise UsageError(f"index {args.index} embeds images at {recorded.get('size')} px, not --image-size "
                              f"{args.image_size} (vectors at another size do not compare); drop --image-size "
                              "or use a new --index")
-    if args.model:
+    if args.engine == "ray":
+        from .ray_engine import connect
+
+        connect(args.address)  # a wrong address fails before any model is loaded
+        embedder: Any = None
+    elif args.model:
         embedder = load_model(args.model, device=args.device, dtype=args.dtype, image_size=args.image_size)
     elif exists:
         embedder = model_for_index(args.index, device=args.device, dtype=args.dtype)
     else:
+        raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
+    if args.engine == "ray" and not args.model and not exists:
         raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
 
     cancel = threading.Event()
@@ -158,7 +165,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     bar = _TqdmProgress(not args.no_progress and not args.json)
     try:
-        summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
+        if args.engine == "ray":
+            from .ray_engine import run_index_ray
+
+            summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
+                                    actors=args.actors, dtype=args.dtype, image_size=args.image_size)
+        else:
+            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
     finally:
         bar.close()
         if old is not None:
@@ -340,6 +353,10 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--min-valid", type=_finite, help="skip tiles with fewer valid pixels (default 0.5)")
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
+    ix.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: this process; ray: Ray Data stages on a Ray cluster (pip install 'geovec[ray]')")
+    ix.add_argument("--address", help="--engine ray: cluster address (auto, ray://HOST:10001); default: a local Ray")
+    ix.add_argument("--actors", type=int, help="--engine ray: model replicas (default: one per GPU, else per free CPU)")
     ix.add_argument("--group", type=_group, action="append", metavar="NAME=PATH,PATH...",
                     help="name a stack of one-band files explicitly (repeatable)")
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")

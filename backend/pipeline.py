@@ -71,7 +71,7 @@ def torch_threads(embedder: Any, workers: int) -> Iterator[None]:
 
     torch = sys.modules.get("torch")
     device = getattr(embedder, "device", None)
-    if torch is None or getattr(device, "type", "cpu") != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+    if torch is None or getattr(device, "type", None) != "cpu" or os.environ.get("OMP_NUM_THREADS"):
         yield
         return
     before = torch.get_num_threads()
