@@ -1,6 +1,6 @@
 """``geovec`` command line (``python -m geovec.backend`` is the same).
 
-Sub-commands: ``model tiny``, ``index``, ``search``, ``info``; ``serve`` (from
+Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``; ``serve`` (from
 ``backend/server/cli.py``) and ``train`` / ``eval`` (from ``training/cli.py``) are
 added when those modules are present. Every failure exits non-zero with one
 line on stderr (reason and hint), never a traceback.
@@ -122,6 +122,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .schemas import IndexRequest, TilingOptions
     from .service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
 
+    if args.from_parquet:
+        return _import_parquet(args)
+    if not args.folder:
+        raise UsageError("give the FOLDER to index (or --from-parquet FILE)")
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args))
@@ -191,6 +195,28 @@ def cmd_index(args: argparse.Namespace) -> int:
         first = summary.errors[0]
         return _fail(f"{len(summary.errors)} file(s) could not be indexed, e.g. {first.path}: {first.error}"
                      " (the other files were indexed; fix or remove these and rerun)", EXIT_ERROR)
+    return 0
+
+
+def _import_parquet(args: argparse.Namespace) -> int:
+    from .geoparquet import import_geoparquet
+
+    if args.folder:
+        raise UsageError("give FOLDER or --from-parquet FILE, not both")
+    summary = import_geoparquet(args.from_parquet, args.index, model=args.model)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print(f"imported {summary.tiles} tile(s) ({summary.scenes} scene(s)) from {args.from_parquet} into "
+              f"{args.index}; {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .geoparquet import export_geoparquet
+
+    n = export_geoparquet(args.index, args.out)
+    print(f"wrote {n} tile(s) with footprints and vectors to {args.out} ({args.format})")
     return 0
 
 
@@ -342,7 +368,9 @@ def build_parser(command: str | None = None) -> Parser:
     full.set_defaults(func=cmd_model_fullsize)
 
     ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
-    ix.add_argument("folder")
+    ix.add_argument("folder", nargs="?", help="folder of rasters (omit with --from-parquet)")
+    ix.add_argument("--from-parquet", metavar="FILE",
+                    help="import tiles + vectors from a GeoParquet file instead (pip install 'geovec[parquet]')")
     ix.add_argument("--index", required=True, help="index directory (created if absent)")
     ix.add_argument("--model", help="preset, local dir or hub id (default: the index's model)")
     # tiling: what is given here, else the existing index's, else TILING_DEFAULTS
@@ -392,6 +420,12 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--server", nargs="?", const="", metavar="URL",
                     help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)
+
+    ex = sub.add_parser("export", help="write an index's tiles, footprints and vectors to a file")
+    ex.add_argument("--index", required=True)
+    ex.add_argument("--format", choices=("geoparquet",), default="geoparquet")
+    ex.add_argument("out", help="output file, e.g. tiles.parquet")
+    ex.set_defaults(func=cmd_export)
 
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("--index", required=True)

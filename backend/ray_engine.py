@@ -27,7 +27,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams
 
 if TYPE_CHECKING:
     from .index.store import IndexStore
+    from .model.embedder import Embedder
     from .model.presets import Preset
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ def index_folder_ray(folder: str, index_path: str, *, model_spec: str, params: T
     connect(address)
     model = embedder if embedder is not None else remote_model(model_spec, preset=preset)
     runner = RayRunner(model_spec, preset=preset, device=device, actors=actors, readers=readers)
-    return index_folder(folder, index_path, model, params=params, groups=groups, batch_size=batch_size,
+    return index_folder(folder, index_path, cast("Embedder", model), params=params, groups=groups, batch_size=batch_size,
                         progress=progress, cancel=cancel, runner=runner)
 
 
