@@ -248,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
 
-    fields: dict[str, Any] = {"index": args.index, "k": args.k, "min_score": args.min_score,
+    fields: dict[str, Any] = {"index": args.index[0], "indexes": args.index[1:], "k": args.k, "min_score": args.min_score,
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     if args.text is not None:
@@ -271,7 +271,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif not args.local and not args.model:  # a running `geovec serve` answers without reloading the model
         resp = _search_via_running_server(req)
     if resp is None:
-        resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device,
+        resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
@@ -282,8 +282,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no hits")
     for f in resp.features:
         p = f.properties
+        where = f"  [{p['index']}]" if p.get("index") else ""
         print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
-              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}")
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}{where}")
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
@@ -398,7 +399,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.set_defaults(func=cmd_index)
 
     se = sub.add_parser("search", help="search an index by text, box or point")
-    se.add_argument("--index", required=True)
+    se.add_argument("--index", required=True, action="append",
+                    help="index directory; repeat to search several built with the same model")
     q = se.add_mutually_exclusive_group(required=True)
     q.add_argument("--text")
     q.add_argument("--box", type=_finite, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))

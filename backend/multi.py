@@ -1,0 +1,144 @@
+"""Search several indexes built with the same model as one (an archive split by region or year).
+
+:class:`MultiStore` offers the read side of :class:`~geovec.backend.index.store.IndexStore`
+that queries use (``search``, ``count``, ``meta``, ``scenes``, ``scene``,
+``scene_for_path``), so :func:`geovec.backend.search.build_query` and
+:func:`~geovec.backend.search.find_hits` run on it unchanged. ``search`` asks each
+index for its own top ``k`` and merges them by cosine similarity (the global top ``k``
+is always among them); a tile stored in two indexes counts once. Every index must
+have the same model (dim, preset, checkpoint); box and point queries also need the
+same tiling, since the query image is cut like the indexed tiles.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError, ModelMismatchError
+from .types import Scene, Stretch, TileRecord
+
+if TYPE_CHECKING:
+    from .index.store import IndexStore
+
+MODEL_KEYS = ("dim", "preset", "checkpoint")
+
+
+class MultiStore:
+    """Read-only union of open IndexStores with one model (see the module docstring)."""
+
+    def __init__(self, stores: Sequence[IndexStore]) -> None:
+        if not stores:
+            raise InputError("no index to search", "give at least one --index")
+        first = stores[0]
+        for other in stores[1:]:
+            diff = [k for k in MODEL_KEYS if (other.meta or {}).get(k) != (first.meta or {}).get(k)]
+            if diff:
+                have = ", ".join(f"{k}={(other.meta or {}).get(k)!r}" for k in diff)
+                want = ", ".join(f"{k}={(first.meta or {}).get(k)!r}" for k in diff)
+                raise ModelMismatchError(f"index {other.path} was built with {have}, index {first.path} with {want}",
+                                         "search together only indexes built with the same model")
+        self.stores = list(stores)
+        self.path = first.path
+        self.dim = first.dim
+        self._where: dict[str, str] = {}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.stores[0].meta or {})
+
+    @property
+    def count(self) -> int:
+        return sum(int(s.count) for s in self.stores)
+
+    @property
+    def same_tiling(self) -> bool:
+        tilings = [(s.meta or {}).get("tiling") for s in self.stores]
+        return all(t == tilings[0] for t in tilings)
+
+    def index_of(self, tile_id: str) -> str | None:
+        """The index directory a hit of the last :meth:`search` came from."""
+        return self._where.get(tile_id)
+
+    def search(self, vectors: np.ndarray, k: int, *,
+               filter: Callable[[str], bool] | None = None) -> list[list[tuple[TileRecord, float]]]:
+        """The ``k`` most similar tiles over all indexes, best first (as ``IndexStore.search``)."""
+        per_store = [s.search(vectors, k, filter=filter) for s in self.stores]
+        out: list[list[tuple[TileRecord, float]]] = []
+        for q in range(len(per_store[0])):
+            merged: list[tuple[TileRecord, float]] = []
+            seen: set[str] = set()
+            ranked = heapq.merge(*[[(-score, i, rec) for rec, score in res[q]] for i, res in enumerate(per_store)],
+                                 key=lambda t: (t[0], t[1]))
+            for neg, i, rec in ranked:
+                if rec.tile_id in seen:
+                    continue
+                seen.add(rec.tile_id)
+                self._where[rec.tile_id] = str(self.stores[i].path)
+                merged.append((rec, -neg))
+                if len(merged) == k:
+                    break
+            out.append(merged)
+        return out
+
+    def scenes(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for s in self.stores:
+            for row in s.scenes():
+                if row["scene_id"] not in seen:
+                    seen.add(row["scene_id"])
+                    rows.append(row)
+        return rows
+
+    def scene(self, scene_id: str) -> tuple[Scene, Stretch] | None:
+        for s in self.stores:
+            got = s.scene(scene_id)
+            if got is not None:
+                return got
+        return None
+
+    def scene_for_path(self, path: Any) -> tuple[Scene, Stretch] | None:
+        for s in self.stores:
+            got = s.scene_for_path(path)
+            if got is not None:
+                return got
+        return None
+
+    def close(self) -> None:
+        for s in self.stores:
+            s.close()
+
+
+def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callable[..., Any]) -> Any:
+    """``run_search`` over ``req.index`` and ``req.indexes`` (hits carry an ``index`` property)."""
+    from .search import build_query, run_query
+    from .service import open_index
+
+    paths = list(dict.fromkeys([req.index, *req.indexes]))  # the same index twice counts once
+    stores: list[IndexStore] = []
+    try:
+        for p in paths:
+            stores.append(open_index(p, cache=store_cache))
+        multi = MultiStore(stores)
+        if req.mode != "text" and not multi.same_tiling:
+            raise InputError(f"{req.mode} queries across indexes need one tiling; these differ: "
+                             + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in stores),
+                             "search them by text, or one at a time")
+        query = build_query(multi, req)  # type: ignore[arg-type]
+        emb = resolve(embedder, model=None, index=req.index)
+        if int(emb.dim) != int(multi.dim):
+            raise ModelMismatchError(f"model gives {emb.dim}-d vectors but index {req.index} holds {multi.dim}-d",
+                                     "query with the model the indexes were built with")
+        resp = run_query(multi, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)  # type: ignore[arg-type]
+        for f in resp.features:
+            f.properties["index"] = multi.index_of(f.properties["tile_id"])
+        resp.query["indexes"] = [str(s.path) for s in stores]
+        return resp
+    finally:
+        if store_cache is None:
+            for s in stores:
+                s.close()
