@@ -65,7 +65,17 @@ class MultiStore:
 
     def search(self, vectors: np.ndarray, k: int, *,
                filter: Callable[[str], bool] | None = None) -> list[list[tuple[TileRecord, float]]]:
-        """The ``k`` most similar tiles over all indexes, best first (as ``IndexStore.search``)."""
+        """The ``k`` most similar tiles over all indexes, best first (as ``IndexStore.search``).
+
+        Vectors first: each index's ``k`` nearest labels are merged by distance and only the
+        winners' records are read. A filter, or a winner deleted meanwhile, takes the full path
+        (each index's own ``search``, then the merge).
+        """
+        q = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if filter is None and len(q) == 1:
+            fast = self._search_one(q, int(k))
+            if fast is not None:
+                return [fast]
         per_store = [s.search(vectors, k, filter=filter) for s in self.stores]
         out: list[list[tuple[TileRecord, float]]] = []
         for q in range(len(per_store[0])):
@@ -82,6 +92,28 @@ class MultiStore:
                 if len(merged) == k:
                     break
             out.append(merged)
+        return out
+
+    def _search_one(self, q: np.ndarray, k: int) -> list[tuple[TileRecord, float]] | None:
+        found: list[tuple[float, int, int]] = []  # (distance, store, label)
+        for i, s in enumerate(self.stores):
+            labels, dists = s.nearest(q, k)
+            found.extend((float(d), i, int(lab)) for lab, d in zip(labels[0].tolist(), dists[0].tolist(), strict=True))
+        found.sort(key=lambda t: (t[0], t[1]))
+        want = min(k, self.count)
+        wins: dict[int, list[int]] = {}
+        for _, i, lab in found[:want]:
+            wins.setdefault(i, []).append(lab)
+        recs = {i: self.stores[i].records(labs) for i, labs in wins.items()}
+        out: list[tuple[TileRecord, float]] = []
+        where: dict[str, str] = {}
+        for dist, i, lab in found[:want]:
+            rec = recs[i].get(lab)
+            if rec is None or rec.tile_id in where:
+                return None  # deleted since opened, or one tile in two indexes: the full path handles both
+            where[rec.tile_id] = str(self.stores[i].path)
+            out.append((rec, min(1.0, max(-1.0, 1.0 - dist))))
+        self._where.update(where)
         return out
 
     def scenes(self) -> list[dict[str, Any]]:
