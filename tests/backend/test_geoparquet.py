@@ -149,3 +149,7 @@ def test_vectors_of_another_dimension_are_refused(tmp_path: Path, capsys, tiny_m
     code, _, err = _run(capsys, "index", "--from-parquet", str(tmp_path / "absent.parquet"), "--index",
                         str(tmp_path / "j"))
     assert code == 1 and "does not exist" in err
+    code, _, err = _run(capsys, "index", "--index", str(tmp_path / "j"))
+    assert code == 2 and "FOLDER" in err
+    code, _, err = _run(capsys, "index", str(tmp_path), "--from-parquet", str(f), "--index", str(tmp_path / "j"))
+    assert code == 2 and "not both" in err
