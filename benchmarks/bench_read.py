@@ -8,7 +8,10 @@
    write) on the NC folder with the tiny random model, tiles/s (best of ``--repeat``).
 
     .venv/bin/python benchmarks/bench_read.py [--data ../shared/data --tile-size 64 --passes 5
-        --workers 2 --repeat 3 --skip-pipeline]
+        --workers 2 --repeat 3 --skip-pipeline | --pipeline-only]
+
+For the pipeline before the handle cache, run ``--pipeline-only`` with an older checkout of
+the package first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only part 2 (runs on older versions of the package too, for a before/after)")
     args = ap.parse_args()
 
     from geovec.backend.raster.scan import scan_folder
@@ -80,7 +85,7 @@ def main() -> int:
     print(machine("cpu"))
     print(f"data: {scene.name} stack ({len(scene.sources)} one-band files, {scene.width}x{scene.height} px, "
           f"{scene.dtype}), {len(windows)} windows of {args.tile_size} px, {args.passes} passes")
-    for threads in sorted({1, args.workers}):
+    for threads in [] if args.pipeline_only else sorted({1, args.workers}):
         read_rate(scene, stretch, windows[:4], args.tile_size, threads, 1, True)  # warm the page cache
         before = read_rate(scene, stretch, windows, args.tile_size, threads, args.passes, False)
         after = read_rate(scene, stretch, windows, args.tile_size, threads, args.passes, True)
@@ -99,6 +104,8 @@ def main() -> int:
     try:
         emb = load_embedder(str(write_tiny_model(tmp / "tiny")), device="cpu")
         emb.encode([EmbedInput(emb.preset.instructions["text_query"], text="warm up")])
+        import torch
+
         best, n = 0.0, 0
         for r in range(args.repeat):
             idx = tmp / f"i{r}"
@@ -108,7 +115,8 @@ def main() -> int:
             n = s.tiles
             best = max(best, n / dt)
             shutil.rmtree(idx, ignore_errors=True)
-        print(f"pipeline (index_folder, tiny random model, {args.workers} reader threads, batch "
+        print(f"pipeline (index_folder, tiny random model, {args.workers} reader threads, torch threads "
+              f"{torch.get_num_threads()} outside the run, batch "
               f"{args.batch_size}) on {folder.name} ({n} tiles): {best:.1f} tiles/s (best of {args.repeat})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
