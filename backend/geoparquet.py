@@ -94,7 +94,8 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
         con.execute("BEGIN")  # one snapshot: a writer meanwhile changes nothing we read
         scenes = [db.scene_dict(r, 0) for r in con.execute(f"SELECT {db.SCENE_COLS} FROM scenes ORDER BY scene_id")]
         info = {"format": FORMAT, "dim": dim, "space": meta.get("space", "cosine"), "preset": meta.get("preset"),
-                "checkpoint": meta.get("checkpoint"), "tiling": meta.get("tiling"), "scenes": scenes}
+                "checkpoint": meta.get("checkpoint"), "model": meta.get("model"), "tiling": meta.get("tiling"),
+                "scenes": scenes}
         schema = _schema(pa, dim).with_metadata({b"geo": json.dumps(_geo_metadata()).encode(),
                                                  b"geovec": json.dumps(info).encode()})
         cur = con.execute(f"SELECT {db.TILE_COLS}, vector FROM tiles ORDER BY label")
@@ -262,9 +263,11 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
     t0 = time.monotonic()
     p = Path(file).expanduser()
     pf, geo, ours = read_metadata(p)
+    identity: dict[str, Any] | None = None
     if ours is not None and model is None:
         dim, preset, checkpoint, tiling = int(ours["dim"]), str(ours["preset"]), str(ours["checkpoint"]), \
             dict(ours.get("tiling") or {})
+        identity = ours.get("model") if isinstance(ours.get("model"), dict) else None
     else:
         if model is None:
             raise InputError(f"{p.name} was not written by GeoVec, so it does not name its model",
@@ -272,12 +275,13 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
         from .service import load_model
 
         emb = load_model(model, device="cpu")
-        dim, preset, checkpoint = int(emb.dim), emb.preset.name, emb.checkpoint_id
+        dim, preset, checkpoint, identity = int(emb.dim), emb.preset.name, emb.checkpoint_id, dict(emb.identity)
         tiling = dict((ours or {}).get("tiling") or {})
         if ours is not None and int(ours["dim"]) != dim:
             raise ModelMismatchError(f"{p.name} holds {ours['dim']}-d vectors from {ours['checkpoint']}, model "
                                      f"{model} gives {dim}-d", "omit --model to use the file's own model")
-    store = IndexStore.open_or_create(index, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling)
+    store = IndexStore.open_or_create(index, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling,
+                                      model=identity)
     summary = IndexSummary()
     try:
         stored = (store.meta or {}).get("tiling") or {}

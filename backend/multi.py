@@ -24,23 +24,30 @@ from .types import Scene, Stretch, TileRecord
 if TYPE_CHECKING:
     from .index.store import IndexStore
 
-MODEL_KEYS = ("dim", "preset", "checkpoint")
-
 
 class MultiStore:
     """Read-only union of open IndexStores with one model (see the module docstring)."""
 
-    def __init__(self, stores: Sequence[IndexStore]) -> None:
+    def __init__(self, stores: Sequence[IndexStore], *, force: bool = False) -> None:
         if not stores:
             raise InputError("no index to search", "give at least one --index")
+        from .binding import check_identity, describe, recorded_identity
+
         first = stores[0]
+        mine = recorded_identity(first.meta or {})
         for other in stores[1:]:
-            diff = [k for k in MODEL_KEYS if (other.meta or {}).get(k) != (first.meta or {}).get(k)]
-            if diff:
-                have = ", ".join(f"{k}={(other.meta or {}).get(k)!r}" for k in diff)
-                want = ", ".join(f"{k}={(first.meta or {}).get(k)!r}" for k in diff)
-                raise ModelMismatchError(f"index {other.path} was built with {have}, index {first.path} with {want}",
-                                         "search together only indexes built with the same model")
+            theirs = recorded_identity(other.meta or {})
+            try:
+                check_identity(mine, theirs, index=str(first.path), force=force,
+                               dims=(int(first.dim), int(other.dim)))
+            except ModelMismatchError as e:
+                raise ModelMismatchError(f"indexes built with different models cannot be searched together: "
+                                         f"{other.path} holds {describe(theirs)}; {e.message}",
+                                         "search together only indexes built with the same model") from e
+            if mine.get("image") and theirs.get("image") and mine["image"] != theirs["image"]:
+                raise ModelMismatchError(
+                    f"index {other.path} embeds images as {theirs['image']}, index {first.path} as {mine['image']}: "
+                    "their vectors do not compare", "search together only indexes built with the same image size")
         self.stores = list(stores)
         self.path = first.path
         self.dim = first.dim
@@ -71,9 +78,9 @@ class MultiStore:
         winners' records are read. A filter, or a winner deleted meanwhile, takes the full path
         (each index's own ``search``, then the merge).
         """
-        q = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        if filter is None and len(q) == 1:
-            fast = self._search_one(q, int(k))
+        qs = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if filter is None and len(qs) == 1:
+            fast = self._search_one(qs, int(k))
             if fast is not None:
                 return [fast]
         per_store = [s.search(vectors, k, filter=filter) for s in self.stores]
@@ -147,6 +154,7 @@ class MultiStore:
 
 def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callable[..., Any]) -> Any:
     """``run_search`` over ``req.index`` and ``req.indexes`` (hits carry an ``index`` property)."""
+    from .binding import bind
     from .search import build_query, run_query
     from .service import open_index
 
@@ -155,16 +163,14 @@ def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callab
     try:
         for p in paths:
             stores.append(open_index(p, cache=store_cache))
-        multi = MultiStore(stores)
+        force = bool(getattr(req, "force", False))
+        multi = MultiStore(stores, force=force)
         if req.mode != "text" and not multi.same_tiling:
             raise InputError(f"{req.mode} queries across indexes need one tiling; these differ: "
                              + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in stores),
                              "search them by text, or one at a time")
         query = build_query(multi, req)  # type: ignore[arg-type]
-        emb = resolve(embedder, model=None, index=req.index)
-        if int(emb.dim) != int(multi.dim):
-            raise ModelMismatchError(f"model gives {emb.dim}-d vectors but index {req.index} holds {multi.dim}-d",
-                                     "query with the model the indexes were built with")
+        emb = bind(resolve(embedder, model=None, index=req.index), multi.meta, index=str(req.index), force=force)
         resp = run_query(multi, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)  # type: ignore[arg-type]
         for f in resp.features:
             f.properties["index"] = multi.index_of(f.properties["tile_id"])

@@ -26,12 +26,12 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .errors import GeoVecError, InputError, ModelMismatchError
+from .errors import GeoVecError, InputError
 from .pipeline import RunProgress, ScenePlan, TileReader, TileWriter, embed_batch, iter_batches
 from .schemas import FileError, IndexSummary
 from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams
@@ -75,27 +75,44 @@ def connect(address: str | None = None) -> Any:
 
 @dataclass
 class RemoteModel:
-    """What the driver needs to know of a model that only the cluster loads."""
+    """What the driver knows of a model that only the cluster loads (duck-types an Embedder for the store)."""
 
     spec: str  # what the actors pass to load_embedder
     dim: int
     preset: Preset
     checkpoint_id: str
+    identity: dict[str, Any]  # as Embedder.identity: preset, checkpoint, fingerprint, dtype, image
     preset_override: str | None = None
     device: None = None  # the driver runs no model
 
+    def with_image(self, image: dict[str, Any]) -> RemoteModel:
+        """The same model embedding at the image policy ``image`` (the index's)."""
+        return replace(self, identity={**self.identity, "image": dict(image)})
 
-def _identity(spec: str, preset: str | None) -> tuple[int, str, str]:
+
+def actor_dtype(dtype: str | None, preset: Preset, use_gpu: bool) -> str:
+    """The dtype name model actors load with: ``auto`` resolved for the actors' device, on the driver."""
+    from .model.identity import cpu_has_native_bf16
+
+    if dtype and dtype != "auto":
+        return dtype
+    if use_gpu:
+        return preset.cuda_dtype
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def _identity(spec: str, preset: str | None, dtype: str, image_size: int | None) -> tuple[int, dict[str, Any]]:
     from .model.embedder import load_embedder
 
-    emb = load_embedder(spec, device="cpu", preset=preset)
-    return int(emb.dim), emb.preset.name, emb.checkpoint_id
+    emb = load_embedder(spec, device="cpu", preset=preset, dtype=dtype, image_size=image_size)
+    return int(emb.dim), dict(emb.identity)
 
 
-def _local_identity(spec: str, preset: str | None) -> RemoteModel | None:
-    """A local checkpoint directory's identity from its files (no weights read); None when unsure."""
+def _local_identity(spec: str, preset: str | None, dtype: str, image_size: int | None) -> RemoteModel | None:
+    """A local checkpoint folder's identity from its files (config, metadata, weight hashes); None when unsure."""
     from pathlib import Path
 
+    from .model.identity import weights_fingerprint
     from .model.presets import PRESETS, get_preset
 
     p = Path(spec).expanduser()
@@ -108,24 +125,30 @@ def _local_identity(spec: str, preset: str | None) -> RemoteModel | None:
     dim = (config.get("text_config") or {}).get("hidden_size") or config.get("hidden_size")
     if meta.get("adapter") or name not in PRESETS or not isinstance(dim, int):
         return None
-    return RemoteModel(spec, dim, get_preset(name), str(p.resolve()), preset)
+    pre = get_preset(name).with_instructions(meta.get("instructions")).with_image_size(image_size)
+    checkpoint = str(p.resolve())
+    identity = {"preset": pre.name, "checkpoint": checkpoint, "fingerprint": weights_fingerprint(p),
+                "dtype": dtype, "image": pre.image.to_dict()}
+    return RemoteModel(spec, dim, pre, checkpoint, identity, preset)
 
 
-def remote_model(spec: str, *, preset: str | None = None) -> RemoteModel:
-    """The dim, preset and checkpoint id of model ``spec``, without loading it on the driver.
+def remote_model(spec: str, *, preset: str | None = None, dtype: str = "auto", image_size: int | None = None,
+                 use_gpu: bool = False) -> RemoteModel:
+    """The dim and identity of model ``spec``, without loading it on the driver.
 
-    A local checkpoint directory is described from its config files; anything else
-    (a hub id, a preset, an adapter) is loaded once on the cluster. Model actors
-    check what they load against this identity (ModelMismatchError otherwise).
+    A local checkpoint folder is described from its files; anything else (a hub id, a
+    preset, an adapter) is loaded once on the cluster. Model actors load with the dtype
+    recorded here and check that what they loaded has this identity.
     """
     from .model.presets import get_preset
 
-    local = _local_identity(spec, preset)
-    if local is not None:
-        return local
-    ray = import_ray()
-    dim, name, checkpoint = ray.get(ray.remote(num_cpus=1)(_identity).remote(spec, preset))
-    return RemoteModel(spec, dim, get_preset(name), checkpoint, preset)
+    model = _local_identity(spec, preset, dtype, image_size)
+    if model is None:
+        ray = import_ray()
+        dim, ident = ray.get(ray.remote(num_cpus=1)(_identity).remote(spec, preset, "auto", image_size))
+        model = RemoteModel(spec, dim, get_preset(str(ident["preset"])), str(ident["checkpoint"]), ident, preset)
+    model.identity["dtype"] = actor_dtype(dtype, model.preset, use_gpu)  # weights and image do not change
+    return model
 
 
 # ----------------------------------------------------------------------------- cluster stages
@@ -181,16 +204,19 @@ class _ReadStage:
 class _EmbedStage:
     """Model actor: rows with a record -> their vector (zeros for skipped or failed windows)."""
 
-    def __init__(self, spec: str, preset: str | None, device: str, dim: int, checkpoint_id: str) -> None:
+    def __init__(self, spec: str, preset: str | None, device: str, dim: int, identity: dict[str, Any],
+                 index: str, force: bool) -> None:
+        from .binding import check_identity
         from .model.embedder import load_embedder
 
-        self.embedder = load_embedder(spec, device=device, preset=preset)
-        if self.embedder.dim != dim or self.embedder.checkpoint_id != checkpoint_id:
-            raise ModelMismatchError(
-                f"model {spec} loads as {self.embedder.checkpoint_id} ({self.embedder.dim}-d) on this node, "
-                f"the driver expected {checkpoint_id} ({dim}-d)", "give every node the same model files")
+        emb = load_embedder(spec, device=device, preset=preset, dtype=identity.get("dtype") or "auto")
+        image = identity.get("image")
+        if isinstance(image, dict) and image != emb.identity.get("image"):
+            emb = emb.with_image(image)
+        check_identity(identity, emb.identity, index=index, force=force, dims=(dim, int(emb.dim)))
+        self.embedder = emb
         self.dim = dim
-        self.instruction = self.embedder.preset.instructions["tile"]
+        self.instruction = emb.preset.instructions["tile"]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["scene"])
@@ -221,6 +247,7 @@ class RayRunner:
     device: str = "auto"
     actors: int | None = None
     readers: int | None = None
+    force: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
 
     def layout(self, ray: Any) -> tuple[int, int, bool]:
@@ -273,7 +300,8 @@ class RayRunner:
                                 num_gpus=1 if use_gpu else 0, num_cpus=1,
                                 fn_constructor_kwargs={"spec": self.model_spec, "preset": self.preset,
                                                        "device": device, "dim": int(embedder.dim),
-                                                       "checkpoint_id": str(embedder.checkpoint_id)})
+                                                       "identity": dict(embedder.identity),
+                                                       "index": str(store.path), "force": self.force})
             try:
                 for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
                     self._write(out, plans, writer, remaining, failed, prog, summary, finish_scene)
@@ -347,52 +375,61 @@ def _root_cause(e: BaseException) -> BaseException:
 
 def index_folder_ray(folder: str, index_path: str, *, model_spec: str, params: TilingParams,
                      preset: str | None = None, embedder: Any = None, address: str | None = None,
-                     device: str = "auto", actors: int | None = None, readers: int | None = None,
-                     groups: dict[str, list[str]] | None = None, batch_size: int = 16,
-                     progress: Any = None, cancel: threading.Event | None = None) -> IndexSummary:
+                     device: str = "auto", dtype: str = "auto", image_size: int | None = None,
+                     actors: int | None = None, readers: int | None = None,
+                     groups: dict[str, list[str]] | None = None, batch_size: int = 16, progress: Any = None,
+                     cancel: threading.Event | None = None, force: bool = False) -> IndexSummary:
     """``index_folder`` with the Ray engine; the driver loads no model unless ``embedder`` is given.
 
     Args:
         model_spec: checkpoint dir / preset / hub id the model actors load.
-        embedder: an already loaded Embedder (its dim/checkpoint name the index's model);
-            None asks the cluster.
+        embedder: an Embedder or :class:`RemoteModel` naming the model's identity; None
+            describes ``model_spec`` (:func:`remote_model`).
         address: Ray cluster address (None: an initialised Ray, else a new local one).
+        dtype, image_size: as ``load_embedder`` (``auto`` is resolved for the actors' device).
         Other arguments: as :func:`~geovec.backend.pipeline.index_folder`.
     """
     from .pipeline import index_folder
 
-    connect(address)
-    model = embedder if embedder is not None else remote_model(model_spec, preset=preset)
-    runner = RayRunner(model_spec, preset=preset, device=device, actors=actors, readers=readers)
-    return index_folder(folder, index_path, cast("Embedder", model), params=params, groups=groups, batch_size=batch_size,
-                        progress=progress, cancel=cancel, runner=runner)
+    ray = connect(address)
+    runner = RayRunner(model_spec, preset=preset, device=device, actors=actors, readers=readers, force=force)
+    model = embedder if embedder is not None else remote_model(
+        model_spec, preset=preset, dtype=dtype, image_size=image_size, use_gpu=runner.layout(ray)[2])
+    return index_folder(folder, index_path, cast("Embedder", model), params=params, groups=groups,
+                        batch_size=batch_size, progress=progress, cancel=cancel, runner=runner, force=force)
 
 
 def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | None = None,
                   address: str | None = None, device: str = "auto", actors: int | None = None,
-                  readers: int | None = None) -> IndexSummary:
+                  readers: int | None = None, dtype: str | None = "auto",
+                  image_size: int | None = None) -> IndexSummary:
     """:func:`~geovec.backend.service.run_index` on the Ray engine: ``req.model``, else the index's model."""
     from pathlib import Path
 
+    from .binding import recorded_identity
     from .errors import NotFoundError
     from .index.files import SIDECAR
+    from .model.presets import get_preset
     from .service import read_sidecar, tiling_params
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
                             "give a folder containing .tif/.tiff/.vrt rasters")
-    from .model.presets import get_preset
-
     preset = None
     spec = req.model
     model: RemoteModel | None = None
     if not spec and (Path(req.index).expanduser() / SIDECAR).exists():
         meta = read_sidecar(req.index)  # the index names its model: nothing to load on the driver
         spec, preset = meta.get("checkpoint") or meta.get("preset"), meta.get("preset")
-        model = RemoteModel(str(spec), int(meta["dim"]), get_preset(str(preset)), str(meta["checkpoint"]), preset)
+        ident = recorded_identity(meta)
+        if dtype and dtype != "auto":
+            ident["dtype"] = dtype
+        model = RemoteModel(str(spec), int(meta["dim"]), get_preset(str(preset)), str(meta["checkpoint"]), ident,
+                            preset)
     if not spec:
         raise InputError("no model given for a new index", "pass --model PATH_OR_ID_OR_PRESET")
     return index_folder_ray(req.folder, req.index, model_spec=str(spec), preset=preset, embedder=model,
-                            params=tiling_params(req.tiling), address=address, device=device, actors=actors,
-                            readers=readers, groups=req.groups, batch_size=req.batch_size, progress=progress,
-                            cancel=cancel)
+                            params=tiling_params(req.tiling), address=address, device=device,
+                            dtype=dtype or "auto", image_size=image_size, actors=actors, readers=readers,
+                            groups=req.groups, batch_size=req.batch_size, progress=progress, cancel=cancel,
+                            force=bool(getattr(req, "force", False)))

@@ -97,10 +97,11 @@ def test_cli_repeats_index_and_refuses_another_model(split, tmp_path: Path, caps
     with sqlite3.connect(other / "meta.sqlite") as con:
         con.execute("UPDATE info SET value = ? WHERE key = 'checkpoint'", (json.dumps("someone/else"),))
     meta["checkpoint"] = "someone/else"
+    meta["model"] = {**meta.get("model", {}), "checkpoint": "someone/else", "fingerprint": "0" * 16}
     (other / "index.json").write_text(json.dumps(meta))
     code = main(["search", "--index", str(split["a"]), "--index", str(other), "--text", "water"])
     err = capsys.readouterr().err
-    assert code == 1 and "same model" in err and "someone/else" in err
+    assert code == 1 and "different models" in err and "someone/else" in err
 
 
 def test_http_search_takes_indexes(split, tiny_model_dir: Path) -> None:

@@ -122,6 +122,7 @@ def test_engine_ray_needs_a_model_for_a_new_index(capsys: pytest.CaptureFixture[
 
 
 def test_a_local_checkpoint_is_described_without_loading_it(tiny_model_dir: Path, tiny_embedder) -> None:
-    m = remote_model(str(tiny_model_dir))  # from config.json + geovec.json: no Ray task, no weights
+    m = remote_model(str(tiny_model_dir))  # from its files: no Ray task, no weights loaded
     assert (m.dim, m.preset.name, m.checkpoint_id) == (tiny_embedder.dim, tiny_embedder.preset.name,
                                                        tiny_embedder.checkpoint_id)
+    assert m.identity == tiny_embedder.identity  # fingerprint, dtype and image policy as the loader's
