@@ -441,9 +441,8 @@ def index_folder(
         force: add to an index built with another model (same dimension) anyway.
         runner: runs read -> embed -> write for the planned scenes (default: this
             process, a thread pool for reads; :mod:`geovec.backend.ray_engine` runs
-            them as Ray Data stages). ``embedder`` then only needs ``dim``,
-            ``preset``, ``checkpoint_id`` and
-            the identity fields :func:`~geovec.backend.model.identity` records.
+            them as Ray Data stages). ``embedder`` then only needs ``dim``, ``preset``,
+            ``checkpoint_id``, ``identity`` and ``with_image`` (see ``RemoteModel``).
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
