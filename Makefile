@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,dev,ray,parquet]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -43,6 +43,7 @@ package:
 # Every figure the issues ask for; each script prints the machine it ran on. bench_hnsw at 1M
 # needs ~13 GiB and ~10 min on 2 cores: `make bench HNSW_SIZES=100000` for the quick one.
 HNSW_SIZES ?= 100000 1000000
+MULTI_TILES ?= 100000
 bench: setup
 	$(BIN)/python benchmarks/bench_indexing.py --repeat 2
 	$(BIN)/python benchmarks/bench_rss.py
@@ -50,6 +51,9 @@ bench: setup
 	$(BIN)/python benchmarks/bench_http.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_lifecycle.py --repeat 5
+	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_ray.py
+	$(BIN)/python benchmarks/bench_multi.py --tiles $(MULTI_TILES)
 
 lint: setup
 	$(BIN)/ruff check backend training plugin tests benchmarks

@@ -1,6 +1,6 @@
 """``geovec`` command line (``python -m geovec.backend`` is the same).
 
-Sub-commands: ``model tiny``, ``index``, ``search``, ``info``; ``serve`` (from
+Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``; ``serve`` (from
 ``backend/server/cli.py``) and ``train`` / ``eval`` (from ``training/cli.py``) are
 added when those modules are present. Every failure exits non-zero with one
 line on stderr (reason and hint), never a traceback.
@@ -122,6 +122,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .schemas import IndexRequest, TilingOptions
     from .service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
 
+    if args.from_parquet:
+        return _import_parquet(args)
+    if not args.folder:
+        raise UsageError("give the FOLDER to index (or --from-parquet FILE)")
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args))
@@ -140,11 +144,18 @@ def cmd_index(args: argparse.Namespace) -> int:
             raise UsageError(f"index {args.index} embeds images at {recorded.get('size')} px, not --image-size "
                              f"{args.image_size} (vectors at another size do not compare); drop --image-size "
                              "or use a new --index")
-    if args.model:
+    if args.engine == "ray":
+        from .ray_engine import connect
+
+        connect(args.address)  # a wrong address fails before any model is loaded
+        embedder: Any = None
+    elif args.model:
         embedder = load_model(args.model, device=args.device, dtype=args.dtype, image_size=args.image_size)
     elif exists:
         embedder = model_for_index(args.index, device=args.device, dtype=args.dtype)
     else:
+        raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
+    if args.engine == "ray" and not args.model and not exists:
         raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
 
     cancel = threading.Event()
@@ -158,7 +169,13 @@ def cmd_index(args: argparse.Namespace) -> int:
     old = signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
     bar = _TqdmProgress(not args.no_progress and not args.json)
     try:
-        summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
+        if args.engine == "ray":
+            from .ray_engine import run_index_ray
+
+            summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
+                                    actors=args.actors, dtype=args.dtype, image_size=args.image_size)
+        else:
+            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
     finally:
         bar.close()
         if old is not None:
@@ -178,6 +195,28 @@ def cmd_index(args: argparse.Namespace) -> int:
         first = summary.errors[0]
         return _fail(f"{len(summary.errors)} file(s) could not be indexed, e.g. {first.path}: {first.error}"
                      " (the other files were indexed; fix or remove these and rerun)", EXIT_ERROR)
+    return 0
+
+
+def _import_parquet(args: argparse.Namespace) -> int:
+    from .geoparquet import import_geoparquet
+
+    if args.folder:
+        raise UsageError("give FOLDER or --from-parquet FILE, not both")
+    summary = import_geoparquet(args.from_parquet, args.index, model=args.model)
+    if args.json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print(f"imported {summary.tiles} tile(s) ({summary.scenes} scene(s)) from {args.from_parquet} into "
+              f"{args.index}; {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .geoparquet import export_geoparquet
+
+    n = export_geoparquet(args.index, args.out)
+    print(f"wrote {n} tile(s) with footprints and vectors to {args.out} ({args.format})")
     return 0
 
 
@@ -209,7 +248,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
 
-    fields: dict[str, Any] = {"index": args.index, "k": args.k, "min_score": args.min_score,
+    fields: dict[str, Any] = {"index": args.index[0], "indexes": args.index[1:], "k": args.k, "min_score": args.min_score,
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     if args.text is not None:
@@ -232,7 +271,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif not args.local and not args.model:  # a running `geovec serve` answers without reloading the model
         resp = _search_via_running_server(req)
     if resp is None:
-        resp = run_search(req, lambda: model_for_index(args.index, model=args.model, device=args.device,
+        resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
@@ -243,8 +282,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no hits")
     for f in resp.features:
         p = f.properties
+        where = f"  [{p['index']}]" if p.get("index") else ""
         print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
-              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}")
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}{where}")
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
@@ -329,7 +369,9 @@ def build_parser(command: str | None = None) -> Parser:
     full.set_defaults(func=cmd_model_fullsize)
 
     ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
-    ix.add_argument("folder")
+    ix.add_argument("folder", nargs="?", help="folder of rasters (omit with --from-parquet)")
+    ix.add_argument("--from-parquet", metavar="FILE",
+                    help="import tiles + vectors from a GeoParquet file instead (pip install 'geovec[parquet]')")
     ix.add_argument("--index", required=True, help="index directory (created if absent)")
     ix.add_argument("--model", help="preset, local dir or hub id (default: the index's model)")
     # tiling: what is given here, else the existing index's, else TILING_DEFAULTS
@@ -340,6 +382,10 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--min-valid", type=_finite, help="skip tiles with fewer valid pixels (default 0.5)")
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
+    ix.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: this process; ray: Ray Data stages on a Ray cluster (pip install 'geovec[ray]')")
+    ix.add_argument("--address", help="--engine ray: cluster address (auto, ray://HOST:10001); default: a local Ray")
+    ix.add_argument("--actors", type=int, help="--engine ray: model replicas (default: one per GPU, else per free CPU)")
     ix.add_argument("--group", type=_group, action="append", metavar="NAME=PATH,PATH...",
                     help="name a stack of one-band files explicitly (repeatable)")
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
@@ -353,7 +399,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.set_defaults(func=cmd_index)
 
     se = sub.add_parser("search", help="search an index by text, box or point")
-    se.add_argument("--index", required=True)
+    se.add_argument("--index", required=True, action="append",
+                    help="index directory; repeat to search several built with the same model")
     q = se.add_mutually_exclusive_group(required=True)
     q.add_argument("--text")
     q.add_argument("--box", type=_finite, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
@@ -375,6 +422,12 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--server", nargs="?", const="", metavar="URL",
                     help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)
+
+    ex = sub.add_parser("export", help="write an index's tiles, footprints and vectors to a file")
+    ex.add_argument("--index", required=True)
+    ex.add_argument("--format", choices=("geoparquet",), default="geoparquet")
+    ex.add_argument("out", help="output file, e.g. tiles.parquet")
+    ex.set_defaults(func=cmd_export)
 
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("--index", required=True)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,40 @@ log = logging.getLogger(__name__)
 CHECKPOINT_EVERY_S = 30.0
 #: The interval is also at least this many times the last checkpoint's duration (<= ~5 % of the run).
 CHECKPOINT_COST_RATIO = 20.0
+
+
+def cpu_threads(workers: int) -> int:
+    """Torch intra-op threads beside ``workers`` reader threads: the cores the readers leave free."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - max(0, workers))
+
+
+@contextmanager
+def torch_threads(embedder: Any, workers: int) -> Iterator[None]:
+    """On a CPU model, run torch on the cores the reader pool leaves free (restored afterwards).
+
+    The model's intra-op threads and the reader threads otherwise oversubscribe the
+    cores (OpenMP threads spin while readers wait). Untouched on a GPU, when torch is
+    not loaded, or when ``OMP_NUM_THREADS`` pins the count.
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    device = getattr(embedder, "device", None)
+    if torch is None or getattr(device, "type", None) != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        yield
+        return
+    before = torch.get_num_threads()
+    want = min(before, cpu_threads(workers))
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() == want:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -214,28 +250,51 @@ def iter_batches(plans: Sequence[ScenePlan], batch_size: int) -> Iterator[BatchJ
 
 
 class TileReader:
-    """Stage 2: read + stretch + filter + ``Embedder.prepare`` one batch (thread-safe)."""
+    """Stage 2: read + stretch + filter + ``Embedder.prepare`` one batch (thread-safe).
 
-    def __init__(self, embedder: Embedder, params: TilingParams) -> None:
+    Each worker thread keeps the files of the scene it reads open
+    (:class:`~geovec.backend.raster.handles.DatasetCache`) instead of reopening them per
+    tile; :meth:`close` closes them when the run ends. ``embedder`` may be None for a
+    reader that only reads (:meth:`read`).
+    """
+
+    def __init__(self, embedder: Embedder | None, params: TilingParams, *, instruction: str | None = None) -> None:
+        from .raster.handles import DatasetCache
+
         self.embedder = embedder
         self.params = params
-        self.instruction = embedder.preset.instructions["tile"]
+        self.instruction = instruction if instruction is not None else (
+            embedder.preset.instructions["tile"] if embedder is not None else "")
+        self.handles = DatasetCache()
+
+    def close(self) -> None:
+        """Close the datasets the worker threads kept open."""
+        self.handles.close()
+
+    def read_window(self, scene: Scene, stretch: Stretch,
+                    window: Window) -> tuple[TileRecord, np.ndarray] | None:
+        """One window's record and image, or None when it is below ``min_valid_fraction``."""
+        from .raster.tiling import make_record, read_tile
+
+        img, vf = read_tile(scene, window, stretch, out_size=self.params.tile_size, handles=self.handles)
+        if vf < self.params.min_valid_fraction or vf <= 0.0:
+            return None
+        return make_record(scene, window, valid_fraction=vf, out_size=self.params.tile_size), img
 
     def read(self, job: BatchJob) -> tuple[list[TileRecord], list[np.ndarray], int]:
         """Windowed reads of ``job``; returns kept records, their images and the skipped count."""
-        from .raster.tiling import make_record, read_tile
-
         records: list[TileRecord] = []
         images: list[np.ndarray] = []
         skipped = 0
         scene, stretch = job.plan.scene, job.plan.stretch
+        self.handles.keep_only(b.path for b in scene.bands)  # this thread moved on: close the last scene's
         for w in job.windows:
-            img, vf = read_tile(scene, w, stretch, out_size=self.params.tile_size)
-            if vf < self.params.min_valid_fraction or vf <= 0.0:
+            got = self.read_window(scene, stretch, w)
+            if got is None:
                 skipped += 1
                 continue
-            records.append(make_record(scene, w, valid_fraction=vf, out_size=self.params.tile_size))
-            images.append(img)
+            records.append(got[0])
+            images.append(got[1])
         return records, images, skipped
 
     def __call__(self, job: BatchJob) -> PreparedBatch:
@@ -243,6 +302,7 @@ class TileReader:
             records, images, skipped = self.read(job)
             features = None
             if images:
+                assert self.embedder is not None, "a read-only TileReader cannot prepare"
                 features = self.embedder.prepare([EmbedInput(self.instruction, image=im) for im in images])
                 features = pin(features, getattr(self.embedder, "device", None))
             return PreparedBatch(job, records, features, skipped)
@@ -306,7 +366,9 @@ class TileWriter:
         self.interval_s = max(self.every_s, CHECKPOINT_COST_RATIO * (self._last - t0))
 
 
-class _Progress:
+class RunProgress:
+    """Counts of one run, sent to the progress callback by :meth:`emit`."""
+
     def __init__(self, total: int, scenes_total: int, cb: Callable[[ProgressEvent], None] | None) -> None:
         self.total, self.scenes_total, self.cb = total, scenes_total, cb
         self.done = self.embedded = self.skipped = self.scenes_done = 0
@@ -323,6 +385,12 @@ class _Progress:
                                   self.scenes_total, self.embedded, self.skipped, message))
         except Exception:  # a broken progress consumer must not kill the indexing run
             log.warning("progress callback failed", exc_info=True)
+
+
+#: ``(store, embedder, plans, params, batch_size, workers, cancel, progress, summary) -> None``: runs
+#: read -> embed -> write for the planned scenes, updating ``progress`` and ``summary``.
+StageRunner = Callable[["IndexStore", Any, Sequence[ScenePlan], TilingParams, int, int, threading.Event,
+                        RunProgress, IndexSummary], None]
 
 
 def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams, *,
@@ -355,6 +423,7 @@ def index_folder(
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: threading.Event | None = None,
     force: bool = False,
+    runner: StageRunner | None = None,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
@@ -370,6 +439,10 @@ def index_folder(
         cancel: when set, the current batch is finished and written, the index
             checkpointed, and the summary returned with ``cancelled=True``.
         force: add to an index built with another model (same dimension) anyway.
+        runner: runs read -> embed -> write for the planned scenes (default: this
+            process, a thread pool for reads; :mod:`geovec.backend.ray_engine` runs
+            them as Ray Data stages). ``embedder`` then only needs ``dim``, ``preset``,
+            ``checkpoint_id``, ``identity`` and ``with_image`` (see ``RemoteModel``).
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
@@ -398,9 +471,11 @@ def index_folder(
         summary.scenes_skipped_unchanged = plan.unchanged
         summary.scenes_removed = plan.removed
         total = sum(len(p.windows) for p in plan.scenes)
-        prog = _Progress(total, len(plan.scenes), progress)
+        prog = RunProgress(total, len(plan.scenes), progress)
         prog.emit(None, f"{len(plan.scenes)} scene(s), {total} tile(s) to index")
-        _run_stages(store, embedder, plan.scenes, params, batch_size, workers, cancel, prog, summary)
+        run = runner or _run_stages
+        with torch_threads(embedder, workers):
+            run(store, embedder, plan.scenes, params, batch_size, workers, cancel, prog, summary)
         summary.cancelled = cancel.is_set()
         store.checkpoint()
         prog.emit(None, "cancelled" if summary.cancelled else "done")
@@ -410,8 +485,18 @@ def index_folder(
     return summary
 
 
+@contextmanager
+def reader_pool(reader: TileReader, workers: int) -> Iterator[ThreadPoolExecutor]:
+    """The read + prepare thread pool; on exit the reader's open datasets are closed."""
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geovec-read") as pool:
+            yield pool
+    finally:
+        reader.close()
+
+
 def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan], params: TilingParams,
-                batch_size: int, workers: int, cancel: threading.Event, prog: _Progress,
+                batch_size: int, workers: int, cancel: threading.Event, prog: RunProgress,
                 summary: IndexSummary) -> None:
     """Run read+prepare in a pool, forward on this thread, write in order, with bounded prefetch."""
     reader = TileReader(embedder, params)
@@ -421,7 +506,7 @@ def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan
     jobs = iter_batches(plans, batch_size)
     pending: deque[Future[PreparedBatch]] = deque()
     max_pending = max(2, workers * 2)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geovec-read") as pool:
+    with reader_pool(reader, workers) as pool:
         def fill() -> None:
             while len(pending) < max_pending and not cancel.is_set():
                 job = next(jobs, None)

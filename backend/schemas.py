@@ -49,6 +49,9 @@ class SearchRequest(_Model):
     """One query: exactly one of text, box, point."""
 
     index: str = Field(min_length=1)
+    indexes: list[str] = Field(default_factory=list, max_length=64,
+                               description="more indexes built with the same model, searched together with `index` "
+                                           "(hits merged by score; each hit's `index` property names its index)")
     text: str | None = None
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")

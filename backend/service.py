@@ -157,6 +157,10 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
     from .binding import bind
     from .search import build_query, run_query
 
+    if req.indexes:
+        from .multi import search_indexes
+
+        return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder)
     store = open_index(req.index, cache=store_cache)
     try:
         query = build_query(store, req)

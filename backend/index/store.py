@@ -501,6 +501,20 @@ class IndexStore:
                                             repair_hint(self.path)) from e
                 ef = min(self._live, ef * 4)
 
+    def nearest(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """hnswlib labels and cosine distances of the ``k`` nearest vectors, no records (see :meth:`search`).
+
+        A label deleted by a writer since this store was opened may appear; :meth:`records` omits it.
+        """
+        q = self._check_vectors(vectors, None, "query vectors")
+        if self._live == 0 or not len(q):
+            return self._empty(len(q))
+        return self._knn(q, max(1, min(int(k), self._live)))
+
+    def records(self, labels: Sequence[int]) -> dict[int, TileRecord]:
+        """label -> TileRecord of the stored ``labels`` (absent ones are left out)."""
+        return self._records({int(x) for x in labels})
+
     @staticmethod
     def _empty(n: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((n, 0), np.uint64), np.zeros((n, 0), np.float32)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from ..types import Scene, Stretch, TileRecord, TilingParams, Window
 from . import geometry
 from .scan import check_bands
 from .stretch import apply_stretch
+
+if TYPE_CHECKING:
+    from .handles import DatasetCache
 
 
 class GridSampler:
@@ -71,11 +75,13 @@ def tile_id(scene: Scene, window: Window | Sequence[int]) -> str:
 
 
 def _read_bands(scene: Scene, rgb: Sequence[int], win: tuple[int, int, int, int],
-                out_shape: tuple[int, int], scale: float) -> tuple[np.ndarray, np.ndarray]:
+                out_shape: tuple[int, int], scale: float,
+                handles: DatasetCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read the intersecting part ``win`` (col, row, w, h) of three bands into ``out_shape``.
 
     Returns (3, h, w) float32 values and an (h, w) validity mask (nodata, masks and
-    non-finite values are invalid).
+    non-finite values are invalid). With ``handles`` the files come from this thread's
+    open datasets; without, each file is opened for this read only.
     """
     import rasterio
     from rasterio.enums import Resampling
@@ -93,11 +99,14 @@ def _read_bands(scene: Scene, rgb: Sequence[int], win: tuple[int, int, int, int]
     for path, items in by_path.items():
         bands = sorted({band for _, band in items})
         try:
-            with rasterio.open(path) as src:
-                arr = src.read(bands, window=rwin, out_shape=(len(bands), *out_shape), resampling=resampling)
-                masks = src.read_masks(bands, window=rwin, out_shape=(len(bands), *out_shape),
-                                       resampling=Resampling.nearest)
+            if handles is None:
+                with rasterio.open(path) as src:
+                    arr, masks = _read_window(src, bands, rwin, out_shape, resampling)
+            else:
+                arr, masks = _read_window(handles.get(path), bands, rwin, out_shape, resampling)
         except Exception as e:  # noqa: BLE001 - GDAL errors: one clear message, the run goes on
+            if handles is not None:
+                handles.discard(path)
             raise RasterError(f"cannot read window {win} of {path} ({e})",
                               "check that the file is complete and readable") from e
         for i, band in items:
@@ -108,8 +117,17 @@ def _read_bands(scene: Scene, rgb: Sequence[int], win: tuple[int, int, int, int]
     return data, valid
 
 
+def _read_window(src: Any, bands: list[int], rwin: Any, out_shape: tuple[int, int],
+                 resampling: Any) -> tuple[np.ndarray, np.ndarray]:
+    from rasterio.enums import Resampling
+
+    arr = src.read(bands, window=rwin, out_shape=(len(bands), *out_shape), resampling=resampling)
+    masks = src.read_masks(bands, window=rwin, out_shape=(len(bands), *out_shape), resampling=Resampling.nearest)
+    return arr, masks
+
+
 def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *, out_size: int | None = None,
-              bands: Sequence[int] | None = None) -> tuple[np.ndarray, float]:
+              bands: Sequence[int] | None = None, handles: DatasetCache | None = None) -> tuple[np.ndarray, float]:
     """Windowed, boundless read of the three model bands of ``window``, stretched to uint8.
 
     Args:
@@ -118,6 +136,8 @@ def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *,
         stretch: the scene's stretch (:func:`~.stretch.compute_stretch`).
         out_size: resample to ``out_size`` x ``out_size`` (None: native size).
         bands: R, G, B scene band numbers (default ``scene.rgb``).
+        handles: open datasets of the calling thread (:class:`~.handles.DatasetCache`);
+            None opens the files for this read only.
 
     Returns:
         ((H, W, 3) uint8 image, fraction of valid pixels in the whole window).
@@ -138,7 +158,8 @@ def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *,
         ox0, oy0 = round((c0 - col) * sx), round((r0 - row) * sy)
         ox1, oy1 = round((c1 - col) * sx), round((r1 - row) * sy)
         if ox1 > ox0 and oy1 > oy0:
-            part, ok = _read_bands(scene, rgb, (c0, r0, c1 - c0, r1 - r0), (oy1 - oy0, ox1 - ox0), min(sx, sy))
+            part, ok = _read_bands(scene, rgb, (c0, r0, c1 - c0, r1 - r0), (oy1 - oy0, ox1 - ox0), min(sx, sy),
+                                   handles)
             data[:, oy0:oy1, ox0:ox1] = part
             valid[oy0:oy1, ox0:ox1] = ok
     image = apply_stretch(data, valid, stretch)

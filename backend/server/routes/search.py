@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -20,7 +21,8 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
     from ...service import read_sidecar, run_search
 
     path = check_path(body.index, "index", state.settings)
-    update = {"index": str(path)}
+    update: dict[str, Any] = {"index": str(path),
+                              "indexes": [str(check_path(p, "index", state.settings)) for p in body.indexes]}
     if body.raster is not None:
         update["raster"] = str(check_path(body.raster, "raster", state.settings))
     req = body.model_copy(update=update)
