@@ -226,3 +226,13 @@ def test_device_patches_equal_the_processors_pixels(tiny_model_dir, size: int) -
     assert batch["input_ids"].tolist() == full["input_ids"].tolist()
     on_device = e._on_device(batch)
     assert torch.equal(on_device["pixel_values"], full["pixel_values"])
+
+
+def test_too_old_transformers_is_a_clear_error(monkeypatch, tiny_model_dir) -> None:
+    import transformers
+
+    from geovec.backend.errors import ModelUnavailableError
+
+    monkeypatch.setattr(transformers, "__version__", "4.51.3")
+    with pytest.raises(ModelUnavailableError, match=r"transformers 4.51.3 is too old \(GeoVec needs >= 4.52\)"):
+        load_embedder(str(tiny_model_dir), device="cpu")
