@@ -7,7 +7,7 @@ DIR ?=
 MODEL ?= vlm2vec-qwen2vl-2b
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps demo test test-backend test-plugin package bench lint openapi clean
+.PHONY: setup system-deps demo test test-backend test-floor test-plugin package bench lint openapi clean
 
 # The backend environment: torch/torchvision pinned to the builds on this disk, the rest as ranges.
 $(BIN)/.installed: pyproject.toml
@@ -35,7 +35,17 @@ test-plugin: setup system-deps
 	QT_QPA_PLATFORM=offscreen GEOVEC_BACKEND_PYTHON=$(abspath $(BIN))/python \
 	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/plugin
 
-test: test-backend test-plugin
+# The model tests again at the oldest transformers/peft the loader accepts (pyproject's floors).
+FLOOR := .venv-floor
+$(FLOOR)/.installed: pyproject.toml
+	$(BIN)/python -m pip install -q --no-deps --target $(FLOOR) transformers==4.52.4 peft==0.12.0 tokenizers==0.21.4
+	touch $@
+
+test-floor: setup $(FLOOR)/.installed
+	PYTHONPATH=$(abspath $(FLOOR)) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/backend/test_model.py tests/backend/test_model_parity.py tests/backend/test_region_forward.py
+
+test: test-backend test-floor test-plugin
 
 package:
 	$(PY) scripts/make_package.py --out dist/geovec.zip
@@ -63,4 +73,4 @@ openapi: setup
 	$(BIN)/python -m geovec.backend.server.openapi --write
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info
+	rm -rf $(VENV) $(FLOOR) dist build *.egg-info
