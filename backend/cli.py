@@ -1,8 +1,9 @@
 """``geovec`` command line (``python -m geovec.backend`` is the same).
 
 Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``; ``serve`` (from
-``backend/server/cli.py``) and ``train`` / ``eval`` (from ``training/cli.py``) are
-added when those modules are present. Every failure exits non-zero with one
+``backend/server/cli.py``) when the server's dependencies are installed; and the
+commands other packages register in the ``geovec.commands`` entry-point group
+(``train`` and ``eval`` from ``geovec.training``, see ``commands.py``). Every failure exits non-zero with one
 line on stderr (reason and hint), never a traceback.
 """
 
@@ -20,11 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .commands import add_registered
 from .errors import GeoVecError
 
 log = logging.getLogger(__name__)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+BUILTIN = ("model", "index", "search", "export", "info", "serve")
 
 
 class UsageError(Exception):
@@ -221,7 +224,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _repair(index: str) -> None:
-    from .index.store import repair_index
+    from .index.repair import repair_index
 
     repair_index(index)
     print(f"repaired {index}", file=sys.stderr)
@@ -325,23 +328,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def _add_optional(sub: Any, which: str) -> None:
-    """Add serve/train/eval from their owners' modules when present."""
+def _add_serve(sub: Any) -> None:
+    """Add ``serve`` when the server's dependencies are installed."""
     try:
-        if which == "serve":
-            from .server.cli import add_serve_parser  # type: ignore[import-not-found]
+        from .server.cli import add_serve_parser
 
-            add_serve_parser(sub)
-        elif which == "train":
-            from ..training.cli import add_train_parser
-
-            add_train_parser(sub)
-        elif which == "eval":
-            from ..training.cli import add_eval_parser
-
-            add_eval_parser(sub)
+        add_serve_parser(sub)
     except ImportError as e:
-        log.debug("geovec %s not available: %s", which, e)
+        log.debug("geovec serve not available: %s", e)
 
 
 def _model_options(p: Any) -> None:
@@ -434,9 +428,10 @@ def build_parser(command: str | None = None) -> Parser:
     inf.add_argument("--json", action="store_true")
     inf.set_defaults(func=cmd_info)
 
-    for which in ("serve", "train", "eval"):
-        if command in (None, which):
-            _add_optional(sub, which)
+    if command in (None, "serve"):
+        _add_serve(sub)
+    if command not in BUILTIN:  # train, eval, ...: added by other packages (see commands.py)
+        add_registered(sub, command)
     return p
 
 

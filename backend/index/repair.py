@@ -12,22 +12,13 @@ from ..errors import IndexCorruptError, NotFoundError
 from . import db, files
 from .files import DB, HNSW
 from .locking import WriterLock
+from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, IndexStore, _chunks, _now, _sql_error, grown_capacity
 
 log = logging.getLogger(__name__)
 
 
 def repair_index(path: str | Path) -> None:
     """Rebuild vectors.hnsw from the vectors in SQLite and rewrite index.json (needs the writer lock)."""
-    from .store import (
-        DEFAULT_EF_SEARCH,
-        INITIAL_CAPACITY,
-        IndexStore,
-        _chunks,
-        _now,
-        _sql_error,
-        grown_capacity,
-    )
-
     p = Path(path).expanduser().resolve()
     if not (p / DB).is_file():
         raise NotFoundError(f"no index database at {str(p / DB)!r}", "repair needs the index's meta.sqlite")

@@ -48,7 +48,7 @@ INITIAL_CAPACITY = 1024
 DEFAULT_EF_SEARCH = 64
 _IN_CHUNK = 900  # labels per "IN (...)" query (below SQLite's variable limit)
 
-__all__ = ["IndexStore", "repair_index", "SIDECAR", "HNSW", "DB", "LOCK"]
+__all__ = ["IndexStore", "SIDECAR", "HNSW", "DB", "LOCK"]
 
 
 def _now() -> str:
@@ -611,11 +611,3 @@ class IndexStore:
     def __repr__(self) -> str:
         mode = "closed" if self._closed else ("writable" if self.writable else "read-only")
         return f"IndexStore({str(self.path)!r}, {self._live} tiles, dim {self.dim}, {mode})"
-
-    @staticmethod
-    def repair(path: str | Path) -> None:
-        """Same as :func:`repair_index`."""
-        repair_index(path)
-
-
-from .repair import repair_index  # noqa: E402 - re-exported beside IndexStore (the CLI imports it from here)

@@ -28,22 +28,33 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..errors import BusyError, GeoVecError, InputError, NotFoundError
 from ..schemas import IndexRequest, JobProgress
+from .paths import check_path
 from .settings import Settings
 
 if TYPE_CHECKING:
     from ..model.embedder import Embedder
     from ..pipeline import ProgressEvent
-    from .state import ServerState
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 2.0
 KEEP_FINISHED = 200
 ACTIVE = ("queued", "running")
 RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+class ModelProvider(Protocol):
+    """What a job needs of the server's model slot (``state.ModelSlot``)."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def acquire(self, spec: str | None = None) -> Any: ...
+
+    def release(self) -> None: ...
 
 
 @dataclass
@@ -82,9 +93,9 @@ def atomic_write_json(path: Path, data: Any, mode: int = 0o600) -> None:
 class JobManager:
     """Starts, tracks, cancels, persists and resumes indexing jobs."""
 
-    def __init__(self, settings: Settings, state: ServerState) -> None:
+    def __init__(self, settings: Settings, models: ModelProvider) -> None:
         self.settings = settings
-        self.state = state
+        self.models = models
         self.jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
@@ -187,8 +198,6 @@ class JobManager:
     # ------------------------------------------------------------ internals
 
     def _checked(self, req: IndexRequest) -> IndexRequest:
-        from .state import check_path
-
         folder = check_path(req.folder, "folder", self.settings)
         index = check_path(req.index, "index", self.settings)
         if not folder.is_dir():
@@ -237,7 +246,7 @@ class JobManager:
         from ..service import run_index
 
         p = job.progress
-        slot = self.state.models
+        slot = self.models
         try:
             emb = slot.acquire(self._model_for(job.request))
         except GeoVecError as e:
@@ -275,7 +284,7 @@ class JobManager:
 
     def _model_for(self, req: IndexRequest) -> str | None:
         """``req.model``; else, with no model loaded or configured, the model an existing index was built with."""
-        if req.model or self.state.models.loaded or self.settings.model:
+        if req.model or self.models.loaded or self.settings.model:
             return req.model
         sidecar = Path(req.index) / "index.json"
         try:

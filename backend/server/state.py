@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BusyError, InputError, NotFoundError
+from .paths import check_path
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -65,20 +66,6 @@ class SerialisedEmbedder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
-
-
-def check_path(value: str, what: str, settings: Settings) -> Path:
-    """``value`` as an absolute path; InputError for NUL bytes, huge names or paths outside allowed roots."""
-    if not value or "\x00" in value or len(value) > 4096:
-        raise InputError(f"{what} {value[:80]!r} is not a usable path", "give an absolute path to an existing file or folder")
-    try:
-        path = Path(value).expanduser().resolve()
-    except (OSError, RuntimeError, ValueError) as e:
-        raise InputError(f"{what} {value[:200]!r} cannot be resolved: {e}", "give an absolute path") from e
-    if settings.allowed_roots and not any(path.is_relative_to(r.resolve()) for r in settings.allowed_roots):
-        raise InputError(f"{what} {value[:200]!r} is outside the folders this server may use",
-                         "use a path under: " + ", ".join(str(r) for r in settings.allowed_roots))
-    return path
 
 
 class ModelSlot:
@@ -270,7 +257,7 @@ class ServerState:
         self.models = ModelSlot(settings)
         self.stores = StoreCache()
         self.opened: set[str] = set()
-        self.jobs = JobManager(settings, self)
+        self.jobs = JobManager(settings, self.models)
         self.started = time.time()
 
     def close(self) -> None:

@@ -26,7 +26,8 @@ from geovec.backend.errors import (
     NotFoundError,
 )
 from geovec.backend.index.rwlock import RWLock
-from geovec.backend.index.store import INITIAL_CAPACITY, IndexStore, repair_index
+from geovec.backend.index.repair import repair_index
+from geovec.backend.index.store import INITIAL_CAPACITY, IndexStore
 from geovec.backend.types import BandRef, Scene, Stretch, TileRecord
 
 DIM = 16
@@ -426,7 +427,7 @@ def test_repair_rebuilds_vectors_and_sidecar(filled) -> None:
     idx, _, recs, v = filled
     (idx / "index.json").write_text("{not json")
     (idx / "vectors.hnsw").write_bytes(b"\0" * 100)
-    IndexStore.repair(idx)
+    repair_index(idx)
     with IndexStore.open(idx) as store:
         assert store.count == 300 and store.meta["tiling"] == TILING and store.meta["max_label"] == 299
         order, _ = exact(v, v[42], 3)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from ...errors import BusyError, GeoVecError, InputError, NotFoundError
 from ...schemas import IndexCreateRequest, IndexInfo, IndexOpenRequest
 from ..deps import ERRORS, State
-from ..state import check_path
+from ..paths import check_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/indexes", tags=["indexes"], responses=ERRORS)

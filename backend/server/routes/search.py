@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from ...schemas import SearchRequest, SearchResponse
 from ..deps import ERRORS, State
-from ..state import check_path
+from ..paths import check_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["search"], responses=ERRORS)
