@@ -4,12 +4,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DIR ?=
+# `make demo MODEL=...`: an unreachable default model falls back to the tiny one; any other failure stops.
 MODEL ?= vlm2vec-qwen2vl-2b
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test test-backend test-floor test-plugin package bench lint openapi clean
 
-# The backend environment: torch/torchvision pinned to the builds on this disk, the rest as ranges.
+# The backend environment: torch/torchvision pinned to tested versions, the rest as ranges.
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip wheel
@@ -50,7 +51,7 @@ test: test-backend test-floor test-plugin
 package:
 	$(PY) scripts/make_package.py --out dist/geovec.zip
 
-# Every figure the issues ask for; each script prints the machine it ran on. bench_hnsw at 1M
+# Every benchmark figure of the README; each script prints the machine it ran on. bench_hnsw at 1M
 # needs ~13 GiB and ~10 min on 2 cores: `make bench HNSW_SIZES=100000` for the quick one.
 HNSW_SIZES ?= 100000 1000000
 MULTI_TILES ?= 100000

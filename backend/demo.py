@@ -3,8 +3,10 @@
 ``python -m geovec.backend.demo [--dir FOLDER] [--model PRESET_OR_PATH]``. Without
 ``--dir`` a small sample folder of synthetic GeoTIFFs (water-, forest- and
 urban-like patterns in real CRSs: UTM, CONUS Albers equal-area, NC State Plane
-in US survey feet, one of them 16-bit) is written and indexed. Without a
-downloadable model the tiny random one is used, with a loud warning.
+in US survey feet, one of them 16-bit) is written and indexed. When the default
+model cannot be reached (offline, not in the local cache) the tiny random one is
+used, with a loud warning; any other model that does not load (a typo, a wrong
+path) is an error.
 
 :func:`write_sample_folder` and :func:`write_geotiff` are also used by tests and
 benchmarks to write synthetic rasters.
@@ -119,15 +121,21 @@ def _cache_dir() -> Path:
     return Path(user_cache_dir("geovec"))
 
 
+DEFAULT_MODEL = "vlm2vec-qwen2vl-2b"
+
+
 def get_model(spec: str) -> tuple[Any, bool]:
-    """(embedder, is_tiny): ``spec`` if it can be loaded, else the tiny model with a loud warning."""
-    from .errors import GeoVecError
+    """(embedder, is_tiny): ``spec`` loaded; the tiny model (loud warning) only for ``tiny``
+    or when the default model is unreachable. Other failures raise (a typo is never hidden)."""
+    from .errors import ModelUnavailableError
     from .service import load_model
 
     if spec != "tiny":
         try:
             return load_model(spec), False
-        except GeoVecError as e:
+        except ModelUnavailableError as e:
+            if spec != DEFAULT_MODEL:
+                raise
             reason = str(e)
     else:
         reason = "the tiny model was asked for"
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="geovec-demo", description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="folder of GeoTIFFs (default: a sample folder written for you)")
-    ap.add_argument("--model", default="vlm2vec-qwen2vl-2b")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--index", help="index directory (default: in the user cache dir)")
     ap.add_argument("--tile-size", type=int, default=None)
     args = ap.parse_args(argv)

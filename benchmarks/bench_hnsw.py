@@ -12,7 +12,7 @@ Queries are fresh samples from the same distribution, not index members.
         [--M 16] [--ef-construction 200] [--ef-search 32 64 128] [--queries 1000]
         [--distribution clustered-lowrank|clusters|uniform] [--threads N] [--cache DIR]
 
-Goal (issue 2): p50 <= 1 ms at 1M vectors, recall@10 >= 0.95.
+Target: p50 <= 1 ms at 1M vectors, recall@10 >= 0.95.
 """
 
 from __future__ import annotations

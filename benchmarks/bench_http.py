@@ -4,7 +4,7 @@ Both sides answer the same text queries with the same tiny model (its text
 encode is *included* on both sides: the HTTP API takes queries, not vectors),
 through the same ``service.run_search`` over the same index. The difference is
 what the server adds: HTTP + JSON, auth/Host/body guard, validation, the thread
-hop and the model lock. Goal: overhead <= 5 ms at p50.
+hop and the model lock. Target: overhead <= 5 ms at p50.
 
     .venv/bin/python benchmarks/bench_http.py [--n 100000] [--queries 300]
 """
@@ -157,7 +157,7 @@ def main() -> int:
     print(f"{'in process':12s}{a[0]:10.2f}{a[1]:10.2f}{a[2]:10.2f}")
     print(f"{'over HTTP':12s}{b[0]:10.2f}{b[1]:10.2f}{b[2]:10.2f}")
     over = b[0] - a[0]
-    print(f"HTTP overhead at p50: {over:.2f} ms (goal <= 5 ms: {'met' if over <= 5 else 'NOT met'}); "
+    print(f"HTTP overhead at p50: {over:.2f} ms (target <= 5 ms: {'met' if over <= 5 else 'NOT met'}); "
           f"at p99: {b[1] - a[1]:.2f} ms")
     return 0
 

@@ -111,7 +111,7 @@ def main() -> int:
         print(f"tiles: {n_pipe} (both)")
         print(f"naive per-tile loop : {naive_best:8.2f} tiles/s")
         print(f"pipeline            : {pipe_best:8.2f} tiles/s")
-        print(f"speed-up            : {pipe_best / naive_best:8.2f}x  (goal >= 3x)")
+        print(f"speed-up            : {pipe_best / naive_best:8.2f}x  (target >= 3x)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

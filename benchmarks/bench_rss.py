@@ -99,7 +99,7 @@ def main() -> int:
         a, b = rows
         growth = (b["peak_mb"] - b["baseline_mb"]) - (a["peak_mb"] - a["baseline_mb"])
         print(f"10x the tiles adds {growth:+.1f} MB to the indexing peak "
-              f"({'flat' if growth < 0.1 * a['peak_mb'] else 'NOT flat'}: goal < 10% of the N-tile peak)")
+              f"({'flat' if growth < 0.1 * a['peak_mb'] else 'NOT flat'}: target < 10% of the N-tile peak)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
