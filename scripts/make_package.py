@@ -1,10 +1,12 @@
 """Build the installable QGIS plugin zip (``make package`` -> dist/geovec.zip).
 
-The zip holds one top folder ``geovec/`` with what the plugin needs (root
-``__init__.py``, ``metadata.txt``, ``plugin/``, ``resources/``, LICENSE/README)
-plus the pure-Python backend sources and ``pyproject.toml``, so that
-"Set up backend" (or ``pip install <plugin folder>``) can install the backend
-from the installed plugin itself. Never tests, virtual environments or caches.
+The zip holds one top folder ``geovec/`` with what QGIS runs (root
+``__init__.py``, ``metadata.txt``, ``plugin/``, ``resources/``, LICENSE) plus
+the pure-Python backend sources and a ``pyproject.toml`` for the backend alone,
+so that "Set up backend" (or ``pip install <plugin folder>``) installs the
+backend from the installed plugin itself; and the README with every file it
+links to (its images). Never ``training/`` (``pip install geovec[train]`` from a
+source checkout has it), tests, virtual environments or caches.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from __future__ import annotations
 import argparse
 import configparser
 import logging
+import re
 import sys
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = "geovec"
-FILES = ["__init__.py", "metadata.txt", "pyproject.toml", "LICENSE", "README.md"]
-TREES = ["plugin", "resources", "backend", "training"]
+FILES = ["__init__.py", "metadata.txt", "LICENSE", "README.md"]
+TREES = ["plugin", "resources", "backend"]
+#: pyproject.toml lines and tables that concern the training package, left out of the zip's copy
+NOT_SHIPPED = "geovec.training"
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "tests", "artifacts"}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".so", ".orig", ".rej", ".swp"}
 REQUIRED_METADATA = ["name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
@@ -54,14 +60,43 @@ def package_files(root: Path = ROOT) -> list[Path]:
     return out
 
 
+def readme_links(root: Path = ROOT) -> list[Path]:
+    """Local files the README links to (images, docs); ValueError naming a missing one."""
+    out = []
+    for target in LINK.findall((root / "README.md").read_text(encoding="utf-8")):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        rel = Path(target)
+        if not (root / rel).is_file():
+            raise ValueError(f"README.md links to {target}, which does not exist")
+        out.append(rel)
+    return sorted(set(out))
+
+
+def backend_pyproject(text: str) -> str:
+    """``pyproject.toml`` without the training package: its packages, package data and commands."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        if line.startswith("["):
+            skipping = NOT_SHIPPED in line or line.strip() == '[project.entry-points."geovec.commands"]'
+            if skipping and out and out[-1].startswith("#"):
+                out.pop()  # the table's comment
+        if skipping or NOT_SHIPPED in line:
+            continue
+        out.append(line)
+    return "\n".join(out).rstrip() + "\n"
+
+
 def build(out: Path, root: Path = ROOT) -> Path:
     """Write the zip to ``out`` and return it."""
     check_metadata(root / "metadata.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = package_files(root)
+    files = sorted(set(package_files(root)) | set(readme_links(root)))
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for rel in files:
             zf.write(root / rel, f"{TOP}/{rel.as_posix()}")
+        zf.writestr(f"{TOP}/pyproject.toml", backend_pyproject((root / "pyproject.toml").read_text(encoding="utf-8")))
     log.info("wrote %s (%d files, %.0f KiB)", out, len(files), out.stat().st_size / 1024)
     return out
 

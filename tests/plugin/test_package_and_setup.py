@@ -21,6 +21,7 @@ def test_zip_holds_only_the_plugin_and_installs_into_a_fresh_profile(tmp_path):
                    "geovec/resources/icon.png", "geovec/pyproject.toml"):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or "/tests/" in n or ".venv" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("geovec/training/")]  # QGIS never runs the training code
     # install as QGIS does: unzip into <profile>/python/plugins and start it through qgis.utils
     plugins = tmp_path / "profile" / "python" / "plugins"
     zipfile.ZipFile(out).extractall(plugins)
