@@ -67,10 +67,14 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "eval",
         help="evaluate a model on RSMEB-style task families",
-        description="Task specs are FAMILY=PATH with FAMILY one of: " + ", ".join(SPEC_KINDS),
+        description="Task specs are FAMILY=PATH or FAMILY=PATH:IMAGES (the image folder, when the dataset "
+        "does not keep its images in its usual place), FAMILY one of: " + ", ".join(SPEC_KINDS)
+        + ". PATH is the dataset as distributed (UC Merced / AID class folders, RSICD / RSITMD caption JSON, "
+        "RSVQA LR / HR folder, DIOR-RSVG folder); see training/README.md.",
     )
     p.add_argument("--model", required=True, help="model dir, preset name or hub id")
-    p.add_argument("--tasks", nargs="+", required=True, metavar="FAMILY=PATH")
+    p.add_argument("--tasks", nargs="+", required=True, metavar="FAMILY=PATH[:IMAGES]")
+    p.add_argument("--split", default="test", help="split of datasets that have one (default: test)")
     p.add_argument("--out", help="folder for results.json, results.md and figures/")
     p.add_argument("--train-log", help="train_log.jsonl to plot training curves from")
     p.add_argument("--batch-size", type=int, default=16)
@@ -88,7 +92,8 @@ def run_eval_cmd(args: argparse.Namespace) -> int:
     from ..backend.model.embedder import load_embedder
 
     embedder = load_embedder(args.model, device=args.device)
-    summary = run_eval(embedder, args.tasks, args.out, batch_size=args.batch_size, train_log=args.train_log)
+    summary = run_eval(embedder, args.tasks, args.out, batch_size=args.batch_size, train_log=args.train_log,
+                       split=args.split)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

@@ -240,7 +240,7 @@ class Trainer:
         resume_dir = ckpts[-1] if ckpts else None
         embedder = self._load(str(resume_dir) if resume_dir and not cfg.lora.enabled else base)
         image_size = cfg.data.image_size or int(embedder.preset.image_size)
-        data = build_train_data(cfg.data, dict(embedder.preset.instructions), image_size)
+        data = build_train_data(cfg.data, dict(embedder.instructions), image_size)
         report: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "config": cfg.to_dict(), "split": data.split, "classes": data.classes,
                                   "base_model": base, "device": self._device()}
         if resume_dir is None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from geovec.training.eval.metrics import haversine_km, precision_at_1, ranks_of_positives, recall_at
+from geovec.training.eval.ranking import rank_positives
+
+from . import miniatures
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,72 +29,73 @@ def test_metrics_on_known_similarities() -> None:
         == pytest.approx(33.5, abs=2.0)
 
 
-def _img(path: Path, colour: tuple[int, int, int]) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (48, 48), colour).save(path)
-    return path.name
-
-
-def write_fixtures(root: Path) -> list[str]:
-    """One small dataset per family, each in its public format."""
-    cols = {"beach": (220, 200, 150), "forest": (30, 120, 40), "water": (20, 40, 120)}
-    for c, rgb in cols.items():
-        for i in range(2):
-            _img(root / "ucm" / c / f"{c}{i:02d}.tif", tuple(min(255, v + 10 * i) for v in rgb))  # type: ignore[arg-type]
-    imgs = [_img(root / "rsicd" / f"{c}.jpg", rgb) for c, rgb in cols.items()]
-    (root / "rsicd" / "dataset_rsicd.json").write_text(json.dumps({"images": [
-        {"filename": f, "split": "test", "sentences": [{"raw": f"a view of {f[:-4]}"}, {"raw": f"{f[:-4]} seen from above"}]}
-        for f in imgs]}))
-    (root / "comp").mkdir()
-    for c, rgb in cols.items():
-        _img(root / "comp" / f"{c}.png", rgb)
-    (root / "comp" / "triplets.json").write_text(json.dumps([
-        {"reference": "beach.png", "text": "covered with trees", "target": "forest.png"},
-        {"reference": "forest.png", "text": "flooded", "target": "water.png"}]))
-    vqa = root / "rsvqa"
-    for i, rgb in enumerate(cols.values()):
-        _img(vqa / "Images_LR" / f"{i}.tif", rgb)
-    (vqa / "LR_split_test_questions.json").write_text(json.dumps({"questions": [
-        {"id": i, "img_id": i, "type": "presence", "question": "Is there water?", "answers_ids": [i], "active": True}
-        for i in range(3)]}))
-    (vqa / "LR_split_test_answers.json").write_text(json.dumps({"answers": [
-        {"id": i, "question_id": i, "answer": "yes" if i == 2 else "no", "active": True} for i in range(3)]}))
-    (vqa / "LR_split_test_images.json").write_text(json.dumps({"images": [{"id": i, "active": True} for i in range(3)]}))
-    rsvg = root / "rsvg"
-    _img(rsvg / "JPEGImages" / "00001.jpg", (90, 90, 90))
-    (rsvg / "Annotations").mkdir()
-    (rsvg / "Annotations" / "00001.xml").write_text(
-        "<annotation><filename>00001.jpg</filename>"
-        + "".join(f"<object><name>{n}</name><bndbox><xmin>{x}</xmin><ymin>4</ymin><xmax>{x + 10}</xmax><ymax>20</ymax>"
-                  f"</bndbox><description>the {n} at x {x}</description></object>" for n, x in (("ship", 2), ("tank", 30)))
-        + "</annotation>")
-    geo = root / "geo"
-    for i, rgb in enumerate(cols.values()):
-        _img(geo / f"g{i}.png", rgb)
-    (geo / "table.csv").write_text("image,lat,lon\ng0.png,35.78,-78.64\ng1.png,-8.05,-34.88\ng2.png,48.85,2.35\n")
-    return [f"scene_classification={root / 'ucm'}", f"cross_modal_retrieval={root / 'rsicd' / 'dataset_rsicd.json'}",
-            f"compositional_retrieval={root / 'comp' / 'triplets.json'}", f"vqa={vqa}",
-            f"grounding={rsvg / 'Annotations'}", f"geo_localization={geo / 'table.csv'}"]
+def test_ranking_in_chunks_equals_a_full_stable_argsort() -> None:
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(37, 8)).astype(np.float32)
+    c = rng.normal(size=(23, 8)).astype(np.float32)
+    c[5] = c[3]  # exact ties between candidates
+    c[11] = c[3]
+    q[4] = c[3]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    pos = [set(rng.choice(23, size=int(rng.integers(1, 4)), replace=False).tolist()) for _ in range(37)]
+    pos[4] = {5, 11}  # both tie with candidate 3, ranked first by index
+    full = ranks_of_positives(q @ c.T, pos)
+    for chunk in (23, 23 * 5, 10**6):  # one row, five rows, everything at once
+        r = rank_positives(q, c, pos, k=7, chunk_elements=chunk)
+        assert r.ranks.tolist() == full.tolist()
+        assert r.top1.tolist() == np.argmax(q @ c.T, axis=1).tolist()
+        order = np.argsort(-(q @ c.T), axis=1, kind="stable")[:, :7]
+        assert (np.sort(r.topk, axis=1) == np.sort(order, axis=1)).mean() > 0.95  # ties at the 7th place may differ
+    assert r.ranks[4] == 1 and precision_at_1(q @ c.T, pos) == float(np.mean(r.ranks == 0))
+    with pytest.raises(ValueError, match="no positive"):
+        rank_positives(q[:1], c, [set()])
 
 
 def test_six_families_report(tmp_path: Path, tiny_embedder) -> None:
     from geovec.training.eval.harness import run_eval
 
-    specs = write_fixtures(tmp_path / "data")
-    summary = run_eval(tiny_embedder, specs, tmp_path / "out", batch_size=8)
+    specs = miniatures.write_all(tmp_path / "data")
+    summary = run_eval(tiny_embedder, specs, tmp_path / "out", batch_size=4)
     tasks = summary["tasks"]
-    assert set(tasks) == {"scene_classification", "cross_modal_retrieval:text2image", "cross_modal_retrieval:image2text",
-                          "compositional_retrieval", "vqa", "grounding:referring_expression", "grounding:region_caption",
-                          "geo_localization"}
-    assert tasks["scene_classification"]["n_candidates"] == 3 and tasks["scene_classification"]["n_queries"] == 6
-    assert tasks["vqa"]["n_candidates"] == 2 and tasks["cross_modal_retrieval:text2image"]["n_queries"] == 6
+    assert set(tasks) == {
+        "scene_classification", "scene_classification@AID", "cross_modal_retrieval:text2image",
+        "cross_modal_retrieval:image2text", "cross_modal_retrieval:text2image@dataset_RSITMD.json",
+        "cross_modal_retrieval:image2text@dataset_RSITMD.json", "vqa", "vqa@RSVQA_HR",
+        "grounding:referring_expression", "grounding:region_caption", "compositional_retrieval", "geo_localization"}
+    assert (tasks["scene_classification"]["n_queries"], tasks["scene_classification"]["n_candidates"]) == (6, 3)
+    # test splits only: RSICD 3 of 5 images (2 captions each), RSVQA LR 2 test images x 2 questions,
+    # HR's test (not test_phili) 3 images, DIOR-RSVG test.txt's 3 objects of 4
+    assert tasks["cross_modal_retrieval:text2image"]["n_queries"] == 6
+    assert tasks["cross_modal_retrieval:image2text"]["n_queries"] == 3
+    assert tasks["cross_modal_retrieval:image2text@dataset_RSITMD.json"]["n_queries"] == 2
+    assert tasks["vqa"]["n_queries"] == 4 and tasks["vqa@RSVQA_HR"]["n_queries"] == 6
+    assert tasks["grounding:region_caption"]["n_queries"] == 3
     for r in tasks.values():
         assert all(0.0 <= r[k] <= 1.0 for k in ("p_at_1", "R@1", "R@10", "mean_recall") if k in r)
     assert tasks["cross_modal_retrieval:image2text"]["R@10"] == 1.0  # 6 candidates: always within the top 10
     assert 0.0 <= tasks["geo_localization"]["median_km"] < 20040
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| vqa | vqa |" in md and (tmp_path / "out" / "figures" / "tasks.png").stat().st_size > 1000
+    assert "| vqa@RSVQA_HR | vqa |" in md and (tmp_path / "out" / "figures" / "tasks.png").stat().st_size > 1000
     assert json.loads((tmp_path / "out" / "results.json").read_text())["tasks"].keys() == tasks.keys()
+
+
+def test_tasks_use_the_models_instructions(tmp_path: Path, tiny_embedder) -> None:
+    from geovec.training.eval.harness import build_task
+
+    instr = tiny_embedder.instructions
+    vqa = build_task(miniatures.rsvqa_lr(tmp_path), tiny_embedder)
+    q = vqa.sides["questions"][0]
+    assert q.instruction == instr["vqa"].replace("{question}", "Is a water area present?") and q.text is None
+    assert {it.instruction for it in vqa.sides["answers"]} == {instr["text_doc"]}
+    cls = build_task(miniatures.aid(tmp_path), tiny_embedder)
+    assert {it.instruction for it in cls.sides["images"]} == {instr["classification"]}
+    assert [it.text for it in cls.sides["classes"]] == ["a satellite image of bare land",
+                                                         "a satellite image of dense residential",
+                                                         "a satellite image of pond"]
+    g = build_task(miniatures.dior_rsvg(tmp_path), tiny_embedder)
+    assert {it.instruction for it in g.sides["expressions"]} == {instr["referring_query"]}
+    assert {it.instruction for it in g.sides["regions"]} == {instr["region_query"]}
 
 
 def test_eval_cli_bad_spec(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -116,3 +118,21 @@ def test_holdout_spec_evaluates_a_training_config(tmp_path: Path, tiny_embedder)
     r = summary["tasks"]["holdout:c"]
     assert r["chance"] == 0.25 and 0 < r["n"] <= 40 and 0.0 <= r["p_at_1"] <= 1.0
     assert "holdout:c" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_geovec_eval_runs_on_all_six_layouts(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The installed command (entry point) on miniatures of UCMerced, AID, RSICD, RSITMD, RSVQA LR/HR, DIOR-RSVG."""
+    specs = miniatures.write_all(tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir),
+                           "--tasks", *specs, "--out", str(tmp_path / "out"), "--batch-size", "8", "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tasks = json.loads(proc.stdout)["tasks"]
+    assert len(tasks) == 12 and tasks["grounding:referring_expression"]["split"] == "test"
+    train = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir), "--split",
+                            "train", "--tasks", specs[-3], "--json"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert json.loads(train.stdout)["tasks"]["grounding:region_caption"]["n_queries"] == 1  # train.txt: object 0
+    bad = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir), "--split",
+                          "val", "--tasks", specs[4]], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert bad.returncode == 1 and "splits: ['test', 'train']" in bad.stderr

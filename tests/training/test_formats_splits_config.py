@@ -21,22 +21,6 @@ def _img(path: Path, colour: tuple[int, int, int], size: int = 40) -> Path:
     return path
 
 
-def test_scene_folder_ucm_layout(tmp_path: Path) -> None:
-    _img(tmp_path / "beach" / "beach00.tif", (200, 190, 120))
-    _img(tmp_path / "beach" / "beach01.tif", (210, 190, 120))
-    _img(tmp_path / "forest" / "forest00.png", (20, 90, 30))
-    (tmp_path / "forest" / "notes.txt").write_text("not an image")
-    got = formats.load_scene_folder(tmp_path)
-    assert [(Path(s.path).name, s.label) for s in got] == [
-        ("beach00.tif", "beach"), ("beach01.tif", "beach"), ("forest00.png", "forest")]
-    img = formats.load_image(got[2].path, size=16)
-    assert img.shape == (16, 16, 3) and img.dtype == np.uint8 and tuple(img[0, 0]) == (20, 90, 30)
-    with pytest.raises(InputError, match="class sub-folders"):
-        formats.load_scene_folder(tmp_path / "beach")
-    with pytest.raises(NotFoundError):
-        formats.load_scene_folder(tmp_path / "missing")
-
-
 def test_rsicd_caption_json(tmp_path: Path) -> None:
     data = {"images": [
         {"filename": "a.jpg", "split": "test", "sentences": [{"raw": "many boats in a port ."}, {"raw": " "}]},
@@ -49,24 +33,6 @@ def test_rsicd_caption_json(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         formats.load_caption_json(tmp_path / "bad.json")
-
-
-def test_dior_rsvg_xml(tmp_path: Path) -> None:
-    ann = tmp_path / "Annotations"
-    ann.mkdir()
-    (ann / "00001.xml").write_text(
-        "<annotation><filename>00001.jpg</filename><size><width>800</width><height>800</height></size>"
-        "<object><name>vehicle</name><bndbox><xmin>10</xmin><ymin>20</ymin><xmax>50</xmax><ymax>60</ymax></bndbox>"
-        "<description>the vehicle on the left</description></object>"
-        "<object><name>tree</name><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>3</xmax><ymax>4</ymax></bndbox></object>"
-        "</annotation>")
-    got = formats.load_rsvg_xml(ann)
-    assert len(got) == 1
-    assert got[0].bbox == (10.0, 20.0, 50.0, 60.0) and got[0].category == "vehicle"
-    assert got[0].path.endswith("JPEGImages/00001.jpg") and got[0].expression == "the vehicle on the left"
-    (ann / "broken.xml").write_text("<annotation>")
-    with pytest.raises(InputError, match="not valid XML"):
-        formats.load_rsvg_xml(ann)
 
 
 def test_rsvqa_json(tmp_path: Path) -> None:

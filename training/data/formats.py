@@ -1,13 +1,11 @@
 """Loaders for the public remote-sensing formats the field evaluates on.
 
-Each returns plain records (paths + annotations); images are read lazily with
-:func:`load_image`. Formats:
+Each returns plain records (paths + annotations); images are read later, a
+batch at a time, with :func:`read_image`. The dataset folders as distributed
+(UC Merced, AID, DIOR-RSVG, RSVQA's file names) are in :mod:`.layouts`. Formats:
 
-- scene folders, UC Merced / AID style: ``root/<class>/<image>``
 - RSICD / RSITMD caption JSON (Karpathy style): ``{"images": [{"filename", "split",
   "sentences": [{"raw"}]}]}``
-- DIOR-RSVG referring expressions: Pascal-VOC XML with ``<object><name>``,
-  ``<bndbox>`` and ``<description>``
 - RSVQA JSON: ``*_questions.json``, ``*_answers.json``, ``*_images.json``
 - image + lat/lon tables (CSV with columns image/path, lat/latitude, lon/longitude[, text])
 - composed-retrieval triplets (JSON list of ``{"reference", "text", "target"}``)
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +36,7 @@ class SceneSample:
 class CaptionSample:
     path: str
     captions: tuple[str, ...]
-    split: str = "test"
+    split: str = ""  # "" when the JSON has no split field
 
 
 @dataclass(frozen=True)
@@ -87,40 +84,17 @@ def _json(path: Path) -> object:
         raise InputError(f"{path} is not valid JSON: {e}", "pass the dataset's original JSON file") from e
 
 
-def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; resized to ``size`` x ``size`` when given."""
+def read_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(``size`` x ``size`` x 3 uint8 RGB, the file's (width, height))."""
     from PIL import Image
 
     try:
         with Image.open(path) as src:
-            rgb = src.convert("RGB")
-        if size:
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
+            original = src.size
+            rgb = src.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8), original
     except OSError as e:
         raise InputError(f"cannot read image {path}: {e}", "use an 8-bit RGB image (tif/jpg/png)") from e
-
-
-def image_size_of(path: str | Path) -> tuple[int, int]:
-    """(width, height) without decoding the pixels."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
-
-
-def load_scene_folder(root: str | Path) -> list[SceneSample]:
-    """UC Merced / AID layout: one sub-folder per class holding its images."""
-    r = _need(root, "scene folder")
-    out = [
-        SceneSample(str(f), d.name)
-        for d in sorted(p for p in r.iterdir() if p.is_dir())
-        for f in sorted(d.iterdir())
-        if f.suffix.lower() in IMAGE_EXT
-    ]
-    if not out:
-        raise InputError(f"no class sub-folders with images under {r}", "expected root/<class>/<image>")
-    return out
 
 
 def load_caption_json(path: str | Path, *, image_dir: str | Path | None = None, split: str | None = None) -> list[CaptionSample]:
@@ -136,28 +110,7 @@ def load_caption_json(path: str | Path, *, image_dir: str | Path | None = None, 
             continue
         caps = tuple(s["raw"].strip() for s in item.get("sentences", []) if s.get("raw", "").strip())
         if caps:
-            out.append(CaptionSample(str(base / item["filename"]), caps, item.get("split", "test")))
-    return out
-
-
-def load_rsvg_xml(annotation_dir: str | Path, *, image_dir: str | Path | None = None) -> list[GroundingSample]:
-    """DIOR-RSVG: one VOC XML per image; each object has a bbox and a description."""
-    d = _need(annotation_dir, "annotation folder")
-    base = Path(image_dir) if image_dir else d.parent / "JPEGImages"
-    out = []
-    for xml in sorted(d.glob("*.xml")):
-        try:
-            root = ET.parse(xml).getroot()
-        except ET.ParseError as e:
-            raise InputError(f"{xml} is not valid XML: {e}", "pass the DIOR-RSVG Annotations folder") from e
-        filename = root.findtext("filename") or xml.with_suffix(".jpg").name
-        for obj in root.iter("object"):
-            bb = obj.find("bndbox")
-            desc = (obj.findtext("description") or "").strip()
-            if bb is None or not desc:
-                continue
-            box = tuple(float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
-            out.append(GroundingSample(str(base / filename), box, desc, (obj.findtext("name") or "").strip()))  # type: ignore[arg-type]
+            out.append(CaptionSample(str(base / item["filename"]), caps, str(item.get("split", ""))))
     return out
 
 

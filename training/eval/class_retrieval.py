@@ -25,7 +25,7 @@ def class_retrieval(
     Images use the ``tile`` instruction (as indexed tiles), prompts ``text_query``
     (as search queries), so the number measures what ``geovec search --text`` sees.
     """
-    instr = embedder.preset.instructions
+    instr = embedder.instructions
     img_in = [EmbedInput(instruction=instr["tile"], image=im) for im in images]
     txt_in = [EmbedInput(instruction=instr["text_query"], text=template.format(label=c)) for c in classes]
     iv = embedder.encode(img_in, batch_size=batch_size)
