@@ -25,8 +25,8 @@ from geovec.backend.errors import (
     ModelMismatchError,
     NotFoundError,
 )
-from geovec.backend.index.rwlock import RWLock
 from geovec.backend.index.repair import repair_index
+from geovec.backend.index.rwlock import RWLock
 from geovec.backend.index.store import INITIAL_CAPACITY, IndexStore
 from geovec.backend.types import BandRef, Scene, Stretch, TileRecord
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from geovec.training.eval.metrics import haversine_km, precision_at_1, ranks_of_positives, recall_at
 from geovec.training.eval.ranking import rank_positives
 
