@@ -4,6 +4,9 @@
 2. Compute the loss on the detached representations; backward gives d loss / d rep.
 3. Re-forward each chunk with grad (same RNG state) and back-propagate
    ``(rep * cached_grad).sum()``: the parameter gradients equal a full-batch step.
+
+When every input group is a single chunk there is nothing to cache: one forward
+with grad per group and one backward (no second forward).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class GradCache:
         encode: maps one prepared chunk to its (m, dim) embeddings, with grad.
         loss_fn: ``loss_fn(q, d)`` or ``loss_fn(q, d, negatives)`` -> scalar.
         no_sync: optional context factory (e.g. ``ddp_model.no_sync``) entered for every
-            chunk's backward but the last, so DDP all-reduces once per step.
+            chunk's backward but the last (single-chunk steps: every forward but the last),
+            so DDP all-reduces once per step.
     """
 
     def __init__(
@@ -70,6 +74,17 @@ class GradCache:
                 states.append((state, out.shape[0]))
         return torch.cat(reps, dim=0), states
 
+    def _plain_step(self, chunks: list[Any]) -> float:
+        """One forward with grad per group, one backward; under DDP only the last forward prepares the sync."""
+        reps = []
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            with self.no_sync() if (self.no_sync is not None and not last) else contextlib.nullcontext():
+                reps.append(self.encode(chunk))
+        loss = self.loss_fn(*reps)
+        loss.backward()
+        return float(loss.detach())
+
     def step(
         self,
         query_chunks: Sequence[Any],
@@ -78,6 +93,8 @@ class GradCache:
     ) -> float:
         """Accumulate the full-batch gradient into the parameters; return the loss value."""
         groups = [list(query_chunks), list(doc_chunks)] + ([list(negative_chunks)] if negative_chunks else [])
+        if all(len(g) == 1 for g in groups):
+            return self._plain_step([g[0] for g in groups])
         cached = [self._reps(g) for g in groups]
         reps = [r.detach().requires_grad_() for r, _ in cached]
         loss = self.loss_fn(*reps)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -65,23 +66,45 @@ def torch_module(embedder: Any) -> torch.nn.Module:
 
 
 def init_distributed() -> tuple[int, int]:
-    """(rank, world) from torchrun's environment; initialises the process group once."""
+    """(rank, world) from torchrun's environment; initialises the process group once.
+
+    On CUDA each process takes the GPU ``LOCAL_RANK`` (``torch.cuda.set_device`` before the
+    process group exists, so NCCL binds every rank to its own device); on CPU ranks use gloo.
+    """
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def _all_reduce_grads(params: list[torch.nn.Parameter], world: int) -> None:
-    """Average gradients over ranks (what DDP does), for any model structure."""
-    import torch.distributed as dist
+class EncoderModule(torch.nn.Module):
+    """The embedder's encoding forward as one module, so DistributedDataParallel can wrap it.
 
+    It registers only the backbone the embedding uses (not the unused LM head), so DDP sees
+    a gradient for every trainable parameter it syncs.
+    """
+
+    def __init__(self, embedder: Any) -> None:
+        super().__init__()
+        model = torch_module(embedder)
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.backbone = base.model
+        self._embedder = [embedder]  # a list: not registered as a submodule twice
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self._embedder[0].forward(batch)
+
+
+def replica_digest(params: list[torch.nn.Parameter]) -> str:
+    """SHA-256 of the trainable parameters' bytes: equal on every rank when replicas are in sync."""
+    h = hashlib.sha256()
     for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world)
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _barrier(world: int) -> None:
@@ -254,8 +277,20 @@ class Trainer:
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(t.warmup_steps, max(t.steps, 1)))
-        sampler = BalancedSampler(data.train_pairs, t.seed + self.rank)
-        per_rank = max(2, t.batch_size // self.world)
+        if t.batch_size % self.world:
+            raise InputError(f"train.batch_size {t.batch_size} does not split over {self.world} processes",
+                             f"use a multiple of {self.world}")
+        # every rank draws the same global batch and keeps its shard: N ranks = one rank on the full batch
+        sampler = BalancedSampler(data.train_pairs, t.seed)
+        per_rank = t.batch_size // self.world
+        shard = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            dev = torch.device(self._device())
+            ddp = DistributedDataParallel(EncoderModule(embedder),
+                                          device_ids=[dev.index] if dev.type == "cuda" else None)
         step = 0
         if resume_dir is not None:
             state = torch.load(resume_dir / STATE_FILE, weights_only=False)
@@ -271,29 +306,34 @@ class Trainer:
         cuda = self._device().startswith("cuda")
         bf16 = t.bf16 if t.bf16 is not None else cuda
 
+        forward = ddp if ddp is not None else embedder.forward
+
         def encode(batch: Any) -> torch.Tensor:
             with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                return embedder.forward(batch).float()
+                return forward(batch).float()
 
         bar = _progress(t.steps, step, self.progress and self.main)
         while step < t.steps:
             t0 = time.perf_counter()
-            idx = sampler.batch(per_rank)
-            pairs = [data.train_pairs[i] for i in idx]
+            everyone = [data.train_pairs[i] for i in sampler.batch(t.batch_size)]
+            pairs = everyone[shard]
             groups = torch.tensor([groups_index[p.label] for p in pairs])
             chunks = [pairs[i : i + t.chunk_size] for i in range(0, len(pairs), t.chunk_size)]
             q_chunks = [embedder.prepare([p.query for p in c]) for c in chunks]
             d_chunks = [embedder.prepare([p.doc for p in c]) for c in chunks]
             n_chunks = None
             if t.hard_negatives:
-                negs = [data.train_pairs[sampler.next_of(_other(data.classes, p.label, sampler.rng))] for p in pairs]
+                negs = [data.train_pairs[sampler.next_of(_other(data.classes, p.label, sampler.rng))]
+                        for p in everyone][shard]
                 n_chunks = [embedder.prepare([p.doc for p in negs[i : i + t.chunk_size]])
                             for i in range(0, len(negs), t.chunk_size)]
             opt.zero_grad(set_to_none=True)
 
-            loss = GradCache(encode, functools.partial(loss_fn, groups=groups)).step(q_chunks, d_chunks, n_chunks)
-            if self.world > 1:
-                _all_reduce_grads(params, self.world)
+            # DDP all-reduces (averages) the gradients in the step's last backward; the loss is scaled by
+            # the world size so that the average is the global batch's gradient, and unscaled for the log
+            loss = GradCache(encode, functools.partial(loss_fn, groups=groups),
+                             no_sync=ddp.no_sync if ddp is not None else None).step(q_chunks, d_chunks, n_chunks)
+            loss /= self.world
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
             opt.step()
             sched.step()
@@ -318,6 +358,9 @@ class Trainer:
         final = self.out / "model"
         report["model_dir"] = str(final)
         report["train_wall_s"] = time.perf_counter() - started
+        report["replica_digests"] = _gather_digests(replica_digest(params), self.world)
+        if len(set(report["replica_digests"])) != 1:
+            log.error("the %d ranks ended with different weights: %s", self.world, report["replica_digests"])
         if not self.main:
             _barrier(self.world)
             return report
@@ -330,6 +373,17 @@ class Trainer:
         report["wall_s"] = time.perf_counter() - started
         _barrier(self.world)
         return report
+
+
+def _gather_digests(digest: str, world: int) -> list[str]:
+    """Every rank's parameter digest, in rank order (one element on a single process)."""
+    if world == 1:
+        return [digest]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, digest)
+    return [str(d) for d in out]
 
 
 def _other(classes: list[str], label: str, rng: np.random.Generator) -> str:

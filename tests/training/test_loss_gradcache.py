@@ -106,6 +106,29 @@ def test_gradcache_equals_full_batch_step(chunk: int, with_negatives: bool) -> N
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("with_negatives", [False, True])
+def test_single_chunk_is_one_forward_per_group_and_a_full_batch_step(with_negatives: bool) -> None:
+    g = torch.Generator().manual_seed(7)
+    xq, xd, xn = (torch.randn(6, 12, generator=g) for _ in range(3))
+    loss_fn = InfoNCELoss(0.05)
+    ref = _Enc().eval()
+    ref_loss = loss_fn(ref(xq), ref(xd), ref(xn) if with_negatives else None)
+    ref_loss.backward()
+    model = _Enc().eval()
+    model.load_state_dict({k: v for k, v in ref.state_dict().items()})
+    calls: list[int] = []
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        calls.append(int(torch.is_grad_enabled()))
+        return model(x)
+
+    loss = GradCache(encode, loss_fn).step([xq], [xd], [xn] if with_negatives else None)
+    assert calls == [1] * (3 if with_negatives else 2)  # no grad-free caching pass, no second forward
+    assert loss == pytest.approx(ref_loss.item())
+    for a, b in zip(_grads(model), _grads(ref), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_gradcache_replays_dropout_masks() -> None:
     """With dropout on, the re-forward must reuse the no-grad pass's masks (RandContext)."""
     g = torch.Generator().manual_seed(9)
