@@ -71,9 +71,12 @@ def test_pairs_of_every_kind(tmp_path: Path, scene_and_stretch) -> None:
     ii = kinds["image_image"]
     assert ii and all(p.query.image is not None and p.doc.image is not None for p in ii)
     geo = kinds["geo"][0]
-    lat, lon = geo.query.latlon  # type: ignore[misc]
+    lat, lon = geo.extra["latlon"]  # type: ignore[misc]
     assert 29.0 < lat < 30.5 and -82.5 < lon < -80.5  # UTM 17N, northing 3.3e6
-    assert "latitude" in (geo.doc.text or "")
+    # the query is the image alone and the document the location alone: nothing to copy from one to the other
+    assert geo.query.image is not None and geo.query.latlon is None and geo.query.text is None
+    assert geo.query.instruction == preset.instructions["tile"] and "{latlon}" not in geo.query.instruction
+    assert geo.doc.image is None and geo.doc.text == preset.format_latlon(lat, lon) and geo.label not in geo.doc.text
     rc = kinds["region_caption"]
     assert len(rc) == 3 and rc[0].query.bbox is not None
     x1, y1, x2, y2 = rc[0].query.bbox

@@ -7,7 +7,8 @@ feature carries a class or caption attribute. Pairs (query <-> positive document
 - ``scene_class``: text (``text_query``) <-> chip around a labelled pixel (``tile``)
 - ``region_caption``: context image + feature bbox (``region_query``) <-> text
 - ``image_image``: chip (``tile``) <-> another chip of the same class (``tile``)
-- ``geo``: chip + lat/lon (``point_query``) <-> location text (``text_doc``)
+- ``geo``: chip alone (``tile``) <-> its location text (``text_doc``): the query carries no
+  coordinates and the document no class, so the pair cannot be solved by copying text
 
 Chips are read and stretched with the backend's raster code (one stretch per
 scene, as at indexing time), so training sees exactly what the index sees.
@@ -225,12 +226,10 @@ class PairBuilder:
                     if others:
                         out.append(Pair(tiles[i], tiles[int(rng.choice(others))], p.label, kind, p))
             elif kind == "geo":
-                for p, t in zip(points, tiles, strict=True):
+                for p, t in zip(points, tiles, strict=True):  # the image alone must tell where it is
                     lat, lon = self.latlon(p)
-                    q = EmbedInput(instruction=self.instructions["point_query"], image=t.image, latlon=(lat, lon))
-                    doc = EmbedInput(instruction=self.instructions.get("text_doc", ""),
-                                     text=f"{self.caption(p.label)} at {Preset.format_latlon(lat, lon)}")
-                    out.append(Pair(q, doc, p.label, kind, p, {"latlon": (lat, lon)}))
+                    doc = EmbedInput(instruction=self.instructions["text_doc"], text=Preset.format_latlon(lat, lon))
+                    out.append(Pair(t, doc, p.label, kind, p, {"latlon": (lat, lon)}))
             elif kind == "region_caption":
                 for f in features:
                     c, r = f.centroid
