@@ -55,8 +55,15 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         b, a = report.get("before") or {}, report.get("after") or {}
-        print(f"held-out class P@1: before {b.get('p_at_1', float('nan')):.3f}  after {a.get('p_at_1', float('nan')):.3f}"
-              f"  (chance {a.get('chance', b.get('chance', 0)):.3f}, n={a.get('n', b.get('n'))})")
+        ci = a.get("p_at_1_ci95") or b.get("p_at_1_ci95")
+        interval = f", 95% CI {ci[0]:.3f}-{ci[1]:.3f} over {a.get('n_polygons', b.get('n_polygons'))} polygons" \
+            if ci else ""
+        print(f"held-out class P@1 ({report.get('reported_split', 'validation')} split): "
+              f"before {b.get('p_at_1', float('nan')):.3f}  after {a.get('p_at_1', float('nan')):.3f}"
+              f"{interval} (chance {a.get('chance', b.get('chance', 0)):.3f}, n={a.get('n', b.get('n'))} chips)")
+        if report.get("val_after"):
+            print(f"validation P@1 (for choices): before {(report.get('val_before') or {}).get('p_at_1', float('nan')):.3f}"
+                  f"  after {report['val_after']['p_at_1']:.3f}")
         print(f"model: {report['model_dir']}\nreport: {files['md']}\nwall time: {report['wall_s']:.1f} s")
     return 0
 

@@ -52,8 +52,9 @@ class DataConfig:
     pair_types: list[str] = field(default_factory=lambda: ["scene_class"])
     caption_template: str = "a satellite image of {label}"
     block_size: int = 64  # spatial split block edge, native pixels
-    val_fraction: float = 0.3
-    buffer: int = 8  # drop training points closer than this (pixels) to a validation block
+    val_fraction: float = 0.3  # validation blocks: for choices (steps, learning rate, ...)
+    test_fraction: float = 0.0  # test blocks: the reported figure; 0 = no test split (figures are validation's)
+    buffer: int = 8  # drop training (and validation) points closer than this (pixels) to a held-out point
     seed: int = 0
 
 
@@ -136,6 +137,9 @@ class Config:
             raise InputError(f"data.pair_types {self.data.pair_types} invalid", f"use some of {list(PAIR_TYPES)}")
         if not 0.0 < self.data.val_fraction < 1.0:
             raise InputError(f"data.val_fraction must be in (0, 1), got {self.data.val_fraction}", "e.g. 0.3")
+        if not 0.0 <= self.data.test_fraction or self.data.val_fraction + self.data.test_fraction > 0.8:
+            raise InputError(f"data.val_fraction {self.data.val_fraction} + data.test_fraction "
+                             f"{self.data.test_fraction} out of range", "keep both >= 0 and their sum <= 0.8")
         for name in ("chip_size", "block_size", "samples_per_class", "val_per_class", "context_size"):
             if getattr(self.data, name) < 1:
                 raise InputError(f"data.{name} must be >= 1, got {getattr(self.data, name)}", "use a positive integer")

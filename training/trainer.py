@@ -236,14 +236,19 @@ class Trainer:
         with self.log_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def evaluate(self, embedder: Any, data: TrainData) -> dict[str, Any]:
+    def evaluate(self, embedder: Any, data: TrainData, split: str = "reported") -> dict[str, Any]:
+        """Class retrieval on the reported split (test when the config has one) or on ``validation``.
+
+        The result carries a 95 % interval that resamples polygons (``p_at_1_ci95``).
+        """
+        _, points, images = data.reported if split == "reported" else ("validation", data.val_points, data.val_images)
         model = torch_module(embedder)
         was_training = model.training
         model.eval()
         try:
             return class_retrieval(
-                embedder, data.val_images, [p.label for p in data.val_points], data.classes,
-                template=self.cfg.data.caption_template, batch_size=self.cfg.eval.batch_size,
+                embedder, images, [p.label for p in points], data.classes, template=self.cfg.data.caption_template,
+                batch_size=self.cfg.eval.batch_size, groups=[p.fid for p in points],
             )
         finally:
             model.train(was_training)
@@ -265,14 +270,18 @@ class Trainer:
         image_size = cfg.data.image_size or int(embedder.preset.image_size)
         data = build_train_data(cfg.data, dict(embedder.instructions), image_size)
         report: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "config": cfg.to_dict(), "split": data.split, "classes": data.classes,
-                                  "base_model": base, "device": self._device()}
+                                  "base_model": base, "device": self._device(), "reported_split": data.reported[0]}
+        has_test = bool(data.test_points)
         if resume_dir is None:
             if self.main:
                 self.log_path.unlink(missing_ok=True)
             if cfg.eval.before and self.main:
                 report["before"] = self.evaluate(embedder, data)
                 self._log({"event": "eval", "step": 0, **_flat(report["before"])})
-                log.info("before: P@1 %.3f", report["before"]["p_at_1"])
+                log.info("before: %s P@1 %.3f", data.reported[0], report["before"]["p_at_1"])
+                if has_test:  # validation is what choices (steps, learning rate) are made on
+                    report["val_before"] = self.evaluate(embedder, data, "validation")
+                    self._log({"event": "val", "step": 0, **_flat(report["val_before"])})
         model = self._setup_model(embedder, resume_dir)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -300,6 +309,8 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             step = int(state["step"])
             report["before"] = state.get("before")
+            if state.get("val_before"):
+                report["val_before"] = state["val_before"]
             log.info("resumed from %s at step %d", resume_dir, step)
         loss_fn = InfoNCELoss(t.temperature, symmetric=t.symmetric)
         groups_index = {c: i for i, c in enumerate(data.classes)}
@@ -352,7 +363,7 @@ class Trainer:
                 self._save_checkpoint(embedder, step, {
                     "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "before": report.get("before")})
+                    "before": report.get("before"), "val_before": report.get("val_before")})
         if bar is not None:
             bar.close()
         final = self.out / "model"
@@ -369,7 +380,10 @@ class Trainer:
         if cfg.eval.after:
             report["after"] = self.evaluate(embedder, data)
             self._log({"event": "eval", "step": step, **_flat(report["after"])})
-            log.info("after: P@1 %.3f", report["after"]["p_at_1"])
+            log.info("after: %s P@1 %.3f", data.reported[0], report["after"]["p_at_1"])
+            if has_test:
+                report["val_after"] = self.evaluate(embedder, data, "validation")
+                self._log({"event": "val", "step": step, **_flat(report["val_after"])})
         report["wall_s"] = time.perf_counter() - started
         _barrier(self.world)
         return report

@@ -137,3 +137,16 @@ def test_geovec_eval_runs_on_all_six_layouts(tmp_path: Path, tiny_model_dir: Pat
     bad = subprocess.run([sys.executable, "-m", "geovec.backend", "eval", "--model", str(tiny_model_dir), "--split",
                           "val", "--tasks", specs[4]], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert bad.returncode == 1 and "splits: ['test', 'train']" in bad.stderr
+
+
+def test_polygon_bootstrap_interval() -> None:
+    from geovec.training.eval.metrics import cluster_bootstrap_ci
+
+    # 10 polygons of 20 chips, all right or all wrong: the interval is that of 10 coin flips, not 200
+    correct = np.repeat([1, 1, 1, 1, 1, 0, 0, 0, 1, 1], 20)
+    clusters = np.repeat(np.arange(10), 20)
+    lo, hi = cluster_bootstrap_ci(correct, clusters)
+    assert lo <= 0.7 <= hi and hi - lo > 0.4
+    lo_chips, hi_chips = cluster_bootstrap_ci(correct, np.arange(200))  # chips taken as independent
+    assert hi_chips - lo_chips < 0.15
+    assert cluster_bootstrap_ci(np.ones(30), np.repeat(np.arange(3), 10)) == (1.0, 1.0)

@@ -111,3 +111,27 @@ def test_config_yaml_round_trip_and_errors(tmp_path: Path) -> None:
         Config.from_dict({"data": {"pair_types": ["nope"]}})
     with pytest.raises(NotFoundError):
         Config.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_three_way_spatial_split_keeps_test_apart(tmp_path: Path) -> None:
+    from geovec.backend.model.presets import PRESETS
+    from geovec.training.data.dataset import build_train_data
+
+    from .synthetic import write_labels, write_scene
+
+    cfg = Config.from_dict({"data": {
+        "raster": [str(write_scene(tmp_path / "s.tif"))], "labels": str(write_labels(tmp_path / "l.gpkg")),
+        "chip_size": 8, "image_size": 28, "block_size": 24, "val_per_class": 5, "samples_per_class": 10,
+        "val_fraction": 0.25, "test_fraction": 0.25, "buffer": 4}})
+    data = build_train_data(cfg.data, dict(PRESETS["tiny"].instructions), 28)
+    s = data.split
+    val, test = set(s["val_feature_ids"]), set(s["test_feature_ids"])
+    assert val and test and not val & test and s["test_features"] == len(test)
+    assert data.reported[0] == "test" and {p.fid for p in data.test_points} <= test
+    assert not {p.point.fid for p in data.train_pairs} & (val | test)
+    assert len(data.test_images) == len(data.test_points) > 0
+    two_way = build_train_data(Config.from_dict({"data": {**cfg.to_dict()["data"], "test_fraction": 0.0}}).data,
+                               dict(PRESETS["tiny"].instructions), 28)
+    assert two_way.reported[0] == "validation" and not two_way.test_points
+    with pytest.raises(InputError, match="sum <= 0.8"):
+        Config.from_dict({"data": {"val_fraction": 0.5, "test_fraction": 0.4}})

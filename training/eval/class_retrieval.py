@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ...backend.types import EmbedInput
-from .metrics import per_class_accuracy, precision_at_1
+from .metrics import cluster_bootstrap_ci, per_class_accuracy, precision_at_1
 
 
 def class_retrieval(
@@ -19,11 +19,14 @@ def class_retrieval(
     *,
     template: str = "a satellite image of {label}",
     batch_size: int = 32,
+    groups: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """P@1 of each image against the class prompts (chance = 1 / len(classes)).
 
     Images use the ``tile`` instruction (as indexed tiles), prompts ``text_query``
     (as search queries), so the number measures what ``geovec search --text`` sees.
+    With ``groups`` (the polygon of each chip) the result carries ``p_at_1_ci95``, a bootstrap
+    interval that resamples polygons, since chips of one polygon are not independent.
     """
     instr = embedder.instructions
     img_in = [EmbedInput(instruction=instr["tile"], image=im) for im in images]
@@ -35,7 +38,7 @@ def class_retrieval(
     positives = [{cls_index[lab]} for lab in labels]
     pred = [classes[int(j)] for j in sim.argmax(axis=1)]
     per_class = per_class_accuracy(pred, labels)
-    return {
+    out = {
         "p_at_1": precision_at_1(sim, positives),
         "balanced_p_at_1": float(np.mean(list(per_class.values()))),
         "chance": 1.0 / len(classes),
@@ -43,3 +46,8 @@ def class_retrieval(
         "per_class": per_class,
         "predicted_counts": {c: pred.count(c) for c in classes},
     }
+    if groups is not None:
+        correct = [p == t for p, t in zip(pred, labels, strict=True)]
+        out["p_at_1_ci95"] = list(cluster_bootstrap_ci(correct, list(groups)))
+        out["n_polygons"] = len(set(groups))
+    return out

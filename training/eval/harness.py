@@ -81,9 +81,10 @@ def _holdout(config_path: str, embedder: Any) -> dict[str, Any]:
     cfg = Config.from_yaml(config_path)
     image_size = cfg.data.image_size or int(embedder.preset.image_size)
     data = build_train_data(cfg.data, dict(embedder.instructions), image_size)
-    res = class_retrieval(embedder, data.val_images, [p.label for p in data.val_points], data.classes,
-                          template=cfg.data.caption_template)
-    return {"family": "scene_classification", **res}
+    split, points, images = data.reported
+    res = class_retrieval(embedder, images, [p.label for p in points], data.classes,
+                          template=cfg.data.caption_template, groups=[p.fid for p in points])
+    return {"family": "scene_classification", "split": split, **res}
 
 
 def run_eval(embedder: Any, specs: Sequence[str], out_dir: str | Path | None = None, *,

@@ -44,3 +44,22 @@ def per_class_accuracy(pred: Sequence[str], true: Sequence[str]) -> dict[str, fl
         idx = [i for i, t in enumerate(true) if t == c]
         out[c] = float(np.mean([pred[i] == c for i in idx])) if idx else math.nan
     return out
+
+
+def cluster_bootstrap_ci(correct: Sequence[bool] | np.ndarray, clusters: Sequence[int] | np.ndarray, *,
+                         n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean over items that come in correlated clusters.
+
+    Chips from one polygon are near-duplicates, so the interval resamples whole clusters
+    (polygons) with replacement, not single chips; with few polygons it is wide, as it should be.
+    """
+    ok = np.asarray(correct, dtype=float)
+    _, cid = np.unique(np.asarray(clusters), return_inverse=True)
+    hits = np.bincount(cid, weights=ok)
+    sizes = np.bincount(cid).astype(float)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, len(sizes), size=(n_boot, len(sizes)))
+    means = hits[draw].sum(axis=1) / sizes[draw].sum(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)

@@ -81,12 +81,18 @@ def write_train_report(report: dict[str, Any], out_dir: str | Path) -> dict[str,
     lines = ["# GeoVec training report", "", f"- base model: `{report.get('base_model')}`",
              f"- adapted model: `{report.get('model_dir')}`", f"- device: {report.get('device')}",
              f"- wall time: {report.get('wall_s', 0):.1f} s", "",
-             "## Held-out class retrieval (spatial block hold-out)", "",
-             "| | P@1 | balanced P@1 | chance | n |", "|---|---|---|---|---|"]
-    for name, m in (("before", before), ("after", after)):
+             f"## Held-out class retrieval ({report.get('reported_split', 'validation')} split, spatial blocks)", "",
+             "| | P@1 | 95% CI (polygon bootstrap) | balanced P@1 | chance | chips | polygons |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in (("before", before), ("after", after), ("validation before", report.get("val_before") or {}),
+                    ("validation after", report.get("val_after") or {})):
         if m:
-            lines.append(f"| {name} | {_fmt(m['p_at_1'])} | {_fmt(m.get('balanced_p_at_1', float('nan')))} "
-                         f"| {_fmt(m['chance'])} | {m['n']} |")
+            ci = m.get("p_at_1_ci95")
+            lines.append(f"| {name} | {_fmt(m['p_at_1'])} | {f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else ''} "
+                         f"| {_fmt(m.get('balanced_p_at_1', float('nan')))} | {_fmt(m['chance'])} | {m['n']} "
+                         f"| {m.get('n_polygons', '')} |")
+    if report.get("val_after"):
+        lines += ["", "Validation blocks are for choices (steps, learning rate); the test blocks give the figure."]
     if before and after and before.get("p_at_1"):
         lines += ["", f"Gain: x{after['p_at_1'] / max(before['p_at_1'], 1e-9):.2f}"]
     if after.get("per_class"):
