@@ -84,15 +84,16 @@ def _json(path: Path) -> object:
         raise InputError(f"{path} is not valid JSON: {e}", "pass the dataset's original JSON file") from e
 
 
-def read_image(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(``size`` x ``size`` x 3 uint8 RGB, the file's (width, height))."""
+def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB as stored, or resized to ``size`` x ``size``."""
     from PIL import Image
 
     try:
         with Image.open(path) as src:
-            original = src.size
-            rgb = src.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8), original
+            rgb = src.convert("RGB")
+        if size:
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(rgb, dtype=np.uint8)
     except OSError as e:
         raise InputError(f"cannot read image {path}: {e}", "use an 8-bit RGB image (tif/jpg/png)") from e
 

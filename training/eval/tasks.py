@@ -148,21 +148,17 @@ def geo_localization(samples: Sequence[GeoSample], instr: Mapping[str, str], for
 # ---------------------------------------------------------------- embedding and scoring
 
 
-def embed_items(embedder: Any, items: Sequence[Item], *, image_size: int, batch_size: int = 16) -> np.ndarray:
-    """(n, dim) float32; images are read batch by batch (each file once per batch) and dropped after."""
+def embed_items(embedder: Any, items: Sequence[Item], *, batch_size: int = 16) -> np.ndarray:
+    """(n, dim) float32; images are read batch by batch (each file once per batch) and dropped after.
+
+    Images go to the model as stored (boxes in their pixels): the model's own image policy sizes them.
+    """
     out = np.zeros((len(items), embedder.dim), dtype=np.float32)
     for start in range(0, len(items), batch_size):
         batch = items[start : start + batch_size]
-        cache = {p: read_image(p, image_size) for p in dict.fromkeys(it.image for it in batch if it.image)}
-        inputs = []
-        for it in batch:
-            image, box = None, it.bbox
-            if it.image:
-                image, (w, h) = cache[it.image]
-                if box is not None:
-                    sx, sy = image_size / w, image_size / h
-                    box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
-            inputs.append(EmbedInput(instruction=it.instruction, image=image, bbox=box, latlon=it.latlon, text=it.text))
+        cache = {p: read_image(p) for p in dict.fromkeys(it.image for it in batch if it.image)}
+        inputs = [EmbedInput(instruction=it.instruction, image=cache[it.image] if it.image else None, bbox=it.bbox,
+                             latlon=it.latlon, text=it.text) for it in batch]
         out[start : start + len(batch)] = embedder.encode(inputs, batch_size=batch_size)
     return out
 
@@ -185,12 +181,11 @@ def score(direction: Direction, qv: np.ndarray, cv: np.ndarray) -> dict[str, Any
     return out
 
 
-def run_task(embedder: Any, task: Task, *, batch_size: int = 16, image_size: int | None = None) -> dict[str, dict[str, Any]]:
+def run_task(embedder: Any, task: Task, *, batch_size: int = 16) -> dict[str, dict[str, Any]]:
     """Embed each side once, then score every direction; {direction name: metrics}."""
-    size = int(image_size or embedder.preset.image_size)
     vectors = {}
     for name, items in task.sides.items():
         log.info("%s: embedding %d %s", task.family, len(items), name)
-        vectors[name] = embed_items(embedder, items, image_size=size, batch_size=batch_size)
+        vectors[name] = embed_items(embedder, items, batch_size=batch_size)
     return {d.name: {"family": task.family, **score(d, vectors[d.queries], vectors[d.candidates])}
             for d in task.directions}
