@@ -298,7 +298,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             dev = torch.device(self._device())
-            ddp = DistributedDataParallel(EncoderModule(embedder),
+            # find_unused_parameters: a text-only chunk leaves the vision tower out of its graph; DDP then
+            # all-reduces the gradient the tower accumulated in the step's earlier (no_sync) chunks
+            ddp = DistributedDataParallel(EncoderModule(embedder), find_unused_parameters=True,
                                           device_ids=[dev.index] if dev.type == "cuda" else None)
         step = 0
         if resume_dir is not None:

@@ -135,7 +135,10 @@ def test_cli_train_bad_config_exits_nonzero(tmp_path: Path) -> None:
 @pytest.mark.parametrize("chunk", [4, 2])  # 4: one chunk per rank (no GradCache); 2: GradCache under no_sync
 def test_ddp_two_ranks_equal_one_rank_on_the_full_batch(tmp_path: Path, tiny_model_dir: Path, chunk: int) -> None:
     """torchrun, two CPU ranks (gloo, DistributedDataParallel): both ranks end with identical weights, and
-    the loss curve and weights equal one process training on the whole batch."""
+    the loss curve and weights equal one process training on the whole batch.
+
+    With one chunk the synced forward is the text-only document side (region captions), so the vision
+    tower's gradient comes from the earlier, unsynced forward: DDP must still all-reduce it."""
     import yaml
     from safetensors.torch import load_file
 
@@ -143,11 +146,14 @@ def test_ddp_two_ranks_equal_one_rank_on_the_full_batch(tmp_path: Path, tiny_mod
              "hard_negatives": chunk == 2}
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
+    pairs = ["region_caption"] if chunk == 4 else ["scene_class"]
     one = _config(tmp_path / "one", tiny_model_dir, **train)
+    one.data.pair_types = pairs
     one.eval.before = one.eval.after = False
     Trainer(one, progress=False).run()
     two = _config(tmp_path / "two", tiny_model_dir, **train)
     raw = two.to_dict()
+    raw["data"]["pair_types"] = pairs
     raw["eval"] = {"before": False, "after": False}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
