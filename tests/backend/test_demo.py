@@ -20,7 +20,7 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(("model", "reason"), [("vlm2vec-qwen2vl-2bb", "vlm2vec-qwen2vl-2bb"),
-                                               ("./no/such/checkpoint", "not a checkpoint directory"),
+                                               ("./no/such/checkpoint", "is not a checkpoint"),
                                                ("someone/no-such-model", "cannot load model")])
 def test_a_model_that_does_not_load_stops_the_demo(tmp_path: Path, model: str, reason: str) -> None:
     proc = _demo(tmp_path, "--model", model, "--dir", str(tmp_path / "empty"))
