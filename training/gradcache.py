@@ -6,7 +6,7 @@
    ``(rep * cached_grad).sum()``: the parameter gradients equal a full-batch step.
 
 When every input group is a single chunk there is nothing to cache: one forward
-with grad per group and one backward (no second forward).
+with grad of all groups and one backward (no second forward).
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ class GradCache:
         encode: maps one prepared chunk to its (m, dim) embeddings, with grad.
         loss_fn: ``loss_fn(q, d)`` or ``loss_fn(q, d, negatives)`` -> scalar.
         no_sync: optional context factory (e.g. ``ddp_model.no_sync``) entered for every
-            chunk's backward but the last (single-chunk steps: every forward but the last),
-            so DDP all-reduces once per step.
+            chunk's backward but the last, so DDP all-reduces once per step.
+        encode_many: optional: maps a list of prepared chunks to their embeddings in ONE
+            forward call; single-chunk steps use it so that DDP sees one forward before the
+            backward (default: ``encode`` on each chunk, fine without DDP).
     """
 
     def __init__(
@@ -59,10 +61,12 @@ class GradCache:
         loss_fn: Callable[..., torch.Tensor],
         *,
         no_sync: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+        encode_many: Callable[[list[Any]], list[torch.Tensor]] | None = None,
     ) -> None:
         self.encode = encode
         self.loss_fn = loss_fn
         self.no_sync = no_sync
+        self.encode_many = encode_many
 
     def _reps(self, chunks: Sequence[Any]) -> tuple[torch.Tensor, list[tuple[RandContext, int]]]:
         reps, states = [], []
@@ -75,12 +79,8 @@ class GradCache:
         return torch.cat(reps, dim=0), states
 
     def _plain_step(self, chunks: list[Any]) -> float:
-        """One forward with grad per group, one backward; under DDP only the last forward prepares the sync."""
-        reps = []
-        for i, chunk in enumerate(chunks):
-            last = i == len(chunks) - 1
-            with self.no_sync() if (self.no_sync is not None and not last) else contextlib.nullcontext():
-                reps.append(self.encode(chunk))
+        """One forward with grad (every group), one backward."""
+        reps = self.encode_many(chunks) if self.encode_many is not None else [self.encode(c) for c in chunks]
         loss = self.loss_fn(*reps)
         loss.backward()
         return float(loss.detach())

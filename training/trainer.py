@@ -95,8 +95,9 @@ class EncoderModule(torch.nn.Module):
         self.backbone = base.model
         self._embedder = [embedder]  # a list: not registered as a submodule twice
 
-    def forward(self, batch: Any) -> torch.Tensor:
-        return self._embedder[0].forward(batch)
+    def forward(self, batches: list[Any]) -> list[torch.Tensor]:
+        """The embeddings of several prepared batches in one call (one DDP forward for all of them)."""
+        return [self._embedder[0].forward(b) for b in batches]
 
 
 def replica_digest(params: list[torch.nn.Parameter]) -> str:
@@ -319,11 +320,14 @@ class Trainer:
         cuda = self._device().startswith("cuda")
         bf16 = t.bf16 if t.bf16 is not None else cuda
 
-        forward = ddp if ddp is not None else embedder.forward
+        forward_many = ddp if ddp is not None else (lambda batches: [embedder.forward(b) for b in batches])
+
+        def encode_many(batches: list[Any]) -> list[torch.Tensor]:
+            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
+                return [x.float() for x in forward_many(batches)]
 
         def encode(batch: Any) -> torch.Tensor:
-            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16):
-                return forward(batch).float()
+            return encode_many([batch])[0]
 
         bar = _progress(t.steps, step, self.progress and self.main)
         while step < t.steps:
@@ -344,7 +348,7 @@ class Trainer:
 
             # DDP all-reduces (averages) the gradients in the step's last backward; the loss is scaled by
             # the world size so that the average is the global batch's gradient, and unscaled for the log
-            loss = GradCache(encode, functools.partial(loss_fn, groups=groups),
+            loss = GradCache(encode, functools.partial(loss_fn, groups=groups), encode_many=encode_many,
                              no_sync=ddp.no_sync if ddp is not None else None).step(q_chunks, d_chunks, n_chunks)
             loss /= self.world
             gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
