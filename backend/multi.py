@@ -152,11 +152,14 @@ class MultiStore:
             s.close()
 
 
-def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callable[..., Any]) -> Any:
-    """``run_search`` over ``req.index`` and ``req.indexes`` (hits carry an ``index`` property)."""
+def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callable[..., Any],
+                   open_index: Callable[..., IndexStore]) -> Any:
+    """``run_search`` over ``req.index`` and ``req.indexes`` (hits carry an ``index`` property).
+
+    ``resolve`` and ``open_index`` are the service's (passed in: the service imports this module).
+    """
     from .binding import bind
     from .search import build_query, run_query
-    from .service import open_index
 
     paths = list(dict.fromkeys([req.index, *req.indexes]))  # the same index twice counts once
     stores: list[IndexStore] = []

@@ -160,7 +160,7 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
     if req.indexes:
         from .multi import search_indexes
 
-        return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder)
+        return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder, open_index=open_index)
     store = open_index(req.index, cache=store_cache)
     try:
         query = build_query(store, req)
