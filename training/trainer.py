@@ -90,9 +90,9 @@ class EncoderModule(torch.nn.Module):
 
     def __init__(self, embedder: Any) -> None:
         super().__init__()
-        model = torch_module(embedder)
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        self.backbone = base.model
+        from ..backend.model.forward import backbone
+
+        self.backbone = backbone(torch_module(embedder))
         self._embedder = [embedder]  # a list: not registered as a submodule twice
 
     def forward(self, batches: list[Any]) -> list[torch.Tensor]:
