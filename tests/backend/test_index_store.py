@@ -501,7 +501,7 @@ def test_second_writer_is_busy(filled) -> None:
 def test_open_or_create_refuses_another_model(filled) -> None:
     idx = filled[0]
     for kw, words in (({"preset": "gme-qwen2vl-2b"}, ["'tiny'", "'gme-qwen2vl-2b'"]),
-                      ({"dim": 32}, ["dim=16", "dim=32"]),
+                      ({"dim": 32}, ["16-d", "32-d"]),
                       ({"checkpoint": "/other"}, ["'/models/tiny'", "'/other'"])):
         args = {"dim": DIM, "preset": "tiny", "checkpoint": "/models/tiny", "tiling": TILING, **kw}
         with pytest.raises(ModelMismatchError) as err:
