@@ -25,12 +25,13 @@ from ..errors import IndexCorruptError
 
 SIDECAR = "index.json"
 HNSW = "vectors.hnsw"
+REGIONS_HNSW = "regions.hnsw"  # region vectors (labels = SQLite regions.label), when the index has regions
 DB = "meta.sqlite"
 LOCK = "writer.lock"
 FORMAT_VERSION = 1
 
 #: Files an index directory consists of (SQLite's -wal/-shm appear while it is open).
-INDEX_FILES = (SIDECAR, HNSW, DB, DB + "-wal", DB + "-shm", LOCK)
+INDEX_FILES = (SIDECAR, HNSW, REGIONS_HNSW, DB, DB + "-wal", DB + "-shm", LOCK)
 
 
 def repair_hint(path: str | Path) -> str:
@@ -83,7 +84,28 @@ def validate_sidecar(meta: Any, where: Path) -> dict[str, Any]:
     if prev is not None and not (isinstance(prev, dict) and isinstance(prev.get("sha256"), str)
                                  and _is_int(prev.get("bytes"))):
         raise IndexCorruptError(f"index sidecar {where}: hnsw_previous={prev!r} is malformed", hint)
+    if meta.get("regions") is not None:
+        _validate_regions(meta["regions"], where, hint)
     return meta
+
+
+def _validate_regions(reg: Any, where: Path, hint: str) -> None:
+    """The sidecar's ``regions`` object: spec, count, max_label and the region file's checksum."""
+    if not isinstance(reg, dict):
+        raise IndexCorruptError(f"index sidecar {where}: regions={reg!r} is not an object", hint)
+    checks = [("spec", isinstance(reg.get("spec"), str), "a string"),
+              ("count", _is_int(reg.get("count")) and reg["count"] >= 0, "an integer >= 0"),
+              ("max_label", _is_int(reg.get("max_label")) and reg["max_label"] >= -1, "an integer >= -1"),
+              ("hnsw_bytes", _is_int(reg.get("hnsw_bytes")) and reg["hnsw_bytes"] > 0, "an integer > 0"),
+              ("hnsw_sha256", isinstance(reg.get("hnsw_sha256"), str) and bool(_HEX64.match(reg["hnsw_sha256"])),
+               "64 lowercase hex digits")]
+    for key, ok, allowed in checks:
+        if not ok:
+            raise IndexCorruptError(f"index sidecar {where}: regions.{key}={reg.get(key)!r} is not {allowed}", hint)
+    prev = reg.get("hnsw_previous")
+    if prev is not None and not (isinstance(prev, dict) and isinstance(prev.get("sha256"), str)
+                                 and _is_int(prev.get("bytes"))):
+        raise IndexCorruptError(f"index sidecar {where}: regions.hnsw_previous={prev!r} is malformed", hint)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

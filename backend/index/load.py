@@ -11,25 +11,30 @@ import hnswlib
 
 from ..errors import IndexCorruptError
 from . import files
-from .files import HNSW, repair_hint
+from .files import HNSW, REGIONS_HNSW, repair_hint
 
 log = logging.getLogger(__name__)
 
 OPEN_ATTEMPTS = 5  # tries to open while another process checkpoints
 
 
-def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int], bool]:
-    """Read the sidecar, validate ``vectors.hnsw`` against it, and load it.
+#: A loaded vector file: the index, the (sha256, bytes) loaded, whether it was the sidecar's previous file.
+Loaded = tuple[hnswlib.Index, tuple[str, int], bool]
 
-    The vector file is opened *before* the sidecar is read: a checkpoint replaces
-    the sidecar (naming the new file and the current one) before renaming the new
-    file in, so the sidecar read just after opening vouches for the opened file,
-    unless two checkpoints passed in between; then both are read again.
 
-    Returns the sidecar, the index, the (sha256, bytes) of the file loaded, and
-    whether that was the sidecar's ``hnsw_previous`` (an interrupted checkpoint).
+def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int], bool, Loaded | None]:
+    """Read the sidecar, validate ``vectors.hnsw`` (and ``regions.hnsw``) against it, and load them.
+
+    The vector files are opened *before* the sidecar is read: a checkpoint replaces
+    the sidecar (naming the new files and the current ones) before renaming the new
+    files in, so the sidecar read just after opening vouches for the opened files,
+    unless two checkpoints passed in between; then all are read again.
+
+    Returns the sidecar, the tile index, the (sha256, bytes) of the file loaded, whether
+    that was the sidecar's ``hnsw_previous`` (an interrupted checkpoint), and the region
+    file loaded the same way (None when the index has no regions).
     """
-    hnsw_path = path / HNSW
+    hnsw_path, regions_path = path / HNSW, path / REGIONS_HNSW
     for attempt in range(OPEN_ATTEMPTS):
         try:
             fd = os.open(hnsw_path, os.O_RDONLY)
@@ -38,17 +43,41 @@ def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int
             raise IndexCorruptError(f"vector file {hnsw_path} cannot be opened: {e.strerror}",
                                     repair_hint(path)) from e
         try:
+            rfd = os.open(regions_path, os.O_RDONLY)
+        except OSError:
+            rfd = None
+        try:
             meta = files.read_sidecar(path)
             try:
-                return (meta, *_load_validated(fd, meta, hnsw_path))
+                tiles = _load_validated(fd, meta, hnsw_path)
+                regions = None
+                if meta.get("regions"):
+                    if rfd is None:
+                        raise IndexCorruptError(f"index {path} has regions but lacks {REGIONS_HNSW}",
+                                                repair_hint(path))
+                    regions = _load_validated(rfd, {**meta, **meta["regions"]}, regions_path)
+                return (meta, *tiles, regions)
             except IndexCorruptError:
-                if attempt + 1 < OPEN_ATTEMPTS and _moved(fd, hnsw_path, meta):
+                moved = _moved(fd, hnsw_path, meta) or _region_moved(rfd, regions_path)
+                if attempt + 1 < OPEN_ATTEMPTS and moved:
                     log.debug("%s changed while opening (a writer checkpointed): retrying", path)
                     continue
                 raise
         finally:
             os.close(fd)
+            if rfd is not None:
+                os.close(rfd)
     raise AssertionError("unreachable")
+
+
+def _region_moved(rfd: int | None, regions_path: Path) -> bool:
+    """Whether the region file appeared or was replaced since ``rfd`` was opened."""
+    try:
+        if rfd is None:
+            return regions_path.exists()
+        return os.stat(regions_path).st_ino != os.fstat(rfd).st_ino
+    except OSError:
+        return False
 
 
 def _moved(fd: int, hnsw_path: Path, meta: dict[str, Any]) -> bool:

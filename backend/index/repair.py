@@ -10,7 +10,8 @@ import hnswlib
 
 from ..errors import IndexCorruptError, NotFoundError
 from . import db, files
-from .files import DB, HNSW
+from . import regions as rdb
+from .files import DB, HNSW, REGIONS_HNSW
 from .locking import WriterLock
 from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, IndexStore, _chunks, _now, _sql_error, grown_capacity
 
@@ -39,6 +40,8 @@ def repair_index(path: str | Path) -> None:
             for chunk in _chunks(labels, 10_000):
                 vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)
                 index.add_items(vecs, got)
+            rdb.ensure_schema(con)
+            region = _rebuild_regions(con, info, dim, M, p)
         except sqlite3.Error as e:
             raise _sql_error(e, p, "repairing") from e
         finally:
@@ -52,8 +55,27 @@ def repair_index(path: str | Path) -> None:
                 "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": _now()}
         store = IndexStore(p, meta, index, writable=True, lock=lock, disk=None, live=len(labels),
                            next_label=next_label)
+        store._r = region
     except BaseException:
         lock.release()
         raise
     store.close()  # checkpoint: writes vectors.hnsw and index.json, releases the lock
-    log.info("repaired %s: rebuilt %s from %d tiles in %s", p, HNSW, len(labels), DB)
+    log.info("repaired %s: rebuilt %s from %d tiles in %s%s", p, HNSW, len(labels), DB,
+             f" and {REGIONS_HNSW} from {region.live} regions" if region is not None else "")
+
+
+def _rebuild_regions(con: sqlite3.Connection, info: dict, dim: int, M: int, p: Path) -> rdb.RegionHalf | None:
+    """A fresh region graph from SQLite's regions table (None when the index stores no regions)."""
+    from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, grown_capacity
+
+    spec = info.get("regions_spec")
+    if spec is None:
+        return None
+    labels = [r[0] for r in con.execute("SELECT label FROM regions ORDER BY label")]
+    index = rdb.new_index(dim, M, int(info["ef_construction"]), int(info.get("ef_search", DEFAULT_EF_SEARCH)),
+                          grown_capacity(INITIAL_CAPACITY, len(labels)))
+    for chunk in rdb.chunks(labels, 10_000):
+        vecs, got = rdb.fetch_vectors(con, "regions", chunk, dim, p / DB)
+        index.add_items(vecs, got)
+    nxt = max(int(info.get("next_region_label", 0)), labels[-1] + 1 if labels else 0)
+    return rdb.RegionHalf(str(spec), index, None, len(labels), nxt)

@@ -37,10 +37,12 @@ import numpy as np
 from ..errors import GeoVecError, IndexCorruptError, InputError, ModelMismatchError, NotFoundError
 from ..types import Scene, Stretch, TileRecord
 from . import db, files
-from .files import DB, HNSW, LOCK, SIDECAR, repair_hint
+from . import regions as rdb
+from .files import DB, HNSW, LOCK, REGIONS_HNSW, SIDECAR, repair_hint
 from .load import load_hnsw
 from .locking import WriterLock
 from .rwlock import RWLock
+from .store_regions import RegionsMixin
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +88,21 @@ def _sql_error(e: sqlite3.Error, path: Path, what: str) -> GeoVecError:
     return GeoVecError(f"{what} on index {path} failed: {msg}", "see the log for details")
 
 
-class IndexStore:
-    """One index directory, opened read-only or as its single writer. See the module docstring."""
+def _fsync_sha(path: Path) -> tuple[str, int]:
+    """fsync a written file; its SHA-256 and size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        return files.sha256_fd(fd), os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+class IndexStore(RegionsMixin):
+    """One index directory, opened read-only or as its single writer. See the module docstring.
+
+    Region vectors (when the index stores them) follow the same rules; see :mod:`.regions`.
+    """
 
     def __init__(self, path: Path, meta: dict[str, Any], index: hnswlib.Index, *, writable: bool,
                  lock: WriterLock | None, disk: tuple[str, int] | None, live: int, next_label: int) -> None:
@@ -108,6 +123,7 @@ class IndexStore:
         self._cons_lock = threading.Lock()
         self._dirty = disk is None
         self._closed = False
+        self._r: rdb.RegionHalf | None = None
         index.set_ef(self._ef)
 
     # ---- opening ---------------------------------------------------------------------------
@@ -144,6 +160,7 @@ class IndexStore:
             con = db.connect(p / DB, readonly=False)
             try:
                 db.init_schema(con, info)
+                rdb.ensure_schema(con)
             finally:
                 con.close()
             index = hnswlib.Index(space="cosine", dim=dim)
@@ -172,7 +189,7 @@ class IndexStore:
                 n = 0
             if n:
                 raise IndexCorruptError(f"{p} has no {SIDECAR} but its {DB} holds {n} tiles", repair_hint(p))
-        for name in (DB, DB + "-wal", DB + "-shm", HNSW):
+        for name in (DB, DB + "-wal", DB + "-shm", HNSW, REGIONS_HNSW):
             (p / name).unlink(missing_ok=True)
 
     @classmethod
@@ -192,10 +209,14 @@ class IndexStore:
         lock = WriterLock.acquire(p) if writable else None
         try:
             if lock is not None:
-                for pattern in (f"{HNSW}.tmp-*", f"{SIDECAR}.tmp-*"):  # an interrupted checkpoint's
+                for pattern in (f"{HNSW}.tmp-*", f"{REGIONS_HNSW}.tmp-*", f"{SIDECAR}.tmp-*"):  # a checkpoint's
                     for leftover in p.glob(pattern):
                         leftover.unlink(missing_ok=True)
-            return cls._open_locked(p, writable=writable, lock=lock)
+            store = cls._open_locked(p, writable=writable, lock=lock)
+            if writable:
+                with store._sql("adding the region tables") as con:
+                    rdb.ensure_schema(con)
+            return store
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -216,52 +237,61 @@ class IndexStore:
                                             f"{info.get(key)!r}", repair_hint(p))
             # The file first, then one SQLite snapshot: labels are never reused, so anything the file
             # lacks was added later (re-add it) and anything SQLite lacks was deleted (mark it).
-            meta, index, disk, was_previous = load_hnsw(p)
+            meta, index, disk, was_previous, rloaded = load_hnsw(p)
             con.execute("BEGIN")
-            labels = np.fromiter((r[0] for r in con.execute("SELECT label FROM tiles")), dtype=np.int64)
-            have = np.asarray(index.get_ids_list(), dtype=np.int64)
-            missing = np.setdiff1d(labels, have)
-            extra = np.setdiff1d(have, labels)
-            newly_deleted = 0
-            for label in extra.tolist():
-                try:
-                    index.mark_deleted(label)
-                    newly_deleted += 1
-                except RuntimeError:  # already deleted in the file (deleted labels stay in the graph)
-                    pass
-            if len(missing):
-                index.resize_index(index.get_current_count() + len(missing))
-                for chunk in _chunks(missing.tolist(), 10_000):
-                    vecs, got = cls._fetch_vectors(con, chunk, meta["dim"], p)
-                    index.add_items(vecs, got)
+            live, missing, newly_deleted = rdb.heal(index, con, "tiles", meta["dim"], p)
+            labels_max = con.execute("SELECT MAX(label) FROM tiles").fetchone()[0]
+            if missing:
                 log.warning("index %s: re-added %d tile(s) SQLite holds but %s lacked (interrupted run)%s",
-                            p, len(missing), HNSW, "" if writable else "; in memory only (read-only)")
+                            p, missing, HNSW, "" if writable else "; in memory only (read-only)")
+            region = cls._open_regions(con, info, meta, rloaded, p)
+            if region is not None and region[1]:
+                log.warning("index %s: re-added %d region(s) SQLite holds but %s lacked%s", p, region[1],
+                            REGIONS_HNSW, "" if writable else "; in memory only (read-only)")
             con.execute("COMMIT")
         except sqlite3.Error as e:
             raise _sql_error(e, p, "opening") from e
         finally:
             con.close()
-        next_label = max(int(info.get("next_label", 0)), int(labels.max()) + 1 if len(labels) else 0,
+        next_label = max(int(info.get("next_label", 0)), int(labels_max) + 1 if labels_max is not None else 0,
                          int(meta["max_label"]) + 1)
-        store = cls(p, meta, index, writable=writable, lock=lock, disk=disk, live=len(labels),
+        store = cls(p, meta, index, writable=writable, lock=lock, disk=disk, live=live,
                     next_label=next_label)
-        store._dirty = writable and bool(len(missing) or was_previous or newly_deleted)
+        store._r = region[0] if region is not None else None
+        store._dirty = writable and bool(missing or was_previous or newly_deleted or (region and region[2]))
         return store
+
+    @staticmethod
+    def _open_regions(con: sqlite3.Connection, info: dict[str, Any], meta: dict[str, Any],
+                      rloaded: Any, p: Path) -> tuple[rdb.RegionHalf, int, bool] | None:
+        """The region half (healed against SQLite), the regions re-added, and whether it must be saved."""
+        spec = info.get("regions_spec")
+        side = meta.get("regions")
+        if spec is None:
+            if side:
+                raise IndexCorruptError(f"index {p}: {SIDECAR} lists regions but {DB} has no region spec",
+                                        repair_hint(p))
+            return None
+        if side and side.get("spec") != spec:
+            raise IndexCorruptError(f"index {p}: {SIDECAR} says regions.spec={side.get('spec')!r} but {DB} says "
+                                    f"{spec!r}", repair_hint(p))
+        if rloaded is None:  # enabled, but not checkpointed yet: rebuilt from SQLite
+            index = rdb.new_index(int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]),
+                                  int(meta["ef_search"]), 1024)
+            disk, was_previous = None, True
+        else:
+            index, disk, was_previous = rloaded
+            index.set_ef(int(meta["ef_search"]))
+        live, missing, deleted = rdb.heal(index, con, "regions", int(meta["dim"]), p)
+        mx = con.execute("SELECT MAX(label) FROM regions").fetchone()[0]
+        nxt = max(int(info.get("next_region_label", 0)), int(mx) + 1 if mx is not None else 0,
+                  int((side or {}).get("max_label", -1)) + 1)
+        return rdb.RegionHalf(str(spec), index, disk, live, nxt), missing, bool(missing or deleted or was_previous)
 
     @staticmethod
     def _fetch_vectors(con: sqlite3.Connection, labels: Sequence[int], dim: int,
                        p: Path) -> tuple[np.ndarray, list[int]]:
-        out: list[np.ndarray] = []
-        got: list[int] = []
-        for chunk in _chunks(labels):
-            q = f"SELECT label, vector FROM tiles WHERE label IN ({','.join('?' * len(chunk))})"
-            for label, blob in con.execute(q, list(chunk)):
-                try:
-                    out.append(db.blob_vector(blob, dim))
-                except ValueError as e:
-                    raise IndexCorruptError(f"{p / DB}: tile label {label}: {e}", "rebuild the index") from e
-                got.append(int(label))
-        return (np.stack(out) if out else np.zeros((0, dim), np.float32)), got
+        return rdb.fetch_vectors(con, "tiles", labels, dim, p / DB)
 
     @classmethod
     def open_or_create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str,
@@ -358,6 +388,7 @@ class IndexStore:
         with self._wlock:
             with self._sql("deleting a scene") as con, db.transaction(con):
                 labels = [r[0] for r in con.execute("SELECT label FROM tiles WHERE scene_id = ?", (scene_id,))]
+                region_labels = self._delete_regions(con, labels)
                 con.execute("DELETE FROM tiles WHERE scene_id = ?", (scene_id,))
                 con.execute("DELETE FROM scenes WHERE scene_id = ?", (scene_id,))
                 con.execute("DELETE FROM scene_paths WHERE scene_id = ?", (scene_id,))
@@ -369,6 +400,7 @@ class IndexStore:
                     except RuntimeError:  # not in the graph (never checkpointed) or already deleted
                         log.debug("label %d was not live in hnsw", label)
                 self._live -= len(labels)
+                self._mark_regions_deleted(region_labels)
             self._dirty = self._dirty or bool(labels)
         return len(labels)
 
@@ -413,12 +445,17 @@ class IndexStore:
             raise InputError(f"{what} contain an all-zero vector (no cosine direction)", "check the model output")
         return arr
 
-    def add(self, records: Sequence[TileRecord], vectors: np.ndarray) -> int:
+    def add(self, records: Sequence[TileRecord], vectors: np.ndarray,
+            regions: Sequence[tuple[Any, Any]] | None = None) -> int:
         """Store tiles and their vectors; a tile id already stored is skipped. Returns tiles added.
 
         One SQLite transaction (INSERT OR IGNORE by tile_id, labels from the counter),
         then hnswlib ``add_items`` of the rows actually inserted, growing capacity x2.
+        ``regions`` (one ``(boxes (K, 4), vectors (K, dim))`` per record, for an index with
+        regions) are committed in the same transaction as their tile.
         """
+        if regions is not None and len(regions) != len(records):
+            raise InputError(f"{len(regions)} region sets for {len(records)} tiles", "give one per tile")
         self._need_writable("add tiles")
         vecs = self._check_vectors(vectors, len(records), "vectors")
         if not len(records):
@@ -427,14 +464,30 @@ class IndexStore:
             keep: list[int] = []
             labels: list[int] = []
             nxt = self._next_label
+            rnext = self._r.next_label if self._r is not None else 0
+            rlabels: list[int] = []
+            rvecs: list[np.ndarray] = []
             with self._sql("adding tiles") as con, db.transaction(con):
                 for i, rec in enumerate(records):
                     if con.execute(db.INSERT_TILE, db.tile_params(rec, nxt, vecs[i])).rowcount == 1:
+                        con.execute("INSERT OR REPLACE INTO tiles_rtree VALUES (?, ?, ?, ?, ?)",
+                                    (nxt, *rdb.rtree_bounds(rec.footprint_wgs84)))
+                        if regions is not None:
+                            got = self._region_labels(con, nxt, regions[i][0], regions[i][1], rnext)
+                            rnext += len(got)
+                            rlabels += got
+                            if got:
+                                rvecs.append(np.asarray(regions[i][1], dtype=np.float32).reshape(len(got), -1))
                         keep.append(i)
                         labels.append(nxt)
                         nxt += 1
                 con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_label', ?)", (str(nxt),))
+                if rlabels:
+                    con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_region_label', ?)",
+                                (str(rnext),))
             self._next_label = nxt
+            if self._r is not None:
+                self._r.next_label = rnext
             if labels:
                 with self._rw.write():
                     assert self._hnsw is not None
@@ -444,6 +497,7 @@ class IndexStore:
                         self._hnsw.resize_index(grown)
                     self._hnsw.add_items(vecs[keep], np.asarray(labels, dtype=np.int64))
                     self._live += len(labels)
+                    self._add_region_vectors(rlabels, rvecs)
                 self._dirty = True
         return len(labels)
 
@@ -564,18 +618,26 @@ class IndexStore:
             with self._rw.read():
                 assert self._hnsw is not None
                 self._hnsw.save_index(str(tmp))
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-                sha, size = files.sha256_fd(fd), os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+            sha, size = _fsync_sha(tmp)
             meta = dict(self.meta)
             meta.update(count=self._live, max_label=self._next_label - 1, hnsw_sha256=sha, hnsw_bytes=size,
                         hnsw_previous=({"sha256": self._disk[0], "bytes": self._disk[1]} if self._disk else None),
                         updated=_now())
-            files.write_json_atomic(self.path / SIDECAR, meta)  # vouches for the old and the new file
+            rtmp = None
+            if self._r is not None:
+                r = self._r
+                rtmp = self.path / f"{REGIONS_HNSW}.tmp-{os.getpid()}"
+                with self._rw.read():
+                    r.index.save_index(str(rtmp))
+                rsha, rsize = _fsync_sha(rtmp)
+                meta["regions"] = {"spec": r.spec, "count": r.live, "max_label": r.next_label - 1,
+                                   "hnsw_sha256": rsha, "hnsw_bytes": rsize,
+                                   "hnsw_previous": {"sha256": r.disk[0], "bytes": r.disk[1]} if r.disk else None}
+            files.write_json_atomic(self.path / SIDECAR, meta)  # vouches for the old and the new files
             os.replace(tmp, self.path / HNSW)
+            if rtmp is not None and self._r is not None:
+                os.replace(rtmp, self.path / REGIONS_HNSW)
+                self._r.disk = (meta["regions"]["hnsw_sha256"], meta["regions"]["hnsw_bytes"])
             files.fsync_dir(self.path)
             self.meta, self._disk, self._dirty = meta, (sha, size), False
             log.debug("checkpointed %s: %d tiles, %d bytes", self.path, self._live, size)
@@ -598,6 +660,7 @@ class IndexStore:
                     log.debug("closing a connection failed", exc_info=True)
             with self._rw.write():  # wait for searches in flight before dropping the graph
                 self._hnsw = None
+                self._r = None
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
