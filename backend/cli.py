@@ -125,6 +125,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .schemas import IndexRequest, TilingOptions
     from .service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
 
+    if args.regions is not None:
+        from .regions import RegionSpec
+
+        RegionSpec.parse(args.regions)  # a bad spec fails before anything is touched
     if args.from_parquet:
         return _import_parquet(args)
     if not args.folder:
@@ -134,7 +138,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     tiling = _validated(TilingOptions, **_tiling_fields(args))
     req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
                      groups=dict(args.group) if args.group else None, batch_size=args.batch_size,
-                     force=args.force)
+                     force=args.force,
+                     regions=args.regions)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
 
@@ -189,7 +194,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
               f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
-              f"skipped (below --min-valid); {len(summary.errors)} error(s); {summary.seconds:.1f} s")
+              f"skipped (below --min-valid); {summary.regions} region(s); {len(summary.errors)} error(s); "
+              f"{summary.seconds:.1f} s")
         for err in summary.errors:
             print(f"  error: {err.path}: {err.error}")
     if summary.cancelled:
@@ -382,6 +388,9 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--actors", type=int, help="--engine ray: model replicas (default: one per GPU, else per free CPU)")
     ix.add_argument("--group", type=_group, action="append", metavar="NAME=PATH,PATH...",
                     help="name a stack of one-band files explicitly (repeatable)")
+    ix.add_argument("--regions", nargs="?", const="", metavar="SPEC",
+                    help="also store candidate region vectors (SPEC default 'grid=1,2,3,4;overlap=0.25'; "
+                         "keys grid, overlap, max, min, layer=VECTOR_FILE); tiles already indexed get theirs")
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
     ix.add_argument("--device", default="auto")
     _model_options(ix)

@@ -19,6 +19,7 @@ memory stays flat however large the folder is.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import GeoVecError, InputError, NotFoundError
+from .pipeline_regions import RegionMaker, embed_regions
 from .schemas import FileError, IndexSummary
 from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams, Window
 
@@ -108,6 +110,7 @@ class ScenePlan:
     stretch: Stretch
     windows: list[Window]
     resumed: bool = False  # some tiles were already stored by an interrupted run
+    backfill: list[tuple[str, Window]] = field(default_factory=list)  # stored tiles lacking their regions
 
 
 @dataclass
@@ -117,6 +120,7 @@ class BatchJob:
     plan: ScenePlan
     windows: list[Window]
     last: bool
+    tile_ids: list[str] | None = None  # a region backfill batch: these stored tiles' windows
 
 
 @dataclass
@@ -128,6 +132,7 @@ class PreparedBatch:
     features: Any  # BatchFeature from Embedder.prepare, or None if every tile was skipped
     skipped: int  # windows below min_valid_fraction
     error: str | None = None
+    regions: list[tuple[list[Any], Any]] | None = None  # per record (or backfill tile): boxes, prepared prompts
 
 
 @dataclass
@@ -196,7 +201,9 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
             n = store.delete_scene(scene.scene_id)
             log.info("scene %s changed: dropped %d tiles, re-embedding", scene.name, n)
         elif state == "complete":
-            return None
+            backfill = store.tiles_without_regions(scene.scene_id)
+            kept = store.scene(scene.scene_id) if backfill else None
+            return ScenePlan(scene, kept[1], [], backfill=backfill) if kept else None
         else:
             stored = store.scene(scene.scene_id)
             stretch = stored[1] if stored else None
@@ -208,7 +215,7 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
     windows = list(GridSampler(scene, params))
     if done:
         windows = [w for w in windows if tile_id(scene, w) not in done]
-    return ScenePlan(scene, stretch, windows, resumed)
+    return ScenePlan(scene, stretch, windows, resumed, backfill=store.tiles_without_regions(scene.scene_id))
 
 
 def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path,
@@ -241,8 +248,13 @@ def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams
 def iter_batches(plans: Sequence[ScenePlan], batch_size: int) -> Iterator[BatchJob]:
     """Cut each scene's windows into batches; a scene with nothing left yields one empty last batch."""
     for p in plans:
+        for i in range(0, len(p.backfill), batch_size):
+            part = p.backfill[i : i + batch_size]
+            yield BatchJob(p, [w for _, w in part], not p.windows and i + batch_size >= len(p.backfill),
+                           tile_ids=[t for t, _ in part])
         if not p.windows:
-            yield BatchJob(p, [], True)
+            if not p.backfill:
+                yield BatchJob(p, [], True)
             continue
         for i in range(0, len(p.windows), batch_size):
             chunk = p.windows[i : i + batch_size]
@@ -258,11 +270,13 @@ class TileReader:
     reader that only reads (:meth:`read`).
     """
 
-    def __init__(self, embedder: Embedder | None, params: TilingParams, *, instruction: str | None = None) -> None:
+    def __init__(self, embedder: Embedder | None, params: TilingParams, *, instruction: str | None = None,
+                 regions: RegionMaker | None = None) -> None:
         from .raster.handles import DatasetCache
 
         self.embedder = embedder
         self.params = params
+        self.regions = regions
         self.instruction = instruction if instruction is not None else (
             embedder.preset.instructions["tile"] if embedder is not None else "")
         self.handles = DatasetCache()
@@ -271,13 +285,13 @@ class TileReader:
         """Close the datasets the worker threads kept open."""
         self.handles.close()
 
-    def read_window(self, scene: Scene, stretch: Stretch,
-                    window: Window) -> tuple[TileRecord, np.ndarray] | None:
-        """One window's record and image, or None when it is below ``min_valid_fraction``."""
+    def read_window(self, scene: Scene, stretch: Stretch, window: Window,
+                    keep_all: bool = False) -> tuple[TileRecord, np.ndarray] | None:
+        """One window's record and image, or None when it is below ``min_valid_fraction`` (unless ``keep_all``)."""
         from .raster.tiling import make_record, read_tile
 
         img, vf = read_tile(scene, window, stretch, out_size=self.params.tile_size, handles=self.handles)
-        if vf < self.params.min_valid_fraction or vf <= 0.0:
+        if not keep_all and (vf < self.params.min_valid_fraction or vf <= 0.0):
             return None
         return make_record(scene, window, valid_fraction=vf, out_size=self.params.tile_size), img
 
@@ -289,7 +303,7 @@ class TileReader:
         scene, stretch = job.plan.scene, job.plan.stretch
         self.handles.keep_only(b.path for b in scene.bands)  # this thread moved on: close the last scene's
         for w in job.windows:
-            got = self.read_window(scene, stretch, w)
+            got = self.read_window(scene, stretch, w, keep_all=job.tile_ids is not None)
             if got is None:
                 skipped += 1
                 continue
@@ -301,11 +315,15 @@ class TileReader:
         try:
             records, images, skipped = self.read(job)
             features = None
-            if images:
+            if images and job.tile_ids is None:
                 assert self.embedder is not None, "a read-only TileReader cannot prepare"
                 features = self.embedder.prepare([EmbedInput(self.instruction, image=im) for im in images])
                 features = pin(features, getattr(self.embedder, "device", None))
-            return PreparedBatch(job, records, features, skipped)
+            regions = None
+            if self.regions is not None and images:
+                regions = [self.regions.prepare(job.plan.scene, r.window, im)
+                           for r, im in zip(records, images, strict=True)]
+            return PreparedBatch(job, records, features, skipped, regions=regions)
         except Exception as e:  # noqa: BLE001 - reported per file, never a silent skip
             log.debug("reading %s failed", job.plan.scene.name, exc_info=True)
             return PreparedBatch(job, [], None, 0, error=str(e) or type(e).__name__)
@@ -350,8 +368,9 @@ class TileWriter:
         self.interval_s = every_s
         self._last = time.monotonic()
 
-    def write(self, records: Sequence[TileRecord], vectors: np.ndarray) -> int:
-        n = self.store.add(records, vectors) if records else 0
+    def write(self, records: Sequence[TileRecord], vectors: np.ndarray,
+              regions: Sequence[tuple[Any, Any]] | None = None) -> int:
+        n = self.store.add(records, vectors, regions) if records else 0
         if time.monotonic() - self._last >= self.interval_s:
             self.checkpoint()
         return n
@@ -424,6 +443,7 @@ def index_folder(
     cancel: threading.Event | None = None,
     force: bool = False,
     runner: StageRunner | None = None,
+    regions: str | None = None,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
@@ -443,13 +463,21 @@ def index_folder(
             process, a thread pool for reads; :mod:`geovec.backend.ray_engine` runs
             them as Ray Data stages). ``embedder`` then only needs ``dim``, ``preset``,
             ``checkpoint_id``, ``identity`` and ``with_image`` (see ``RemoteModel``).
+        regions: a region SPEC (see :class:`~geovec.backend.regions.RegionSpec`; '' = the
+            default) to store candidate region vectors too; None keeps the index's own
+            (an index without regions stays without). Tiles already stored get theirs.
+            Regions are embedded by the in-process runner only.
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
     """
+    from .pipeline_regions import setup_regions
     from .raster.scan import scan_folder
+    from .regions import RegionSpec
 
     t0 = time.monotonic()
+    if regions is not None:
+        RegionSpec.parse(regions)  # bad input fails before the index is touched
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
@@ -466,14 +494,18 @@ def index_folder(
         log.info("embedding at the index's image size %s", image)
         embedder = embedder.with_image(image)
     try:
+        maker = setup_regions(store, embedder, regions, params.tile_size)
+        if maker is not None and runner is not None:
+            raise InputError(f"index {index_path} stores regions, which this runner does not embed",
+                             "index it in one process (without the distributed runner)")
         plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
                            errors=summary.errors)
         summary.scenes_skipped_unchanged = plan.unchanged
         summary.scenes_removed = plan.removed
-        total = sum(len(p.windows) for p in plan.scenes)
+        total = sum(len(p.windows) + len(p.backfill) for p in plan.scenes)
         prog = RunProgress(total, len(plan.scenes), progress)
         prog.emit(None, f"{len(plan.scenes)} scene(s), {total} tile(s) to index")
-        run = runner or _run_stages
+        run = runner or functools.partial(_run_stages, maker=maker)
         with torch_threads(embedder, workers):
             run(store, embedder, plan.scenes, params, batch_size, workers, cancel, prog, summary)
         summary.cancelled = cancel.is_set()
@@ -497,9 +529,9 @@ def reader_pool(reader: TileReader, workers: int) -> Iterator[ThreadPoolExecutor
 
 def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan], params: TilingParams,
                 batch_size: int, workers: int, cancel: threading.Event, prog: RunProgress,
-                summary: IndexSummary) -> None:
+                summary: IndexSummary, maker: RegionMaker | None = None) -> None:
     """Run read+prepare in a pool, forward on this thread, write in order, with bounded prefetch."""
-    reader = TileReader(embedder, params)
+    reader = TileReader(embedder, params, regions=maker)
     writer = TileWriter(store)
     failed: set[str] = set()
     counted: set[str] = set()
@@ -529,16 +561,23 @@ def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan
                 prog.done += len(batch.job.windows)
                 fill()
                 continue
-            if batch.records:
+            regions = embed_regions(embedder, batch.regions) if batch.regions else None
+            backfill = batch.job.tile_ids is not None  # regions of tiles already stored
+            if backfill and regions:
+                summary.regions += store.add_regions(
+                    [(t, b, v) for t, (b, v) in zip(batch.job.tile_ids or [], regions, strict=True)])
+            elif batch.records:
                 vectors = embed_batch(embedder, batch.features)
-                writer.write(batch.records, vectors)
+                writer.write(batch.records, vectors, regions)
+                summary.regions += sum(len(b) for b, _ in regions or [])
             n = len(batch.job.windows)
+            tiles = 0 if backfill else len(batch.records)
             prog.done += n
-            prog.embedded += len(batch.records)
+            prog.embedded += tiles
             prog.skipped += batch.skipped
-            summary.tiles += len(batch.records)
+            summary.tiles += tiles
             summary.tiles_skipped += batch.skipped
-            if scene.scene_id not in counted:
+            if scene.scene_id not in counted and not backfill:
                 counted.add(scene.scene_id)
                 summary.scenes += 1
             if batch.job.last:

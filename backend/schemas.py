@@ -43,6 +43,9 @@ class IndexRequest(_Model):
     groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
     force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
+    regions: str | None = Field(None, max_length=4096, description=(
+        "store candidate region vectors made by this SPEC ('' = default 'grid=1,2,3,4;overlap=0.25'); "
+        "null keeps the index's own"))
 
 
 class SearchRequest(_Model):
@@ -124,6 +127,7 @@ class IndexSummary(BaseModel):
     scenes_removed: int = 0
     tiles: int = 0
     tiles_skipped: int = 0  # below min_valid_fraction
+    regions: int = 0  # region candidates embedded (indexes with regions)
     errors: list[FileError] = Field(default_factory=list)
     seconds: float = 0.0
     cancelled: bool = False

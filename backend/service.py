@@ -131,7 +131,8 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
     emb = _resolve_embedder(embedder, model=req.model, index=req.index)
     return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
-                        force=bool(getattr(req, "force", False)))
+                        force=bool(getattr(req, "force", False)),
+                        regions=req.regions)
 
 
 def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
