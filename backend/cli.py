@@ -260,12 +260,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     fields: dict[str, Any] = {"index": args.index[0], "indexes": args.index[1:], "k": args.k, "min_score": args.min_score,
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
+    fields.update(_region_fields(args))
     if args.text is not None:
         fields["text"] = args.text
-    elif args.box is not None:
+    if args.box is not None:
         fields.update(box=args.box, crs=args.crs, raster=args.raster)
-    else:
+    elif args.point is not None:
         fields.update(point=args.point, crs=args.crs, raster=args.raster)
+    elif args.image is not None:
+        fields["image"] = str(Path(args.image).expanduser().resolve())
+    elif args.text is None:
+        raise UsageError("give --text, --box, --point or --image (--text may go with one of the others)")
     if (args.box is not None or args.point is not None) and not args.crs:
         raise UsageError("--crs is required with --box/--point (e.g. EPSG:4326 or the raster's EPSG code)")
     if args.latlon is not None:
@@ -283,7 +288,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        from .cli_regions import geojson_with_regions
+
+        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1))
     if args.json:
         print(resp.model_dump_json(indent=2))
         return 0
@@ -292,8 +299,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     for f in resp.features:
         p = f.properties
         where = f"  [{p['index']}]" if p.get("index") else ""
+        box = f"  box {tuple(p['bbox_image'])}" if p.get("level") == "region" else ""
         print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
-              f"{p['center_lon']:.5f}  window {tuple(p['window'])}  {p['source']}{where}")
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}{box}  {p['source']}{where}")
+        if p.get("level") != "region":
+            for r in p.get("regions") or []:
+                print(f"       region {r['rank']}  {r['score']:+.4f}  box {tuple(r['bbox_image'])}")
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
@@ -316,6 +327,12 @@ def _search_via_running_server(req: Any) -> Any:
     return resp
 
 
+def _region_fields(args: argparse.Namespace) -> dict[str, Any]:
+    from .cli_regions import region_fields
+
+    return region_fields(args)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from .service import index_info
 
@@ -326,6 +343,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"index      {info.path}\ntiles      {info.count}\nscenes     {info.scenes}\n"
           f"dim        {info.dim} ({info.space})\nmodel      {info.preset} @ {info.checkpoint}\n"
           f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
+    reg = info.extra.get("regions")
+    print(f"regions    {reg['count']} ({reg['spec']})" if reg else "regions    none (index with --regions to store them)")
     for s in info.extra.get("scene_list", []):
         print(f"  scene {s['name']} [{s['status']}] {s['scene_id']}")
     return 0
@@ -404,10 +423,11 @@ def build_parser(command: str | None = None) -> Parser:
     se = sub.add_parser("search", help="search an index by text, box or point")
     se.add_argument("--index", required=True, action="append",
                     help="index directory; repeat to search several built with the same model")
-    q = se.add_mutually_exclusive_group(required=True)
-    q.add_argument("--text")
+    se.add_argument("--text", help="a description or referring expression; with --box/--point/--image: composed")
+    q = se.add_mutually_exclusive_group()
     q.add_argument("--box", type=_finite, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
     q.add_argument("--point", type=_finite, nargs=2, metavar=("X", "Y"))
+    q.add_argument("--image", metavar="PATH", help="search with an image file (PNG/JPEG/GeoTIFF)")
     se.add_argument("--crs", help="CRS of --box/--point: EPSG code, WKT or PROJ string")
     se.add_argument("--raster", help="raster the box/point refers to (default: found in the index)")
     se.add_argument("--latlon", type=_finite, nargs=2, metavar=("LAT", "LON"), help="condition on a location")
@@ -422,6 +442,9 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
     se.add_argument("--json", action="store_true")
     se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
+    from .cli_regions import add_region_search_args
+
+    add_region_search_args(se)
     se.add_argument("--server", nargs="?", const="", metavar="URL",
                     help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)

@@ -49,13 +49,16 @@ class IndexRequest(_Model):
 
 
 class SearchRequest(_Model):
-    """One query: exactly one of text, box, point."""
+    """One query: text, box, point or image; text may be combined with one of the others."""
 
     index: str = Field(min_length=1)
     indexes: list[str] = Field(default_factory=list, max_length=64,
                                description="more indexes built with the same model, searched together with `index` "
                                            "(hits merged by score; each hit's `index` property names its index)")
-    text: str | None = None
+    text: str | None = Field(None, description="a description or referring expression; with box/point/image: "
+                             "composed into one embedding ('like this, but next to water')")
+    image: str | None = Field(None, max_length=4096, description="path of an image file (PNG/JPEG/GeoTIFF) to "
+                              "search with, alone or with text")
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
@@ -66,6 +69,17 @@ class SearchRequest(_Model):
     exclude_overlapping: bool = Field(True, description="drop hits that overlap the query box/point itself")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned footprints")
     force: bool = Field(False, description="search even with a model other than the index's (hits may be meaningless)")
+    level: Literal["tile", "region"] = Field("tile", description="rank tiles (with their best regions) or regions")
+    rerank: int | None = Field(None, ge=1, le=500, description=(
+        "embed the region candidates of the top N tiles at query time (needed for level=region on an index "
+        "without stored regions; for a box query, candidates of the box's ground size)"))
+    regions_per_hit: int = Field(3, ge=0, le=64, description="best regions (after NMS) attached to each tile hit")
+    nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="IoU above which a weaker overlapping region is dropped")
+    within: str | None = Field(None, max_length=1_000_000, description=(
+        "confine hits to this area: GeoJSON geometry/feature/collection, WKT, or a vector file path"))
+    within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
+    scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
+                                     "scenes (names or scene ids)")
 
     @field_validator("text")
     @classmethod
@@ -83,9 +97,14 @@ class SearchRequest(_Model):
 
     @model_validator(mode="after")
     def _one_mode(self) -> SearchRequest:
-        modes = [m for m in ("text", "box", "point") if getattr(self, m) is not None]
-        if len(modes) != 1:
-            raise ValueError(f"give exactly one of text, box, point (got {modes or 'none'})")
+        modes = [m for m in ("box", "point", "image") if getattr(self, m) is not None]
+        if len(modes) > 1 or (not modes and self.text is None):
+            raise ValueError(f"give text, box, point or image (text may go with one of the others; got "
+                             f"{modes or 'none'})")
+        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
+            raise ValueError(f"box {self.box} has zero area: need xmin < xmax and ymin < ymax")
+        if self.image is not None and not self.image.strip():
+            raise ValueError("image is empty; give the path of an image file")
         if self.latlon is not None:
             lat, lon = self.latlon
             if not (-90 <= lat <= 90 and -180 <= lon <= 180):
@@ -93,10 +112,13 @@ class SearchRequest(_Model):
         return self
 
     @property
-    def mode(self) -> Literal["text", "box", "point"]:
-        if self.text is not None:
-            return "text"
-        return "box" if self.box is not None else "point"
+    def mode(self) -> Literal["text", "box", "point", "image"]:
+        """The query's anchor: box, point or image when given (text then composes with it), else text."""
+        if self.box is not None:
+            return "box"
+        if self.point is not None:
+            return "point"
+        return "image" if self.image is not None else "text"
 
 
 class Feature(BaseModel):
@@ -106,8 +128,10 @@ class Feature(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    """GeoJSON FeatureCollection of hits; properties: rank, score, tile_id, scene_id,
-    source, sources, window, center_lat, center_lon, regions."""
+    """GeoJSON FeatureCollection of hits; properties: level ("tile" | "region"), rank, score, tile_id,
+    scene_id, source, sources, window, center_lat, center_lon, gsd, valid_fraction, regions (list of
+    {rank, score, bbox_image, geometry} after NMS; geometry a GeoJSON polygon in `crs`), and for region
+    features bbox_image (the box in tile-image pixels; the feature's geometry is the box)."""
 
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[Feature]

@@ -45,6 +45,7 @@ class Query:
     scene_id: str | None = None
     window: Window | None = None
     info: dict[str, Any] | None = None
+    ground_size_m: float | None = None  # a box query: sqrt(width x height) of the drawn box on the ground
 
     def embed_input(self, embedder: Embedder) -> EmbedInput:
         instruction = embedder.preset.instructions[self.instruction_key]
@@ -134,6 +135,9 @@ def build_query(store: IndexStore, req: SearchRequest) -> Query:
     latlon = (float(req.latlon[0]), float(req.latlon[1])) if req.latlon is not None else None
     if req.mode == "text":
         return Query("text", "text_query", text=req.text, latlon=latlon, info={"text": req.text})
+    if req.mode == "image":
+        assert req.image is not None
+        return image_query(read_image_file(req.image), latlon=latlon, text=req.text)
 
     tiling = index_tiling(store)
     scene, stretch = resolve_scene(store, req, tiling)
@@ -145,11 +149,13 @@ def build_query(store: IndexStore, req: SearchRequest) -> Query:
         image, _ = read_tile(scene, window, stretch, out_size=tiling.tile_size)
         image_box = geometry.pixel_box_to_image_box(pixel_box, window, tiling.tile_size)
         exclude = geometry.image_box_to_geometry(scene, window, tiling.tile_size, image_box, "EPSG:4326")
+        res = geometry.ground_resolution(scene)
+        ground = math.sqrt((pixel_box[2] - pixel_box[0]) * (pixel_box[3] - pixel_box[1])) * res
         return Query("box", "region_query", image=image, bbox=tuple(image_box), latlon=latlon,  # type: ignore[arg-type]
-                     exclude_wgs84=exclude if req.exclude_overlapping else None,
+                     exclude_wgs84=exclude if req.exclude_overlapping else None, text=req.text,
                      scene_id=scene.scene_id, window=tuple(window),  # type: ignore[arg-type]
                      info={"box": req.box, "crs": req.crs, "scene": scene.name, "window": list(window),
-                           "image_box": list(image_box)})
+                           "image_box": list(image_box)}, ground_size_m=ground)
     assert req.point is not None
     col, row = _point_pixel(scene, req.point[0], req.point[1], crs)
     window = geometry.context_window(scene, (col - 0.5, row - 0.5, col + 0.5, row + 0.5), size)
@@ -157,16 +163,43 @@ def build_query(store: IndexStore, req: SearchRequest) -> Query:
     if latlon is None:
         latlon = tuple(float(v) for v in geometry.pixel_to_latlon(scene, col, row))  # type: ignore[assignment]
     exclude = geometry.window_to_geometry(scene, window, "EPSG:4326")
-    return Query("point", "point_query", image=image, latlon=latlon,
+    return Query("point", "point_query", image=image, latlon=latlon, text=req.text,
                  exclude_wgs84=exclude if req.exclude_overlapping else None,
                  scene_id=scene.scene_id, window=tuple(window),  # type: ignore[arg-type]
                  info={"point": req.point, "crs": req.crs, "scene": scene.name, "window": list(window),
                        "latlon": list(latlon) if latlon else None})
 
 
-def image_query(image: np.ndarray, *, latlon: tuple[float, float] | None = None) -> Query:
-    """A query by an image, embedded exactly like an indexed tile (instruction ``tile``)."""
-    return Query("image", "tile", image=image, latlon=latlon, info={"image": list(image.shape)})
+def image_query(image: np.ndarray, *, latlon: tuple[float, float] | None = None, text: str | None = None) -> Query:
+    """A query by an image, embedded like an indexed tile (instruction ``tile``); with text: ``image_query``."""
+    return Query("image", "tile" if text is None else "image_query", image=image, latlon=latlon, text=text,
+                 info={"image": list(image.shape)})
+
+
+def read_image_file(path: str) -> np.ndarray:
+    """An image file (PNG, JPEG, or a raster's first three bands) as (H, W, 3) uint8."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise NotFoundError(f"image {path!r} does not exist", "give the path of a PNG, JPEG or GeoTIFF file")
+    try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - not a picture PIL reads: try it as a raster
+        pass
+    try:
+        from .raster.scan import open_scene
+        from .raster.stretch import compute_stretch
+        from .raster.tiling import read_tile
+
+        scene = open_scene(str(p))
+        side = max(scene.width, scene.height)
+        image, _ = read_tile(scene, (0, 0, side, side), compute_stretch(scene), out_size=min(side, 1024))
+        return image
+    except Exception as e:  # noqa: BLE001
+        raise InputError(f"image {path!r} cannot be read as an image or raster: {e}",
+                         "give a PNG, JPEG or GeoTIFF file") from e
 
 
 def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
@@ -230,6 +263,7 @@ def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
             "gsd": rec.gsd,
             "valid_fraction": rec.valid_fraction,
             "regions": [r.__dict__ for r in hit.regions],
+            "level": "tile",
         },
     }
 

@@ -156,18 +156,24 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
         store_cache: path -> open IndexStore, reused across calls (the server keeps one).
     """
     from .binding import bind
-    from .search import build_query, run_query
+    from .region_search import check, run
+    from .search import build_query
 
     if req.indexes:
         from .multi import search_indexes
+
+        if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes:
+            raise InputError(f"region search, --rerank, --within and --scene take one index, not {1 + len(req.indexes)}",
+                             "search the indexes one at a time")
 
         return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder, open_index=open_index)
     store = open_index(req.index, cache=store_cache)
     try:
         query = build_query(store, req)
+        flt = check(store, req)
         emb = _resolve_embedder(embedder, model=None, index=req.index)
         emb = bind(emb, store.meta, index=str(req.index), force=bool(getattr(req, "force", False)))
-        return run_query(store, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)
+        return run(store, emb, query, req, flt)
     finally:
         if store_cache is None:
             store.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -161,11 +161,12 @@ class RegionsMixin:
     def regions_of(self, tile_labels: Sequence[int]) -> tuple[list[RegionRow], np.ndarray]:
         """Every stored region of the tiles (rows and their vectors, for exact scoring)."""
         if self._r is None:
-            return [], np.zeros((0, self.dim), np.float32)  # type: ignore[attr-defined]
+            dim: int = self.dim  # type: ignore[attr-defined]
+            return [], np.zeros((0, dim), np.float32)
         with self._sql("reading regions") as con:  # type: ignore[attr-defined]
             return rdb.regions_of_tiles(con, tile_labels, self.dim)  # type: ignore[attr-defined]
 
-    def records_by_label(self, labels: Sequence[int]) -> dict[int, TileRecord]:
+    def records_by_label(self, labels: Iterable[int]) -> dict[int, TileRecord]:
         return self._records(set(int(x) for x in labels))  # type: ignore[attr-defined]
 
     def tile_vectors(self, labels: Sequence[int]) -> tuple[np.ndarray, list[int]]:

@@ -25,6 +25,11 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
                               "indexes": [str(check_path(p, "index", state.settings)) for p in body.indexes]}
     if body.raster is not None:
         update["raster"] = str(check_path(body.raster, "raster", state.settings))
+    if body.image is not None:
+        update["image"] = str(check_path(body.image, "image", state.settings))
+    if body.within is not None and not body.within.lstrip().startswith("{") and len(body.within) < 4096 \
+            and "(" not in body.within:  # a vector file path, not GeoJSON or WKT
+        update["within"] = str(check_path(body.within.strip(), "within file", state.settings))
     req = body.model_copy(update=update)
 
     def embedder():  # called by run_search only once the input is valid

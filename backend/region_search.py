@@ -1,0 +1,314 @@
+"""Searches that return regions: tile hits with their best boxes, or ranked boxes, under filters.
+
+* ``level="tile"`` ranks tiles; each carries ``properties.regions``: its best candidate
+  boxes after non-maximum suppression (from the index's stored region vectors, or, with
+  ``rerank``, candidates of the top N tiles embedded at query time).
+* ``level="region"`` ranks boxes (region features: ``properties.level == "region"``).
+* A text query is compared with tiles through the ``text_query`` instruction and with
+  regions through ``referring_query``; box, point and image queries use one vector.
+* A drawn box (part of a box query) is compared with candidates of its own ground size:
+  stored ones within a factor :data:`SCALE_RATIO`, or boxes of that size sliding over the
+  top tiles (``rerank``).
+* ``within`` / ``scenes`` filter tiles in SQLite first (:mod:`.filters`); a filter keeping
+  few tiles is scored exactly from the stored vectors instead of through hnswlib.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError
+from .filters import EXACT_MAX, TileFilter, tile_filter
+from .regions import RegionSpec, grid_boxes, nms, scale_boxes
+from .schemas import SearchRequest, SearchResponse
+from .search import Query, _overlaps, find_hits, hit_feature, index_tiling
+from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
+    from .index.store import IndexStore
+    from .model.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+#: Tiles whose candidates ``rerank`` scores when the request gives no number.
+DEFAULT_RERANK = 20
+#: Stored candidates of a box query are kept when their ground size is within this factor of the box's.
+SCALE_RATIO = 2.0
+
+
+@dataclass
+class RegionHit:
+    """One scored box inside a tile."""
+
+    record: TileRecord
+    box: Box
+    score: float
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def query_vectors(embedder: Embedder, query: Query) -> tuple[np.ndarray, np.ndarray]:
+    """(vector against tiles, vector against regions): a text query uses ``referring_query`` for regions."""
+    inputs = [query.embed_input(embedder)]
+    if query.kind == "text":
+        inputs.append(EmbedInput(embedder.instructions["referring_query"], text=query.text, latlon=query.latlon))
+    vecs = embedder.encode(inputs, batch_size=len(inputs))
+    return vecs[0], vecs[-1]
+
+
+class _Scenes:
+    """Stored scenes by id, read once per search."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[Scene, Stretch]] = {}
+
+    def get(self, scene_id: str) -> tuple[Scene, Stretch]:
+        if scene_id not in self._cache:
+            got = self.store.scene(scene_id)
+            if got is None:
+                raise InputError(f"scene {scene_id!r} vanished from index {self.store.path} during the search",
+                                 "retry the search")
+            self._cache[scene_id] = got
+        return self._cache[scene_id]
+
+
+# ---- tiles ---------------------------------------------------------------------------------------
+def tile_hits(store: IndexStore, vec: np.ndarray, k: int, *, flt: TileFilter | None, min_score: float | None,
+              exclude: BaseGeometry | None) -> list[Hit]:
+    """Nearest tiles: hnswlib without a filter, exact scoring of a small filtered set, else filtered hnswlib."""
+    if flt is None:
+        return find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=exclude)
+    if len(flt.labels) <= EXACT_MAX:
+        vecs, labels = store.tile_vectors(sorted(flt.labels))
+        scores = _unit(vecs) @ _unit(vec) if len(labels) else np.zeros(0, np.float32)
+        order = np.argsort(-scores, kind="stable").tolist()
+        step = k * 4 + 16
+
+        def ranked() -> Any:
+            for s in range(0, len(order), step):
+                chunk = order[s : s + step]
+                recs = store.records_by_label([labels[i] for i in chunk])
+                yield from ((recs[labels[i]], float(scores[i])) for i in chunk if labels[i] in recs)
+
+        return _take(ranked(), k, min_score, exclude)
+    ids = {r.tile_id for r in store.records_by_label(sorted(flt.labels)).values()}
+    return _take(store.search(vec.reshape(1, -1), min(len(ids), k * 4 + 16), filter=lambda t: t in ids)[0],
+                 k, min_score, exclude)
+
+
+def _take(ranked: Any, k: int, min_score: float | None, exclude: BaseGeometry | None) -> list[Hit]:
+    from shapely import wkt
+
+    hits: list[Hit] = []
+    for rec, score in ranked:
+        if min_score is not None and score < min_score:
+            break
+        if exclude is not None and _overlaps(wkt.loads(rec.footprint_wgs84), exclude):
+            continue
+        hits.append(Hit(rank=len(hits) + 1, score=min(1.0, max(-1.0, score)), record=rec))
+        if len(hits) == k:
+            break
+    return hits
+
+
+# ---- candidates ----------------------------------------------------------------------------------
+def _size_ok(box: Box, gsd: float, target_m: float | None) -> bool:
+    if target_m is None:
+        return True
+    size = math.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)) * gsd
+    return target_m / SCALE_RATIO <= size <= target_m * SCALE_RATIO
+
+
+def stored_candidates(store: IndexStore, rvec: np.ndarray, records: dict[int, TileRecord],
+                      target_m: float | None) -> list[RegionHit]:
+    """Every stored candidate of the tiles (label -> record), scored exactly; sized like ``target_m`` if given."""
+    rows, vecs = store.regions_of(list(records))
+    if not rows:
+        return []
+    scores = _unit(vecs) @ _unit(rvec)
+    out = [RegionHit(records[r.tile_label], r.box, float(s)) for r, s in zip(rows, scores, strict=True)]
+    sized = [h for h in out if _size_ok(h.box, h.record.gsd, target_m)]
+    return sized or out  # no stored candidate of that size: the nearest sizes are all there is
+
+
+def rerank_candidates(store: IndexStore, embedder: Embedder, rvec: np.ndarray, records: list[TileRecord],
+                      target_m: float | None, scenes: _Scenes) -> list[RegionHit]:
+    """Embed candidates of ``records`` at query time (grid, or boxes of ``target_m`` for a drawn box)."""
+    from .raster.tiling import read_tile
+
+    tiling = index_tiling(store)
+    size = tiling.tile_size
+    spec = RegionSpec.parse(store.regions_spec or None)
+    q = _unit(rvec)
+    out: list[RegionHit] = []
+    for rec in records:
+        scene, stretch = scenes.get(rec.scene_id)
+        image, _ = read_tile(scene, rec.window, stretch, out_size=size)
+        if target_m is not None:
+            px = target_m / max(rec.gsd, 1e-9)
+            boxes = scale_boxes(size, px, px, cap=spec.max_candidates)
+        else:
+            boxes = grid_boxes(size, spec)
+        vecs = embedder.encode_regions(image, boxes)
+        scores = _unit(vecs) @ q
+        out += [RegionHit(rec, b, float(s)) for b, s in zip(boxes, scores, strict=True)]
+    return out
+
+
+def best_per_tile(cands: list[RegionHit], *, iou: float, limit: int | None) -> dict[str, list[RegionHit]]:
+    """Per tile: NMS over its candidates, best first, at most ``limit``."""
+    by_tile: dict[str, list[RegionHit]] = {}
+    for c in cands:
+        by_tile.setdefault(c.record.tile_id, []).append(c)
+    out: dict[str, list[RegionHit]] = {}
+    for tid, cs in by_tile.items():
+        keep = nms([c.box for c in cs], [c.score for c in cs], iou_threshold=iou, limit=limit)
+        out[tid] = [cs[i] for i in keep]
+    return out
+
+
+# ---- features ------------------------------------------------------------------------------------
+def region_geometry(scenes: _Scenes, rec: TileRecord, box: Box, tile_size: int, crs: str) -> Any:
+    from .raster import geometry
+
+    scene, _ = scenes.get(rec.scene_id)
+    return geometry.image_box_to_geometry(scene, rec.window, tile_size, box, crs)
+
+
+def region_dict(scenes: _Scenes, h: RegionHit, rank: int, tile_size: int, crs: str) -> dict[str, Any]:
+    from shapely.geometry import mapping
+
+    return {"rank": rank, "score": round(h.score, 6), "bbox_image": [round(float(v), 3) for v in h.box],
+            "geometry": mapping(region_geometry(scenes, h.record, h.box, tile_size, crs))}
+
+
+def _not_excluded(scenes: _Scenes, h: RegionHit, tile_size: int, exclude: BaseGeometry | None) -> bool:
+    from shapely import wkt
+
+    if exclude is None or not _overlaps(wkt.loads(h.record.footprint_wgs84), exclude):
+        return True
+    return not _overlaps(region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), exclude)
+
+
+# ---- the search ----------------------------------------------------------------------------------
+def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
+    """Validate the region/filter parts of ``req`` against ``store`` (no model); the tile filter if any."""
+    from .raster import geometry
+
+    geometry.parse_crs(req.out_crs)
+    if req.level == "region" and store.regions_spec is None and req.rerank is None:
+        raise InputError(f"index {store.path} stores no regions, so --level region needs --rerank N",
+                         "add --rerank N (score the candidates of the top N tiles), or re-index with --regions")
+    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
+
+
+_UNSET: Any = object()
+
+
+def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
+        flt: TileFilter | None = _UNSET) -> SearchResponse:
+    """Answer ``req`` (already turned into ``query``) with tiles or regions; see the module docstring."""
+    t0 = time.perf_counter()
+    if flt is _UNSET:
+        flt = check(store, req)
+    has_regions = store.regions_spec is not None
+    tvec, rvec = query_vectors(embedder, query)
+    tile_size = index_tiling(store).tile_size
+    scenes = _Scenes(store)
+    target_m = query.ground_size_m if query.kind == "box" else None
+    use_rerank = req.rerank is not None
+    n_rerank = req.rerank or DEFAULT_RERANK
+    features: list[dict[str, Any]] = []
+    if req.level == "tile":
+        hits = tile_hits(store, tvec, req.k, flt=flt, min_score=req.min_score, exclude=query.exclude_wgs84)
+        cands: list[RegionHit] = []
+        if req.regions_per_hit and hits:
+            if use_rerank:
+                cands = rerank_candidates(store, embedder, rvec, [h.record for h in hits[:n_rerank]], target_m,
+                                          scenes)
+            elif has_regions:
+                labels = store.tile_labels([h.record.tile_id for h in hits])
+                cands = stored_candidates(store, rvec, {labels[h.record.tile_id]: h.record for h in hits
+                                                        if h.record.tile_id in labels}, target_m)
+        cands = [c for c in cands if _not_excluded(scenes, c, tile_size, query.exclude_wgs84)]
+        best = best_per_tile(cands, iou=req.nms_iou, limit=req.regions_per_hit)
+        for h in hits:
+            f = hit_feature(h, req.out_crs)
+            f["properties"]["level"] = "tile"
+            f["properties"]["regions"] = [region_dict(scenes, r, i + 1, tile_size, req.out_crs)
+                                          for i, r in enumerate(best.get(h.record.tile_id, []))]
+            features.append(f)
+        source = "rerank" if use_rerank else ("index" if has_regions else None)
+    else:
+        ranked = _rank_regions(store, embedder, query, req, flt, tvec, rvec, target_m, scenes, tile_size,
+                               use_rerank or not has_regions, n_rerank)
+        for i, r in enumerate(ranked[: req.k]):
+            features.append(_region_feature(scenes, r, i + 1, tile_size, req.out_crs))
+        source = "rerank" if use_rerank or not has_regions else "index"
+    info = {"kind": query.kind, **(query.info or {}), "level": req.level, "regions_from": source}
+    if query.text is not None:
+        info["text"] = query.text
+    if flt is not None:
+        info["filter"] = flt.description
+    if target_m is not None:
+        info["box_ground_size_m"] = round(target_m, 3)
+    return SearchResponse(features=features, crs=req.out_crs, query=info,  # type: ignore[arg-type]
+                          took_ms=round((time.perf_counter() - t0) * 1000, 2))
+
+
+def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest, flt: TileFilter | None,
+                  tvec: np.ndarray, rvec: np.ndarray, target_m: float | None, scenes: _Scenes, tile_size: int,
+                  rerank: bool, n_rerank: int) -> list[RegionHit]:
+    """Regions best first (NMS within each tile), filtered, at most ``req.k`` plus slack."""
+    if rerank:
+        hits = tile_hits(store, tvec, n_rerank, flt=flt, min_score=None, exclude=None)
+        cands = rerank_candidates(store, embedder, rvec, [h.record for h in hits], target_m, scenes)
+        return _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+    if flt is not None and len(flt.labels) <= EXACT_MAX:
+        recs = store.records_by_label(sorted(flt.labels))
+        return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84)
+    want = req.k * 8 + 32
+    while True:
+        found = store.search_regions(rvec, want, tile_labels=flt.labels if flt is not None else None)
+        recs = store.records_by_label({row.tile_label for row, _ in found})
+        cands = [RegionHit(recs[row.tile_label], row.box, s) for row, s in found if row.tile_label in recs]
+        sized = [c for c in cands if _size_ok(c.box, c.record.gsd, target_m)]
+        out = _finish(sized, req, scenes, tile_size, query.exclude_wgs84)
+        if len(out) >= req.k or want >= store.region_count:
+            return out if out or not cands else _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+        want = min(store.region_count, want * 4)
+
+
+def _finish(cands: list[RegionHit], req: SearchRequest, scenes: _Scenes, tile_size: int,
+            exclude: BaseGeometry | None) -> list[RegionHit]:
+    if req.min_score is not None:
+        cands = [c for c in cands if c.score >= req.min_score]
+    best = best_per_tile(cands, iou=req.nms_iou, limit=None)
+    ranked = sorted((r for rs in best.values() for r in rs), key=lambda r: -r.score)
+    out: list[RegionHit] = []
+    for r in ranked:
+        if _not_excluded(scenes, r, tile_size, exclude):
+            out.append(r)
+            if len(out) >= req.k:
+                break
+    return out
+
+
+def _region_feature(scenes: _Scenes, r: RegionHit, rank: int, tile_size: int, crs: str) -> dict[str, Any]:
+    f = hit_feature(Hit(rank=rank, score=r.score, record=r.record), crs)
+    reg = region_dict(scenes, r, 1, tile_size, crs)
+    f["geometry"] = reg["geometry"]
+    f["properties"].update(level="region", bbox_image=reg["bbox_image"], regions=[reg])
+    return f
