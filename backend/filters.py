@@ -106,6 +106,13 @@ def resolve_scenes(store: IndexStore, names: list[str]) -> list[str]:
     return sorted(set(ids))
 
 
+def _shares_area(prepared: Any, area: BaseGeometry, footprint: BaseGeometry) -> bool:
+    """Whether the tile footprint and the area share more than a sliver (touching edges do not count)."""
+    if not prepared.intersects(footprint):
+        return False
+    return area.intersection(footprint).area > 1e-6 * footprint.area
+
+
 def tile_filter(store: IndexStore, *, within: str | None = None, within_crs: str = "EPSG:4326",
                 scenes: list[str] | None = None) -> TileFilter | None:
     """The tiles a search may return under ``within``/``scenes``; None when neither is given.
@@ -124,7 +131,7 @@ def tile_filter(store: IndexStore, *, within: str | None = None, within_crs: str
     rows = store.labels_within(area.bounds if area is not None else None, scene_ids)
     if area is not None:
         pa = prep(area)
-        rows = [(label, fp) for label, fp in rows if pa.intersects(wkt.loads(fp))]
+        rows = [(label, fp) for label, fp in rows if _shares_area(pa, area, wkt.loads(fp))]
     desc: dict[str, Any] = {}
     if scenes:
         desc["scenes"] = list(scenes)

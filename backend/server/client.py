@@ -144,5 +144,7 @@ def search_via_server(req: SearchRequest, url: str | None = None, *, token_file:
     update = {"index": str(Path(req.index).expanduser().absolute())}
     if req.raster:
         update["raster"] = str(Path(req.raster).expanduser().absolute())
+    if req.image:
+        update["image"] = str(Path(req.image).expanduser().absolute())
     with Client(url, token_file=token_file) as c:
         return c.search(req.model_copy(update=update))

@@ -166,7 +166,8 @@ def test_text_box_point_search_over_http_equals_in_process(indexed, world, tiny_
 BAD = [  # (name, method, path, body-or-params, status, words in detail)
     ("unknown index", "POST", "/v1/search", {"index": "{root}/nope", "text": "water"}, 404, ["nope"]),
     ("empty text", "POST", "/v1/search", {"index": "{idx}", "text": "  "}, 422, ["text is empty"]),
-    ("two modes", "POST", "/v1/search", {"index": "{idx}", "text": "a", "point": [1, 2]}, 422, ["exactly one"]),
+    ("two anchors", "POST", "/v1/search", {"index": "{idx}", "box": LAKE_BOX, "point": [1, 2]}, 422,
+     ["text may go with one"]),
     ("NaN lat/lon", "POST", "/v1/search", '{"index": "{idx}", "text": "a", "latlon": [NaN, 1.0]}', 422, ["finite"]),
     ("lat out of range", "POST", "/v1/search", {"index": "{idx}", "text": "a", "latlon": [91, 0]}, 422, ["latlon"]),
     ("box outside", "POST", "/v1/search", {"index": "{idx}", "box": [0, 0, 10, 10], "crs": "EPSG:32617",

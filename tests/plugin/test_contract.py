@@ -74,9 +74,9 @@ def test_request_bodies_and_routes_match_the_backend_contract(backend_python):
 def test_bad_bodies_are_refused_by_the_same_models(backend_python):
     """The check above can fail: a body the backend would refuse is refused."""
     res = subprocess.run([backend_python, "-c", CHECK], capture_output=True, text=True, timeout=120,
-                         input=json.dumps({"bodies": [["SearchRequest", {"index": "i", "text": "a", "box": [1, 2, 3, 4]}]],
+                         input=json.dumps({"bodies": [["SearchRequest", {"index": "i", "point": [1, 2], "box": [1, 2, 3, 4]}]],
                                            "routes": [], "openapi": "/nonexistent", "reads": {}}))
-    assert res.returncode != 0 and "exactly one of text, box, point" in res.stderr
+    assert res.returncode != 0 and "give text, box, point or image" in res.stderr
 
 
 def test_region_request_bodies_match_the_backend_contract(backend_python, region_search):
