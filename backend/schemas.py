@@ -101,8 +101,6 @@ class SearchRequest(_Model):
         if len(modes) > 1 or (not modes and self.text is None):
             raise ValueError(f"give text, box, point or image (text may go with one of the others; got "
                              f"{modes or 'none'})")
-        if self.box is not None and not (self.box[0] < self.box[2] and self.box[1] < self.box[3]):
-            raise ValueError(f"box {self.box} has zero area: need xmin < xmax and ymin < ymax")
         if self.image is not None and not self.image.strip():
             raise ValueError("image is empty; give the path of an image file")
         if self.latlon is not None:

@@ -215,7 +215,7 @@ def test_within_and_scene_filters(env, capsys, monkeypatch) -> None:
 
 @pytest.mark.parametrize("argv, words", [
     (["--text", "  "], "text is empty"),
-    (["--box", "400100", "3299700", "400100", "3299760", "--crs", "EPSG:32617"], "zero area"),
+    (["--box", "400100", "3299700", "400100", "3299760", "--crs", "EPSG:32617"], "inverted or empty"),
     (["--text", "water", "--within", "POLYGON((0 0, 1 0, 1 1, 0 1, 0 0))"], "covers no indexed scene"),
     (["--text", "water", "--within", "POLYGON((0 0, 1 0, 0 0))"], "no area"),
     (["--text", "water", "--scene", "nope"], "not in index"),
