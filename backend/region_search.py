@@ -27,7 +27,7 @@ from .errors import InputError
 from .filters import EXACT_MAX, TileFilter, tile_filter
 from .regions import RegionSpec, grid_boxes, nms, scale_boxes
 from .schemas import SearchRequest, SearchResponse
-from .search import Query, _overlaps, find_hits, hit_feature, index_tiling
+from .search import Query, _overlaps, find_hits, hit_feature, index_tiling, tile_properties
 from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord
 
 if TYPE_CHECKING:
@@ -180,18 +180,47 @@ def best_per_tile(cands: list[RegionHit], *, iou: float, limit: int | None) -> d
 
 
 # ---- features ------------------------------------------------------------------------------------
-def region_geometry(scenes: _Scenes, rec: TileRecord, box: Box, tile_size: int, crs: str) -> Any:
+def region_polygons(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[Any]:
+    """The boxes of ``hits`` as polygons in ``crs``: one coordinate transform per scene for all of them.
+
+    Regions are at most a tile across, so their four corners are transformed (edges stay straight
+    to well under a pixel at that scale).
+    """
+    from shapely.geometry import Polygon
+
     from .raster import geometry
 
-    scene, _ = scenes.get(rec.scene_id)
-    return geometry.image_box_to_geometry(scene, rec.window, tile_size, box, crs)
+    out: list[Any] = [None] * len(hits)
+    by_scene: dict[str, list[int]] = {}
+    for i, h in enumerate(hits):
+        by_scene.setdefault(h.record.scene_id, []).append(i)
+    for scene_id, idx in by_scene.items():
+        scene, _ = scenes.get(scene_id)
+        cols: list[float] = []
+        rows: list[float] = []
+        for i in idx:
+            c0, r0, c1, r1 = geometry.image_box_to_pixel_box(hits[i].record.window, tile_size, hits[i].box)
+            cols += [c0, c1, c1, c0]
+            rows += [r0, r0, r1, r1]
+        xs, ys = geometry.pixels_to_native(scene, cols, rows)
+        ox, oy = geometry.transform_xy(xs, ys, scene.crs_wkt, crs)
+        for j, i in enumerate(idx):
+            ring = list(zip(ox[4 * j : 4 * j + 4].tolist(), oy[4 * j : 4 * j + 4].tolist(), strict=True))
+            out[i] = Polygon(ring)
+    return out
 
 
-def region_dict(scenes: _Scenes, h: RegionHit, rank: int, tile_size: int, crs: str) -> dict[str, Any]:
+def region_geometry(scenes: _Scenes, rec: TileRecord, box: Box, tile_size: int, crs: str) -> Any:
+    return region_polygons(scenes, [RegionHit(rec, box, 0.0)], tile_size, crs)[0]
+
+
+def region_dicts(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:
+    """``{"rank", "score", "bbox_image", "geometry"}`` per hit (rank = position in ``hits``)."""
     from shapely.geometry import mapping
 
-    return {"rank": rank, "score": round(h.score, 6), "bbox_image": [round(float(v), 3) for v in h.box],
-            "geometry": mapping(region_geometry(scenes, h.record, h.box, tile_size, crs))}
+    polys = region_polygons(scenes, hits, tile_size, crs)
+    return [{"rank": i + 1, "score": round(h.score, 6), "bbox_image": [round(float(v), 3) for v in h.box],
+             "geometry": mapping(p)} for i, (h, p) in enumerate(zip(hits, polys, strict=True))]
 
 
 def _not_excluded(scenes: _Scenes, h: RegionHit, tile_size: int, exclude: BaseGeometry | None) -> bool:
@@ -247,15 +276,13 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
         for h in hits:
             f = hit_feature(h, req.out_crs)
             f["properties"]["level"] = "tile"
-            f["properties"]["regions"] = [region_dict(scenes, r, i + 1, tile_size, req.out_crs)
-                                          for i, r in enumerate(best.get(h.record.tile_id, []))]
+            f["properties"]["regions"] = region_dicts(scenes, best.get(h.record.tile_id, []), tile_size, req.out_crs)
             features.append(f)
         source = "rerank" if use_rerank else ("index" if has_regions else None)
     else:
         ranked = _rank_regions(store, embedder, query, req, flt, tvec, rvec, target_m, scenes, tile_size,
                                use_rerank or not has_regions, n_rerank)
-        for i, r in enumerate(ranked[: req.k]):
-            features.append(_region_feature(scenes, r, i + 1, tile_size, req.out_crs))
+        features = region_features(scenes, ranked[: req.k], tile_size, req.out_crs)
         source = "rerank" if use_rerank or not has_regions else "index"
     info = {"kind": query.kind, **(query.info or {}), "level": req.level, "regions_from": source}
     if query.text is not None:
@@ -280,14 +307,27 @@ def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Sear
         recs = store.records_by_label(sorted(flt.labels))
         return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84)
     want = req.k * 8 + 32
+    slack = req.k if query.exclude_wgs84 is None else req.k * 4 + 16
     while True:
         found = store.search_regions(rvec, want, tile_labels=flt.labels if flt is not None else None)
-        recs = store.records_by_label({row.tile_label for row, _ in found})
-        cands = [RegionHit(recs[row.tile_label], row.box, s) for row, s in found if row.tile_label in recs]
-        sized = [c for c in cands if _size_ok(c.box, c.record.gsd, target_m)]
-        out = _finish(sized, req, scenes, tile_size, query.exclude_wgs84)
+        if target_m is not None:  # keep stored candidates of the drawn box's ground size, if any
+            gsd = {lab: rec.gsd for lab, rec in store.records_by_label({r.tile_label for r, _ in found}).items()}
+            found = [(r, s) for r, s in found if r.tile_label in gsd and _size_ok(r.box, gsd[r.tile_label], target_m)] \
+                or found
+        if req.min_score is not None:
+            found = [(r, s) for r, s in found if s >= req.min_score]
+        by_tile: dict[int, list[tuple[Any, float]]] = {}
+        for r, s in found:
+            by_tile.setdefault(r.tile_label, []).append((r, s))
+        kept = [rs[i] for rs in by_tile.values()
+                for i in nms([r.box for r, _ in rs], [s for _, s in rs], iou_threshold=req.nms_iou)]
+        kept.sort(key=lambda x: -x[1])
+        kept = kept[:slack]
+        recs = store.records_by_label({r.tile_label for r, _ in kept})  # only the tiles of the chosen regions
+        cands = [RegionHit(recs[r.tile_label], r.box, s) for r, s in kept if r.tile_label in recs]
+        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
         if len(out) >= req.k or want >= store.region_count:
-            return out if out or not cands else _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+            return out
         want = min(store.region_count, want * 4)
 
 
@@ -306,9 +346,12 @@ def _finish(cands: list[RegionHit], req: SearchRequest, scenes: _Scenes, tile_si
     return out
 
 
-def _region_feature(scenes: _Scenes, r: RegionHit, rank: int, tile_size: int, crs: str) -> dict[str, Any]:
-    f = hit_feature(Hit(rank=rank, score=r.score, record=r.record), crs)
-    reg = region_dict(scenes, r, 1, tile_size, crs)
-    f["geometry"] = reg["geometry"]
-    f["properties"].update(level="region", bbox_image=reg["bbox_image"], regions=[reg])
-    return f
+def region_features(scenes: _Scenes, ranked: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:
+    """Ranked regions as GeoJSON features: each box's polygon, with its tile's properties."""
+    out = []
+    for i, (r, reg) in enumerate(zip(ranked, region_dicts(scenes, ranked, tile_size, crs), strict=True)):
+        reg["rank"] = 1
+        props = tile_properties(Hit(rank=i + 1, score=r.score, record=r.record))
+        props.update(level="region", bbox_image=reg["bbox_image"], regions=[reg])
+        out.append({"type": "Feature", "geometry": reg["geometry"], "properties": props})
+    return out

@@ -247,10 +247,13 @@ def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
     rec: TileRecord = hit.record
     native = box(*rec.bounds)
     geom = geometry.reproject_geometry(native, rec.crs_wkt, out_crs)
+    return {"type": "Feature", "geometry": mapping(geom), "properties": tile_properties(hit)}
+
+
+def tile_properties(hit: Hit) -> dict[str, Any]:
+    """The GeoJSON properties of a tile hit (see :class:`~geovec.backend.schemas.SearchResponse`)."""
+    rec: TileRecord = hit.record
     return {
-        "type": "Feature",
-        "geometry": mapping(geom),
-        "properties": {
             "rank": hit.rank,
             "score": round(hit.score, 6),
             "tile_id": rec.tile_id,
@@ -264,7 +267,6 @@ def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
             "valid_fraction": rec.valid_fraction,
             "regions": [r.__dict__ for r in hit.regions],
             "level": "tile",
-        },
     }
 
 

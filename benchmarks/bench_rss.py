@@ -4,7 +4,9 @@ Each size runs in a fresh subprocess that loads the model, notes its RSS
 (baseline), indexes the folder while a thread polls RSS every 20 ms, and reports
 the peak (psutil polling and resource.getrusage's ru_maxrss).
 
-    .venv/bin/python benchmarks/bench_rss.py [--tiles 64 --tile-size 64 --model DIR]
+    .venv/bin/python benchmarks/bench_rss.py [--tiles 64 --tile-size 64 --model DIR] [--regions SPEC]
+
+``--regions`` indexes with candidate region vectors too (``''`` = the default spec).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from _machine import machine  # noqa: E402
 from geovec.backend.demo import write_scene  # noqa: E402
 
 
-def child(folder: str, index: str, model: str, tile_size: int) -> None:
+def child(folder: str, index: str, model: str, tile_size: int, regions: str | None = None) -> None:
     """Index ``folder`` and print {"tiles", "baseline_mb", "peak_mb", "maxrss_mb", "seconds"} as JSON."""
     import psutil
 
@@ -50,7 +52,8 @@ def child(folder: str, index: str, model: str, tile_size: int) -> None:
     t = threading.Thread(target=poll, daemon=True)
     t.start()
     t0 = time.perf_counter()
-    s = index_folder(folder, index, emb, params=TilingParams(tile_size=tile_size), batch_size=16, workers=2)
+    s = index_folder(folder, index, emb, params=TilingParams(tile_size=tile_size), batch_size=16, workers=2,
+                     regions=regions)
     secs = time.perf_counter() - t0
     stop.set()
     t.join()
@@ -64,10 +67,11 @@ def main() -> int:
     ap.add_argument("--tiles", type=int, default=64, help="N (the second run indexes 10N)")
     ap.add_argument("--tile-size", type=int, default=64)
     ap.add_argument("--model", help="model dir (default: tiny random model in a temp dir)")
+    ap.add_argument("--regions", nargs="?", const="", metavar="SPEC", help="index with region vectors too")
     ap.add_argument("--child", nargs=4, metavar=("FOLDER", "INDEX", "MODEL", "TILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.child[2], int(args.child[3]))
+        child(args.child[0], args.child[1], args.child[2], int(args.child[3]), args.regions)
         return 0
 
     import torch
@@ -81,7 +85,8 @@ def main() -> int:
             model = str(write_tiny_model(tmp / "tiny"))
         print(machine("cpu"))
         print(f"torch {torch.__version__}; tile {args.tile_size} px; one scene = 8x8 tiles "
-              f"({8 * args.tile_size} px square, 16-bit)")
+              f"({8 * args.tile_size} px square, 16-bit); regions: "
+              f"{'none' if args.regions is None else (args.regions or 'default spec')}")
         per_scene = 64
         rows = []
         for n in (args.tiles, 10 * args.tiles):
@@ -89,8 +94,9 @@ def main() -> int:
             for i in range(max(1, n // per_scene)):
                 write_scene(folder / f"s{i}.tif", ("water", "forest", "urban", "mixed")[i % 4],
                             size=8 * args.tile_size, dtype="uint16", seed=i, origin=(400000.0 + 10000 * i, 3300000.0))
+            extra = [] if args.regions is None else [f"--regions={args.regions}"]
             out = subprocess.run([sys.executable, __file__, "--child", str(folder), str(tmp / f"i{n}"), model,
-                                  str(args.tile_size)], capture_output=True, text=True, check=True)
+                                  str(args.tile_size), *extra], capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{'tiles':>7} {'baseline MB':>12} {'peak MB':>9} {'peak-baseline':>14} {'ru_maxrss MB':>13} {'s':>7}")
         for r in rows:

@@ -69,7 +69,17 @@ def transformer(src: str | int | CRS, dst: str | int | CRS) -> Transformer:
 
 
 def _same(src: str | int | CRS, dst: str | int | CRS) -> bool:
-    return _key(src) == _key(dst) or parse_crs(src) == parse_crs(dst)
+    a, b = _key(src), _key(dst)
+    if a == b:
+        return True
+    parse_crs(src), parse_crs(dst)  # raise CRSError for bad input
+    return _same_cached(a, b)
+
+
+@lru_cache(maxsize=1024)
+def _same_cached(a: str, b: str) -> bool:
+    """CRS equality (slow in pyproj: it compares definitions), cached per pair of CRS texts."""
+    return bool(_parse_crs_cached(a) == _parse_crs_cached(b))
 
 
 def transform_xy(xs: Any, ys: Any, src: str | int | CRS, dst: str | int | CRS) -> tuple[np.ndarray, np.ndarray]:

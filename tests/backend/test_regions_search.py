@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serverproc import ServerProc
 from shapely.geometry import box as sbox
 from shapely.geometry import shape
 
@@ -19,8 +20,6 @@ from geovec.backend.pipeline import index_folder
 from geovec.backend.regions import iou
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.types import EmbedInput, TilingParams
-
-from serverproc import ServerProc
 
 TILE = 32
 SPEC = "grid=1,2;overlap=0.25"
