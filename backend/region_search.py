@@ -154,13 +154,15 @@ def rerank_candidates(store: IndexStore, embedder: Embedder, rvec: np.ndarray, r
     q = _unit(rvec)
     out: list[RegionHit] = []
     for rec in records:
-        scene, stretch = scenes.get(rec.scene_id)
-        image, _ = read_tile(scene, rec.window, stretch, out_size=size)
         if target_m is not None:
             px = target_m / max(rec.gsd, 1e-9)
+            if px < spec.min_size:  # the drawn object spans under min_size pixels of this tile: not visible here
+                continue
             boxes = scale_boxes(size, px, px, cap=spec.max_candidates)
         else:
             boxes = grid_boxes(size, spec)
+        scene, stretch = scenes.get(rec.scene_id)
+        image, _ = read_tile(scene, rec.window, stretch, out_size=size)
         vecs = embedder.encode_regions(image, boxes)
         scores = _unit(vecs) @ q
         out += [RegionHit(rec, b, float(s)) for b, s in zip(boxes, scores, strict=True)]
