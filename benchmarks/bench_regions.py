@@ -130,6 +130,7 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
         store._r.index.knn_query(q.reshape(1, -1), k=args.k * 8 + 32)
         knn.append(time.perf_counter() - t1)
     ms = np.array(lat) * 1000
+    print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"region search (level=region, k={args.k}, {len(ms)} queries): p50 {np.percentile(ms, 50):.2f} ms, "
           f"p99 {np.percentile(ms, 99):.2f} ms, mean {ms.mean():.2f} ms (goal p50 <= 5 ms); bare hnswlib knn "
           f"(k={args.k * 8 + 32}) p50 {np.percentile(np.array(knn) * 1000, 50):.2f} ms")
@@ -193,7 +194,7 @@ def main() -> int:
     ap.add_argument("--index", help="build the synthetic index here and reuse it on later runs")
     args = ap.parse_args()
     print(machine("cpu"))
-    print(f"hnswlib threads for building: {os.cpu_count()}")
+    print(f"hnswlib threads for building: {os.cpu_count()}; load average at start {os.getloadavg()[0]:.1f}")
     tmp = Path(tempfile.mkdtemp(prefix="geovec-bench-regions-"))
     try:
         if "search" in args.part:
