@@ -182,17 +182,15 @@ def best_per_tile(cands: list[RegionHit], *, iou: float, limit: int | None) -> d
 
 
 # ---- features ------------------------------------------------------------------------------------
-def region_polygons(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[Any]:
-    """The boxes of ``hits`` as polygons in ``crs``: one coordinate transform per scene for all of them.
+def _region_rings(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[list[list[float]]]:
+    """The boxes of ``hits`` as closed rings in ``crs``: one coordinate transform per scene for all of them.
 
     Regions are at most a tile across, so their four corners are transformed (edges stay straight
     to well under a pixel at that scale).
     """
-    from shapely.geometry import Polygon
-
     from .raster import geometry
 
-    out: list[Any] = [None] * len(hits)
+    out: list[list[list[float]]] = [[] for _ in hits]
     by_scene: dict[str, list[int]] = {}
     for i, h in enumerate(hits):
         by_scene.setdefault(h.record.scene_id, []).append(i)
@@ -206,10 +204,18 @@ def region_polygons(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs:
             rows += [r0, r0, r1, r1]
         xs, ys = geometry.pixels_to_native(scene, cols, rows)
         ox, oy = geometry.transform_xy(xs, ys, scene.crs_wkt, crs)
+        xl, yl = ox.tolist(), oy.tolist()
         for j, i in enumerate(idx):
-            ring = list(zip(ox[4 * j : 4 * j + 4].tolist(), oy[4 * j : 4 * j + 4].tolist(), strict=True))
-            out[i] = Polygon(ring)
+            ring = [[xl[4 * j + m], yl[4 * j + m]] for m in range(4)]
+            out[i] = ring + [ring[0]]
     return out
+
+
+def region_polygons(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[Any]:
+    """The boxes of ``hits`` as shapely polygons in ``crs``."""
+    from shapely.geometry import Polygon
+
+    return [Polygon(r) for r in _region_rings(scenes, hits, tile_size, crs)]
 
 
 def region_geometry(scenes: _Scenes, rec: TileRecord, box: Box, tile_size: int, crs: str) -> Any:
@@ -218,11 +224,9 @@ def region_geometry(scenes: _Scenes, rec: TileRecord, box: Box, tile_size: int, 
 
 def region_dicts(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:
     """``{"rank", "score", "bbox_image", "geometry"}`` per hit (rank = position in ``hits``)."""
-    from shapely.geometry import mapping
-
-    polys = region_polygons(scenes, hits, tile_size, crs)
+    rings = _region_rings(scenes, hits, tile_size, crs)
     return [{"rank": i + 1, "score": round(h.score, 6), "bbox_image": [round(float(v), 3) for v in h.box],
-             "geometry": mapping(p)} for i, (h, p) in enumerate(zip(hits, polys, strict=True))]
+             "geometry": {"type": "Polygon", "coordinates": [ring]}} for i, (h, ring) in enumerate(zip(hits, rings, strict=True))]
 
 
 def _not_excluded(scenes: _Scenes, h: RegionHit, tile_size: int, exclude: BaseGeometry | None) -> bool:
@@ -308,7 +312,7 @@ def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Sear
     if flt is not None and len(flt.labels) <= EXACT_MAX:
         recs = store.records_by_label(sorted(flt.labels))
         return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84)
-    want = req.k * 8 + 32
+    want = req.k * 4 + 16
     slack = req.k if query.exclude_wgs84 is None else req.k * 4 + 16
     while True:
         found = store.search_regions(rvec, want, tile_labels=flt.labels if flt is not None else None)

@@ -216,6 +216,8 @@ def nms(boxes: Sequence[Sequence[float]], scores: Sequence[float], *, iou_thresh
         raise InputError(f"{len(boxes)} boxes but {len(scores)} scores", "give one score per box")
     if not 0.0 <= iou_threshold <= 1.0:
         raise InputError(f"iou_threshold={iou_threshold} is not in 0..1", "use e.g. 0.5")
+    if len(boxes) <= 1:
+        return list(range(len(boxes)))
     order = sorted(range(len(boxes)), key=lambda i: -float(scores[i]))
     keep: list[int] = []
     for i in order:
