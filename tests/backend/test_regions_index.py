@@ -17,7 +17,8 @@ import pytest
 from geovec.backend.cli import main
 from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import IndexCorruptError, InputError
-from geovec.backend.index.store import IndexStore, repair_index
+from geovec.backend.index.repair import repair_index
+from geovec.backend.index.store import IndexStore
 from geovec.backend.pipeline import index_folder
 from geovec.backend.types import TilingParams
 
