@@ -115,3 +115,11 @@ def _load_validated(fd: int, meta: dict[str, Any], hnsw_path: Path) -> tuple[hns
     except (RuntimeError, MemoryError, ValueError) as e:
         raise IndexCorruptError(f"vector file {hnsw_path} cannot be loaded: {e}", hint) from e
     return index, (sha, size), (sha, size) != known[0]
+
+
+def grown_capacity(capacity: int, need: int) -> int:
+    """``capacity`` doubled until it holds ``need`` elements (geometric growth, never per add)."""
+    capacity = max(capacity, 1)
+    while capacity < need:
+        capacity *= 2
+    return capacity

@@ -39,7 +39,7 @@ from ..types import Scene, Stretch, TileRecord
 from . import db, files
 from . import regions as rdb
 from .files import DB, HNSW, LOCK, REGIONS_HNSW, SIDECAR, repair_hint
-from .load import load_hnsw
+from .load import grown_capacity, load_hnsw
 from .locking import WriterLock
 from .rwlock import RWLock
 from .store_regions import RegionsMixin
@@ -55,14 +55,6 @@ __all__ = ["IndexStore", "SIDECAR", "HNSW", "DB", "LOCK"]
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def grown_capacity(capacity: int, need: int) -> int:
-    """``capacity`` doubled until it holds ``need`` elements (geometric growth, never per add)."""
-    capacity = max(capacity, 1)
-    while capacity < need:
-        capacity *= 2
-    return capacity
 
 
 def _chunks(xs: Sequence[int], n: int = _IN_CHUNK) -> Iterator[Sequence[int]]:

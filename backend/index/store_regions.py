@@ -75,7 +75,7 @@ class RegionsMixin:
         """hnswlib side of committed regions (caller holds the write lock)."""
         if not labels or self._r is None:
             return
-        from .store import grown_capacity
+        from .load import grown_capacity
 
         idx = self._r.index
         cap = idx.get_max_elements()
