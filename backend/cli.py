@@ -138,6 +138,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     tiling = _validated(TilingOptions, **_tiling_fields(args))
     req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
                      groups=dict(args.group) if args.group else None, batch_size=args.batch_size,
+                     batch_tokens=args.batch_tokens,
                      force=args.force,
                      regions=args.regions)
     if not Path(args.folder).expanduser().is_dir():
@@ -400,6 +401,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--bands", type=int, nargs=3, metavar=("R", "G", "B"), help="1-based bands fed as RGB")
     ix.add_argument("--min-valid", type=_finite, help="skip tiles with fewer valid pixels (default 0.5)")
     ix.add_argument("--batch-size", type=int, default=16)
+    ix.add_argument("--batch-tokens", type=int, default=None,
+                    help="size batches by token count instead (e.g. 32768 on a GPU)")
     ix.add_argument("--workers", type=int, default=2, help="reader threads")
     ix.add_argument("--engine", choices=("local", "ray"), default="local",
                     help="local: this process; ray: Ray Data stages on a Ray cluster (pip install 'geovec[ray]')")

@@ -430,6 +430,17 @@ def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams
     return store
 
 
+def batch_for_tokens(embedder: Embedder, tile_size: int, batch_tokens: int, *, default: int) -> int:
+    """Tiles per batch so that a batch holds about ``batch_tokens`` tokens (1..1024)."""
+    counter = getattr(embedder, "tokens_per_image", None)
+    if counter is None:
+        return default
+    per = int(counter(tile_size, tile_size)) + 16  # + the prompt's text
+    n = max(1, min(1024, int(batch_tokens) // per))
+    log.info("%d tiles per batch (%d tokens each, budget %d)", n, per, batch_tokens)
+    return n
+
+
 def index_folder(
     folder: str | Path,
     index_path: str | Path,
@@ -444,6 +455,7 @@ def index_folder(
     force: bool = False,
     runner: StageRunner | None = None,
     regions: str | None = None,
+    batch_tokens: int | None = None,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
@@ -467,6 +479,9 @@ def index_folder(
             default) to store candidate region vectors too; None keeps the index's own
             (an index without regions stays without). Tiles already stored get theirs.
             Regions are embedded by the in-process runner only.
+        batch_tokens: size batches by token count instead: as many tiles per forward as fit
+            this many image + prompt tokens (a GPU stays busy with small images and does not
+            run out of memory with large ones); overrides ``batch_size``.
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
@@ -493,6 +508,8 @@ def index_folder(
     if isinstance(image, dict) and image != embedder.identity.get("image"):
         log.info("embedding at the index's image size %s", image)
         embedder = embedder.with_image(image)
+    if batch_tokens:
+        batch_size = batch_for_tokens(embedder, params.tile_size, batch_tokens, default=batch_size)
     try:
         maker = setup_regions(store, embedder, regions, params.tile_size)
         if maker is not None and runner is not None:

@@ -42,6 +42,8 @@ class IndexRequest(_Model):
     tiling: TilingOptions = Field(default_factory=TilingOptions)
     groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
+    batch_tokens: int | None = Field(None, ge=64, le=1 << 22,
+                                     description="size batches by token count instead of batch_size (GPUs)")
     force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
     regions: str | None = Field(None, max_length=4096, description=(
         "store candidate region vectors made by this SPEC ('' = default 'grid=1,2,3,4;overlap=0.25'); "

@@ -132,7 +132,7 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
     return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
                         force=bool(getattr(req, "force", False)),
-                        regions=req.regions)
+                        regions=req.regions, batch_tokens=req.batch_tokens)
 
 
 def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:

@@ -106,7 +106,7 @@ def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> d
     import numpy as np
     import torch
 
-    from geovec.backend.pipeline import index_folder
+    from geovec.backend.pipeline import batch_for_tokens, index_folder
     from geovec.backend.types import EmbedInput, TilingParams
 
     probe = emb.prepare([EmbedInput(emb.instructions["tile"], image=np.zeros((args.tile_size, args.tile_size, 3),
@@ -122,7 +122,7 @@ def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> d
     naive_rate = naive_n / naive_s
     t0 = time.perf_counter()
     summary = index_folder(folder, index, emb, params=TilingParams(tile_size=args.tile_size),
-                           batch_size=args.batch_size, workers=args.workers)
+                           batch_size=args.batch_size, workers=args.workers, batch_tokens=args.batch_tokens or None)
     sync()
     pipe_s = time.perf_counter() - t0
     pipe_rate = summary.tiles / pipe_s
@@ -132,7 +132,8 @@ def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> d
 
     print(f"naive HF loop: {naive_n} tiles in {naive_s:.1f} s = {naive_rate:.2f} tiles/s, MFU {mfu(naive_rate)}")
     print(f"pipeline:      {summary.tiles} tiles in {pipe_s:.1f} s = {pipe_rate:.2f} tiles/s, MFU {mfu(pipe_rate)} "
-          f"(batch {args.batch_size}, {args.workers} reader threads)")
+          f"(batch {batch_for_tokens(emb, args.tile_size, args.batch_tokens, default=args.batch_size) if args.batch_tokens else args.batch_size}"
+          f" tiles, {args.workers} reader threads)")
     print(f"speed-up: {pipe_rate / naive_rate:.2f}x")
     img = np.random.default_rng(0).integers(0, 255, (args.tile_size, args.tile_size, 3), dtype=np.uint8)
     one = EmbedInput(emb.instructions["tile"], image=img)
@@ -170,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU (checks the script)")
     ap.add_argument("--image-sizes", type=int, nargs="+", default=[0, 448],
                     help="model image edges to measure (0 = the preset's, 1344)")
-    ap.add_argument("--tiles", type=int, default=64, help="tiles indexed by the pipeline")
+    ap.add_argument("--tiles", type=int, default=256, help="tiles indexed by the pipeline")
     ap.add_argument("--naive-tiles", type=int, default=24, help="tiles through the naive loop")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-tokens", type=int, default=32768, help="pipeline batches by token count (0: --batch-size)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--out", default=None, help="folder for results.json")

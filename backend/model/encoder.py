@@ -76,6 +76,19 @@ class Embedder:
         other._device_patches = _device_patches(other.processor, other.preset)
         return other
 
+    def tokens_per_image(self, height: int, width: int) -> int:
+        """Image tokens an ``height`` x ``width`` input becomes under this model's image policy."""
+        ip = self.processor.image_processor
+        factor = int(ip.patch_size) * int(ip.merge_size)
+        policy = self.preset.image
+        if policy.kind == "fixed":
+            assert policy.size is not None
+            height = width = int(policy.size)
+        else:
+            height, width = pixels.smart_resize(height, width, 28, 4 * 28 * 28, 16384 * 28 * 28)
+        h, w = pixels.smart_resize(height, width, factor, int(ip.min_pixels), int(ip.max_pixels))
+        return (h // factor) * (w // factor)
+
     # -- preprocessing -------------------------------------------------------------------------
     def _thread_processor(self) -> Any:
         """A processor per thread: fast tokenizers refuse concurrent calls on one instance."""

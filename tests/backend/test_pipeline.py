@@ -187,3 +187,20 @@ def test_throughput_is_not_per_tile(folder: Path, tmp_path: Path, tiny_embedder)
     s = index_folder(folder, tmp_path / "idx", Counting(), params=PARAMS, batch_size=8)
     assert s.tiles == 18 and time.monotonic() - t0 < 300
     assert sorted(calls) == [1, 1, 8, 8]
+
+
+def test_batches_sized_by_token_count(folder: Path, tmp_path: Path, tiny_embedder) -> None:
+    """--batch-tokens: as many tiles per forward as fit the budget; the same tiles either way."""
+    from geovec.backend.pipeline import batch_for_tokens
+
+    per = tiny_embedder.tokens_per_image(32, 32) + 16  # 56 px -> 2x2 merged patches + prompt
+    assert tiny_embedder.tokens_per_image(32, 32) == 4
+    assert batch_for_tokens(tiny_embedder, 32, 3 * per, default=16) == 3
+    assert batch_for_tokens(tiny_embedder, 32, 10, default=16) == 1
+    events: list[ProgressEvent] = []
+    s = index_folder(folder, tmp_path / "i", tiny_embedder, params=TilingParams(tile_size=32), batch_tokens=3 * per,
+                     progress=events.append)
+    ref = index_folder(folder, tmp_path / "j", tiny_embedder, params=TilingParams(tile_size=32), batch_size=64)
+    assert s.tiles == ref.tiles > 3
+    steps = [e.tiles_done for e in events if e.tiles_done]
+    assert steps and all(b - a <= 3 for a, b in zip([0, *steps], steps, strict=False))
