@@ -72,7 +72,8 @@ def test_starts_fast_without_a_model(world) -> None:
     assert h["device"] == "cpu" and h["version"]
     print(f"server answered /v1/health {srv.start_s:.2f} s after launch")
     assert srv.start_s < 20, "geovec serve should start in a second or two (20 s allows a loaded CI box)"
-    assert srv.url.startswith("http://127.0.0.1:") and srv.token in srv.console  # URL and token printed
+    assert srv.url.startswith("http://127.0.0.1:") and srv.url in srv.console  # the URL is printed
+    assert srv.token not in srv.console and srv.token not in srv.log_text  # the token only in its 0600 file
 
 
 def test_token_file_is_private_and_complete(world) -> None:
@@ -80,6 +81,8 @@ def test_token_file_is_private_and_complete(world) -> None:
     assert stat.S_IMODE(os.stat(srv.token_file).st_mode) == 0o600
     info = json.loads(srv.token_file.read_text())
     assert set(info) == {"url", "token", "pid"} and info["pid"] == srv.proc.pid and len(info["token"]) >= 32
+    assert stat.S_IMODE(os.stat(srv.log_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(srv.log_dir / "server.log").st_mode) == 0o600
 
 
 @pytest.mark.parametrize(("method", "path"), PRIVATE)
