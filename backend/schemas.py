@@ -13,6 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+#: Longest text (query, instruction) a request may carry, in characters; the model reads at most its
+#: own context of it (``model.truncate``). Longer text is a 422, so no request holds the model for long.
+MAX_TEXT_CHARS = 2000
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +57,7 @@ class SearchRequest(_Model):
     indexes: list[str] = Field(default_factory=list, max_length=64,
                                description="more indexes built with the same model, searched together with `index` "
                                            "(hits merged by score; each hit's `index` property names its index)")
-    text: str | None = None
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
@@ -159,8 +164,8 @@ class JobProgress(BaseModel):
 
 
 class EmbedItem(_Model):
-    instruction: str = ""
-    text: str | None = None
+    instruction: str = Field("", max_length=MAX_TEXT_CHARS)
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     image_b64: str | None = Field(None, description="PNG/JPEG bytes, base64")
     bbox: list[float] | None = Field(None, min_length=4, max_length=4)
     latlon: list[float] | None = Field(None, min_length=2, max_length=2)
