@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import GeoVecError
+from .jsonsafe import model_json
+from .paths import one_line
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,14 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors become one-line :class:`UsageError` s."""
+    """ArgumentParser whose errors become one-line :class:`UsageError` s.
+
+    Negative numbers in exponent form (``--box -1e300 ...``) are values, not options.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see: {self.prog} --help)")
@@ -66,8 +76,10 @@ def _group(text: str) -> tuple[str, list[str]]:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from .model.tiny import write_tiny_model
+    from .paths import uniform_modes
 
     path = write_tiny_model(Path(args.dir).expanduser(), seed=args.seed)
+    uniform_modes(path)
     print(f"tiny random model written to {path} (for tests and demos: its hits are meaningless)")
     return 0
 
@@ -181,14 +193,16 @@ def cmd_index(args: argparse.Namespace) -> int:
         if old is not None:
             signal.signal(signal.SIGINT, old)
     if args.json:
-        print(summary.model_dump_json(indent=2))
+        print(model_json(summary, indent=2))
     else:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
               f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
               f"skipped (below --min-valid); {len(summary.errors)} error(s); {summary.seconds:.1f} s")
         for err in summary.errors:
-            print(f"  error: {err.path}: {err.error}")
+            print(f"  error: {one_line(err.path)}: {one_line(err.error)}")
+    if args.verify and not _verify(args.index, args.json):
+        return EXIT_ERROR
     if summary.cancelled:
         return EXIT_INTERRUPTED
     if summary.errors:
@@ -263,6 +277,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         fields["latlon"] = args.latlon
     req = _validated(SearchRequest, **fields)
 
+    if args.geojson:
+        _check_writable(args.geojson)  # before the (maybe slow) search, not after it
     resp = None
     if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from .server.client import search_via_server
@@ -274,9 +290,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        Path(args.geojson).expanduser().write_text(model_json(resp, indent=1), encoding="utf-8")
     if args.json:
-        print(resp.model_dump_json(indent=2))
+        print(model_json(resp, indent=2))
         return 0
     if not resp.features:
         print("no hits")
@@ -312,14 +328,52 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = index_info(args.index)
     if args.json:
-        print(info.model_dump_json(indent=2))
-        return 0
-    print(f"index      {info.path}\ntiles      {info.count}\nscenes     {info.scenes}\n"
+        print(model_json(info, indent=2))
+        return 0 if not args.verify or _verify(args.index, True) else EXIT_ERROR
+    print(f"index      {one_line(info.path)}\ntiles      {info.count}\nscenes     {info.scenes}\n"
           f"dim        {info.dim} ({info.space})\nmodel      {info.preset} @ {info.checkpoint}\n"
           f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
     for s in info.extra.get("scene_list", []):
-        print(f"  scene {s['name']} [{s['status']}] {s['scene_id']}")
+        print(f"  scene {one_line(str(s['name']))} [{s['status']}] {s['scene_id']}")
+    if args.verify and not _verify(args.index, False):
+        return EXIT_ERROR
     return 0
+
+
+def _verify(index: str, as_json: bool) -> bool:
+    """Run ``verify_index`` and print its report (JSON on stderr with --json); True when ok."""
+    from dataclasses import asdict
+
+    from .index.verify import verify_index
+
+    report = verify_index(index)
+    if as_json:
+        print(json.dumps({"verify": {**asdict(report), "ok": report.ok}}), file=sys.stderr)
+    else:
+        print("\n".join(one_line(line) for line in report.lines()))
+    if not report.ok:
+        _fail(f"index {index} failed verification (see the report above)", EXIT_ERROR)
+    return report.ok
+
+
+def _check_writable(path: str) -> None:
+    """InputError unless ``path`` can be created or written (nothing is left behind when it was absent)."""
+    import os
+
+    from .errors import InputError
+
+    p = Path(path).expanduser()
+    existed = p.exists()
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+    except OSError as e:
+        raise InputError(f"--geojson {one_line(path)!r} cannot be written: {e.strerror or e}",
+                         "give a file path in a folder that exists and that you can write") from e
+    if not existed:
+        p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- parser
@@ -396,6 +450,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--force", action="store_true", help="add to an index built with another model anyway")
     ix.add_argument("--no-progress", action="store_true")
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ix.add_argument("--verify", action="store_true",
+                    help="then check the index: SQLite integrity and every vector against its SQLite copy")
     ix.set_defaults(func=cmd_index)
 
     se = sub.add_parser("search", help="search an index by text, box or point")
@@ -432,6 +488,8 @@ def build_parser(command: str | None = None) -> Parser:
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("--index", required=True)
     inf.add_argument("--json", action="store_true")
+    inf.add_argument("--verify", action="store_true",
+                     help="check SQLite integrity and every vector against its SQLite copy (exit 1 on problems)")
     inf.set_defaults(func=cmd_info)
 
     for which in ("serve", "train", "eval"):

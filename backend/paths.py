@@ -47,6 +47,31 @@ def shown(path: str | os.PathLike[str]) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def one_line(text: str) -> str:
+    r"""``text`` for one terminal line: control characters as ``\n``, ``\t``, ``\xNN`` or ``\uNNNN``."""
+    text = shown(text)
+    if text.isprintable():
+        return text
+    named = {"\n": r"\n", "\r": r"\r", "\t": r"\t"}
+    return "".join(ch if ch.isprintable() else named.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 256
+                                                                   else f"\\u{ord(ch):04x}") for ch in text)
+
+
+def uniform_modes(folder: Path) -> int:
+    """Give every file under ``folder`` the mode a new file gets here (0666 less the umask); returns it.
+
+    Libraries write checkpoints with different modes (safetensors: 0600 via a temp file, the
+    rest 0644); one mode makes a shared model folder readable by all or none.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    for root, _, names in os.walk(folder):
+        for name in names:
+            os.chmod(os.path.join(root, name), mode)
+    return mode
+
+
 def is_absolute(value: str, flavour: type[PurePath] = PurePath) -> bool:
     """Whether ``value`` is an absolute path for ``flavour`` (``C:\\x`` is, ``\\x`` and ``C:x`` are not on Windows)."""
     return flavour(value).is_absolute()

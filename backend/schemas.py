@@ -8,9 +8,14 @@ is generated from the app that uses these models.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .paths import shown
+
+#: Text that may hold a file name that is not valid UTF-8: its bytes are kept as ``\xNN`` escapes.
+ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
 
 
 #: Longest text (query, instruction) a request may carry, in characters; the model reads at most its
@@ -119,8 +124,8 @@ class SearchResponse(BaseModel):
 
 
 class FileError(BaseModel):
-    path: str
-    error: str
+    path: ShownStr
+    error: ShownStr
 
 
 class IndexSummary(BaseModel):
@@ -157,10 +162,10 @@ class JobProgress(BaseModel):
     tiles_total: int = 0
     tiles_per_s: float = 0.0
     eta_s: float | None = None
-    current_file: str | None = None
+    current_file: ShownStr | None = None
     errors: list[FileError] = Field(default_factory=list)
     summary: IndexSummary | None = None
-    message: str = ""
+    message: ShownStr = ""
 
 
 class EmbedItem(_Model):

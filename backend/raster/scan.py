@@ -80,9 +80,14 @@ def _read_info(path: str) -> _FileInfo:
     p = Path(path)
     if not p.exists():
         raise NotFoundError(f"raster {path!r} does not exist", "check the path")
-    from ..paths import check_sources
+    from ..paths import check_sources, shown
 
-    check_sources(p)  # a server job confined to allowed folders: the file and a VRT's sources
+    check_sources(p)
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RasterError(f"file name {shown(str(p))!r} is not valid UTF-8, which GDAL cannot open",
+                          "rename the file (e.g. with `convmv` or your file manager)") from e  # a server job confined to allowed folders: the file and a VRT's sources
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NotGeoreferencedWarning: reported below as an error
@@ -111,7 +116,9 @@ def _read_info(path: str) -> _FileInfo:
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    from .reasons import gdal_reason
+
+    return gdal_reason(e)
 
 
 def _scene_id(paths: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import GeoVecError, http_status
 from ..schemas import ErrorBody
 from .auth import GuardMiddleware
+from .responses import SafeJSONResponse
 from .settings import Settings
 from .state import ServerState
 
@@ -39,8 +40,8 @@ Every error is a JSON `ErrorBody` `{error, detail, hint}`.
 
 
 def _error(status: int, error: str, detail: str, hint: str = "", headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=error, detail=detail, hint=hint).model_dump(), status_code=status,
-                        headers=headers)
+    return SafeJSONResponse(ErrorBody(error=error, detail=detail, hint=hint).model_dump(), status_code=status,
+                            headers=headers)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app, settings)
     for mod in (health, models, indexes, jobs, search, embed):
-        app.include_router(mod.router, prefix="/v1")
+        app.include_router(mod.router, prefix="/v1", default_response_class=SafeJSONResponse)
     app.add_middleware(GuardMiddleware, settings=settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -101,8 +101,8 @@ class JobManager:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as e:
-            log.warning("ignoring unreadable jobs file %s: %s", path, e)
+        except (OSError, ValueError, RecursionError) as e:
+            log.warning("ignoring unreadable jobs file %s: %s", path, type(e).__name__ if isinstance(e, RecursionError) else e)
             return
         for item in raw.get("jobs", []) if isinstance(raw, dict) else []:
             try:
@@ -281,7 +281,7 @@ class JobManager:
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
             return str(meta.get("checkpoint") or meta.get("preset") or "") or None
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return None
 
     def _stopped(self, job: Job) -> tuple[str, str]:
