@@ -254,8 +254,11 @@ class JobManager:
             with self._lock:
                 p.state = "running"
             self._save(force=True)
-            summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
-                                progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
+            from ..paths import confined
+
+            with confined(self.settings.allowed_roots):  # every raster (and VRT source) under the roots
+                summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
+                                    progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
             with self._lock:
                 p.summary = summary
                 p.errors = list(summary.errors)
