@@ -63,6 +63,14 @@ def _finite(text: str) -> float:
     return v
 
 
+def _abs(path: str | None, base: str | None = None) -> str | None:
+    """``path`` made absolute (requests carry absolute paths; ``base`` for paths relative to a folder)."""
+    if path is None or not path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (Path(base).expanduser() if base else Path.cwd()).absolute() / p)
+
+
 def _group(text: str) -> tuple[str, list[str]]:
     name, sep, paths = text.partition("=")
     files = [p for p in paths.split(",") if p]
@@ -141,9 +149,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args))
-    req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
-                     groups=dict(args.group) if args.group else None, batch_size=args.batch_size,
-                     force=args.force)
+    groups = {name: [_abs(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
+    req = _validated(IndexRequest, folder=_abs(args.folder), index=_abs(args.index), model=args.model, tiling=tiling,
+                     groups=groups, batch_size=args.batch_size, force=args.force)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
 
@@ -262,15 +270,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
 
-    fields: dict[str, Any] = {"index": args.index[0], "indexes": args.index[1:], "k": args.k, "min_score": args.min_score,
+    fields: dict[str, Any] = {"index": _abs(args.index[0]), "indexes": [_abs(i) for i in args.index[1:]], "k": args.k,
+                              "min_score": args.min_score,
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     if args.text is not None:
         fields["text"] = args.text
     elif args.box is not None:
-        fields.update(box=args.box, crs=args.crs, raster=args.raster)
+        fields.update(box=args.box, crs=args.crs, raster=_abs(args.raster))
     else:
-        fields.update(point=args.point, crs=args.crs, raster=args.raster)
+        fields.update(point=args.point, crs=args.crs, raster=_abs(args.raster))
     if (args.box is not None or args.point is not None) and not args.crs:
         raise UsageError("--crs is required with --box/--point (e.g. EPSG:4326 or the raster's EPSG code)")
     if args.latlon is not None:

@@ -20,13 +20,16 @@ from __future__ import annotations
 import contextvars
 import errno
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path, PurePath, PureWindowsPath
 
-from .errors import InputError
+from .errors import ForbiddenPathError, InputError, NotFoundError
 
+#: Paths in requests are absolute: POSIX ``/``, ``~``, a Windows drive ``C:\\`` or a UNC ``\\\\server``.
+ABSOLUTE_PATH = r"^(/|~|[A-Za-z]:[\\/]|\\\\)"
 #: Longest path text a request may carry (characters).
 MAX_PATH_CHARS = 4096
 #: How deep VRTs may reference other VRTs before the check gives up (a loop, or abuse).
@@ -97,39 +100,53 @@ def _usable(value: str, what: str) -> None:
                          f"give an absolute path of at most {MAX_PATH_CHARS} characters without NUL bytes")
 
 
+#: Longest resolved path accepted (bytes): room left below PATH_MAX for the files inside it.
+MAX_PATH_BYTES = 3840
+
+
 def os_check(path: Path, what: str, shown_as: str | None = None) -> None:
-    """InputError if the OS refuses ``path`` itself (a name or path longer than it allows, a loop)."""
-    try:
-        os.lstat(path)
-    except OSError as e:
-        if e.errno in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
-            raise InputError(f"{what} {shown(shown_as or str(path))[:200]!r} cannot be used: {e.strerror}",
-                             "give a shorter path (each name at most 255 bytes) without symlink loops") from e
+    """NotFoundError if the OS cannot have ``path`` (a name or path longer than it allows, a loop)."""
+    why = "it is longer than the OS allows" if len(os.fsencode(str(path))) > MAX_PATH_BYTES else None
+    if why is None:
+        try:
+            os.lstat(path)
+        except OSError as e:
+            if e.errno not in (errno.ENAMETOOLONG, errno.ELOOP, errno.EINVAL):
+                return
+            why = e.strerror or "the OS refuses it"
+    if why is not None:
+        raise NotFoundError(f"{what} {shown(shown_as or str(path))[:200]!r} cannot exist: {why}",
+                            f"give a path of at most {MAX_PATH_BYTES} bytes, each name at most 255 bytes, "
+                            "without symlink loops")
 
 
 def check_request_path(value: str, what: str, roots: Sequence[Path] = ()) -> Path:
     """``value`` (from a request) as a resolved absolute path allowed by ``roots`` (any when empty).
 
     Raises:
-        InputError: not absolute, NUL bytes, too long for the OS, a symlink loop, or
-            outside ``roots`` (the same text whether or not the path exists).
+        InputError: not absolute, or NUL bytes.
+        NotFoundError: a path the OS cannot have (too long, a symlink loop).
+        ForbiddenPathError: outside ``roots`` (the same text whether or not the path exists).
     """
     _usable(value, what)
     expanded = os.path.expanduser(value)
+    if not os.path.isabs(expanded) and re.match(ABSOLUTE_PATH, value):
+        raise NotFoundError(f"{what} {shown(value[:200])!r} is a Windows path; this server runs on {os.name}",
+                            "give a path on the machine the server runs on")
     if not os.path.isabs(expanded):
         raise InputError(f"{what} {shown(value[:200])!r} is a relative path",
                          "give an absolute path (the server's working folder is not yours)")
     for part in Path(expanded).parts:
         if len(os.fsencode(part)) > 255:
-            raise InputError(f"{what} {shown(value[:200])!r} has a name longer than 255 bytes",
-                             "give a path whose every name is at most 255 bytes")
+            raise NotFoundError(f"{what} {shown(value[:200])!r} cannot exist: it has a name longer than 255 bytes",
+                                "give a path whose every name is at most 255 bytes")
     try:
         path = Path(expanded).resolve()
     except (OSError, RuntimeError, ValueError) as e:
         raise InputError(f"{what} {shown(value[:200])!r} cannot be resolved: {e}",
                          "give an absolute path without symlink loops") from e
     if roots and not within(path, resolved_roots(roots)):
-        raise InputError(f"{what} {shown(value[:200])!r} is outside the folders this server may use",
+        raise ForbiddenPathError(f"{what} {shown(value[:200])!r} is outside the folders this server may use",
                          "use a path under: " + ", ".join(shown(str(r)) for r in roots))
     os_check(path, what, value)
     return path
@@ -189,7 +206,7 @@ def confined(roots: Sequence[Path]) -> Iterator[None]:
 
 
 def check_sources(path: str | Path) -> None:
-    """With roots active (:func:`confined`), InputError unless ``path`` and, for a VRT, all its sources lie under them."""
+    """With roots active (:func:`confined`), ForbiddenPathError unless ``path`` and, for a VRT, all its sources lie under them."""
     roots = _roots.get()
     if not roots:
         return
@@ -199,5 +216,5 @@ def check_sources(path: str | Path) -> None:
     if not bad and p.suffix.lower() == ".vrt":
         bad = [s for s in vrt_sources(p) if not within(s, allowed)]
     if bad:
-        raise InputError(f"{shown(p.name)} reads {shown(str(bad[0]))!r}, outside the folders this server may use",
+        raise ForbiddenPathError(f"{shown(p.name)} reads {shown(str(bad[0]))!r}, outside the folders this server may use",
                          "keep the rasters (and the files a VRT references) under the allowed folders")

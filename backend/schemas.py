@@ -8,11 +8,12 @@ is generated from the app that uses these models.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .paths import shown
+from .paths import ABSOLUTE_PATH, shown
 
 #: Text that may hold a file name that is not valid UTF-8: its bytes are kept as ``\xNN`` escapes.
 ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
@@ -21,6 +22,18 @@ ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, st
 #: Longest text (query, instruction) a request may carry, in characters; the model reads at most its
 #: own context of it (``model.truncate``). Longer text is a 422, so no request holds the model for long.
 MAX_TEXT_CHARS = 2000
+
+
+def _absolute(value: str) -> str:
+    if not re.match(ABSOLUTE_PATH, value):
+        raise ValueError(f"{value[:200]!r} is a relative path; give an absolute path (the server's working "
+                         "folder is not yours)")
+    return value
+
+
+#: An absolute path (the document states the pattern; the validator says what is wrong in words).
+AbsPath = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH}),
+                    AfterValidator(_absolute)]
 
 
 class _Model(BaseModel):
@@ -46,27 +59,39 @@ class TilingOptions(_Model):
 class IndexRequest(_Model):
     """Index (or update) a folder of GeoTIFFs into an index directory."""
 
-    folder: str = Field(min_length=1)
-    index: str = Field(min_length=1, description="index directory (created if absent)")
+    folder: AbsPath = Field(description="folder of rasters (absolute path)")
+    index: AbsPath = Field(description="index directory (absolute; created if absent)")
     model: str | None = Field(None, description="preset, local path or hub id; default: the loaded model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
-    groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
+    groups: dict[str, list[AbsPath]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
     force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
+
+
+_ONE_MODE = {"oneOf": [{"required": [m], "properties": {m: {"type": t}}}
+                       for m, t in (("text", "string"), ("box", "array"), ("point", "array"))]}
 
 
 class SearchRequest(_Model):
     """One query: exactly one of text, box, point."""
 
+<<<<<<< HEAD
     index: str = Field(min_length=1)
     indexes: list[str] = Field(default_factory=list, max_length=64,
                                description="more indexes built with the same model, searched together with `index` "
                                            "(hits merged by score; each hit's `index` property names its index)")
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
+=======
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_MODE)
+
+    index: AbsPath
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": r"\S"},
+                             description="what to find (not blank)")
+>>>>>>> e2e69a8 (server/schemas: OpenAPI and server agree - request paths documented and validated as absolute, outside the roots is 403 forbidden_path, an existing target 409 exists, a path the OS cannot have 404; search documents exactly one of text/box/point and non-blank text; embed items need text or an image; 405 lists every method of the path in Allow; 400 documented; models/load never 500s on a long name; CLI sends absolute paths)
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
-    raster: str | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
+    raster: AbsPath | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
     latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)")
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
@@ -169,6 +194,11 @@ class JobProgress(BaseModel):
 
 
 class EmbedItem(_Model):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["text"], "properties": {"text": {"type": "string", "pattern": r"\S"}}},
+                  {"required": ["image_b64"], "properties": {"image_b64": {"type": "string"}}}],
+        "dependentRequired": {"bbox": ["image_b64"]}})
+
     instruction: str = Field("", max_length=MAX_TEXT_CHARS)
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     image_b64: str | None = Field(None, description="PNG/JPEG bytes, base64")
@@ -216,7 +246,7 @@ class ModelLoadRequest(_Model):
 class IndexCreateRequest(_Model):
     """``POST /v1/indexes``: create an empty index for a model."""
 
-    path: str = Field(min_length=1, max_length=4096, description="index directory to create")
+    path: AbsPath = Field(description="index directory to create (absolute)")
     model: str | None = Field(None, max_length=4096, description="default: the loaded/configured model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
 
@@ -224,4 +254,4 @@ class IndexCreateRequest(_Model):
 class IndexOpenRequest(_Model):
     """``POST /v1/indexes/open``."""
 
-    path: str = Field(min_length=1, max_length=4096)
+    path: AbsPath

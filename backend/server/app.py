@@ -71,14 +71,29 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         hint = "see the routes in backend/openapi.json" if exc.status_code in codes else ""
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not just the first route's
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), hint,
-                      getattr(exc, "headers", None))
+                      headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", f"unexpected {type(exc).__name__}: {exc}"[:500],
                       f"this is a bug; the traceback is in {settings.log_dir / 'server.log'}")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path answers, over all routes (Starlette names only the first match's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
 
 
 def write_token_file(settings: Settings) -> None:

@@ -141,17 +141,19 @@ class ModelSlot:
         return self.settings.device
 
     def _normalise(self, spec: str) -> str:
+        """A preset, a hub id, or an absolute local folder allowed by the settings (NotFoundError otherwise)."""
         if "\x00" in spec or len(spec) > 4096 or not spec.strip():
             raise InputError(f"model {spec[:80]!r} is not a model name", "give a preset name, a local folder or owner/name")
-        p = Path(spec).expanduser()
-        if p.exists():
-            return str(check_path(spec, "model", self.settings))
         from ..model.presets import PRESETS
+        from ..paths import ABSOLUTE_PATH
 
+        if re.match(ABSOLUTE_PATH, spec):
+            return str(check_path(spec, "model", self.settings))
         if spec in PRESETS or HUB_ID.match(spec):
             return spec
-        raise NotFoundError(f"model {spec[:200]!r} is neither a local folder, a preset ({', '.join(sorted(PRESETS))}) "
-                            "nor a hub id (owner/name)", "give a checkpoint folder, a preset name or a hub id")
+        raise NotFoundError(f"model {spec[:200]!r} is neither an absolute local folder, a preset "
+                            f"({', '.join(sorted(PRESETS))}) nor a hub id (owner/name)",
+                            "give a checkpoint folder, a preset name or a hub id")
 
     def get(self, spec: str | None = None, *, device: str | None = None) -> SerialisedEmbedder:
         """The resident model, loading ``spec`` (or the default) if needed.

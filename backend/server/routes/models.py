@@ -33,7 +33,7 @@ def list_models(state: State) -> list[ModelInfo]:
                 out[str(d)] = ModelInfo(name=str(d), kind="local", description="local checkpoint")
     for spec in (state.settings.model, slot.spec):
         if spec and spec not in out:
-            kind = "local" if Path(spec).expanduser().exists() else "hub"
+            kind = "local" if spec.startswith(("/", "~", ".")) else "hub"
             out[spec] = ModelInfo(name=spec, kind=kind, description="configured with --model")
     if slot.loaded and slot.spec in out:
         out[slot.spec].loaded = True  # type: ignore[index]
