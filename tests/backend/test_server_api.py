@@ -179,7 +179,7 @@ BAD = [  # (name, method, path, body-or-params, status, words in detail)
                                                "raster": "{root}/missing.tif"}, None, ["missing.tif"]),
     ("raster without CRS", "POST", "/v1/search", {"index": "{idx}", "box": [1, 1, 5, 5], "crs": "EPSG:32617",
                                                   "raster": "{bad}/no_crs.tif"}, 422, ["no_crs.tif"]),
-    ("path outside roots", "POST", "/v1/search", {"index": "/etc", "text": "a"}, 422, ["outside"]),
+    ("path outside roots", "POST", "/v1/search", {"index": "/etc", "text": "a"}, 403, ["outside"]),
     ("NUL in path", "POST", "/v1/search", {"index": "a\u0000b", "text": "a"}, 422, ["path"]),
     ("not JSON", "POST", "/v1/search", "{nope", 422, ["JSON"]),
     ("unknown field", "POST", "/v1/search", {"index": "{idx}", "text": "a", "foo": 1}, 422, ["foo"]),
@@ -261,7 +261,7 @@ def test_index_create_open_list_info_delete(world, indexed) -> None:
     assert r.status_code == 201, r.text
     info = r.json()
     assert info["count"] == 0 and info["tiling"]["tile_size"] == 48 and info["dim"] > 0
-    assert c.post("/v1/indexes", json={"path": str(new)}).status_code == 422  # exists already
+    assert c.post("/v1/indexes", json={"path": str(new)}).status_code == 409  # exists already
     r = c.post("/v1/indexes/open", json={"path": indexed[0]})
     assert r.status_code == 200 and r.json()["count"] == 12
     listed = {i["path"] for i in c.get("/v1/indexes").json()}

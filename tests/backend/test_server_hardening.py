@@ -71,7 +71,7 @@ DEEP = "/".join(["é" * 120] * 20)  # under 4096 characters, over PATH_MAX (4096
 
 
 @pytest.mark.parametrize("tail", [LONG_NAME, DEEP], ids=["long-name", "long-path"])
-def test_paths_the_os_refuses_are_422_on_every_route(world, tail: str) -> None:
+def test_paths_the_os_cannot_have_are_404_on_every_route(world, tail: str) -> None:
     c, root = world["c"], world["root"]
     p = f"{root}/{tail}"
     calls = [
@@ -86,8 +86,8 @@ def test_paths_the_os_refuses_are_422_on_every_route(world, tail: str) -> None:
     ]
     for method, route, kw in calls:
         r = c.request(method, route, **kw)
-        assert r.status_code == 422, (route, r.status_code, r.text[:300])
-        assert r.json()["error"] == "bad_input"
+        assert r.status_code == 404, (route, r.status_code, r.text[:300])
+        assert r.json()["error"] == "not_found" and "cannot exist" in r.json()["detail"]
 
 
 def test_relative_paths_are_refused(world) -> None:
@@ -105,13 +105,13 @@ def test_outside_the_roots_reveals_nothing_about_existence(world) -> None:
     answers = []
     for name in ("secret.tif", "missing.tif"):
         r = c.get("/v1/indexes/info", params={"path": str(outside / name)})
-        assert r.status_code == 422
+        assert r.status_code == 403 and r.json()["error"] == "forbidden_path"
         answers.append(r.json()["detail"].replace(name, "NAME"))
     assert answers[0] == answers[1]
     link = world["root"] / "link-out"
     link.symlink_to(outside, target_is_directory=True)
     r = c.post("/v1/jobs", json={"folder": str(link), "index": str(world["root"] / "i-link")})
-    assert r.status_code == 422 and "outside the folders" in r.json()["detail"]
+    assert r.status_code == 403 and "outside the folders" in r.json()["detail"]
 
 
 def test_a_vrt_reading_outside_the_roots_is_not_indexed(world) -> None:
@@ -127,7 +127,7 @@ def test_a_vrt_reading_outside_the_roots_is_not_indexed(world) -> None:
     assert "outside the folders" in errors["peek.vrt"]
     r = c.post("/v1/search", json={"index": str(root / "i-vrt"), "point": [400100.0, 3299900.0],
                                    "crs": "EPSG:32617", "raster": str(folder / "peek.vrt")})
-    assert r.status_code == 422 and "outside the folders" in r.json()["detail"], r.text
+    assert r.status_code == 403 and "outside the folders" in r.json()["detail"], r.text
 
 
 def test_a_file_name_that_is_not_utf8_never_breaks_the_jobs_list(world) -> None:
