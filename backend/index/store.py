@@ -244,7 +244,7 @@ class IndexStore:
                     vecs, got = cls._fetch_vectors(con, chunk, meta["dim"], p)
                     index.add_items(vecs, got)
                 # Read-only beside a live writer, these are simply tiles not checkpointed yet: no warning.
-                quiet = not writable and WriterLock.holder(p) is not None
+                quiet = not writable and (WriterLock.holder(p) is not None or cls._checkpointed_since(p, meta))
                 log.log(logging.DEBUG if quiet else logging.WARNING,
                         "index %s: re-added %d tile(s) SQLite holds but %s lacked (%s)%s", p, len(missing), HNSW,
                         "not checkpointed yet by the running writer" if quiet else "interrupted run",
@@ -262,6 +262,14 @@ class IndexStore:
                     next_label=next_label)
         store._dirty = writable and bool(len(missing) or was_previous or newly_deleted)
         return store
+
+    @staticmethod
+    def _checkpointed_since(p: Path, meta: dict[str, Any]) -> bool:
+        """Whether a writer checkpointed after ``meta`` was read (it has finished meanwhile)."""
+        try:
+            return files.read_sidecar(p).get("hnsw_sha256") != meta.get("hnsw_sha256")
+        except IndexCorruptError:
+            return False
 
     @staticmethod
     def _fetch_vectors(con: sqlite3.Connection, labels: Sequence[int], dim: int,
