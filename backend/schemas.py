@@ -32,7 +32,8 @@ def _absolute(value: str) -> str:
 
 
 #: An absolute path (the document states the pattern; the validator says what is wrong in words).
-AbsPath = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH}),
+AbsPath = Annotated[str, Field(min_length=1, max_length=4096,
+                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"}),
                     AfterValidator(_absolute)]
 
 
@@ -68,6 +69,9 @@ class IndexRequest(_Model):
     force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
 
 
+#: (lat, lon) ranges, stated in the document (the validators check the same).
+_LATLON: dict[str, Any] = {"prefixItems": [{"type": "number", "minimum": -90, "maximum": 90},
+                                           {"type": "number", "minimum": -180, "maximum": 180}]}
 _ONE_MODE = {"oneOf": [{"required": [m], "properties": {m: {"type": t}}}
                        for m, t in (("text", "string"), ("box", "array"), ("point", "array"))]}
 
@@ -92,7 +96,8 @@ class SearchRequest(_Model):
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
     raster: AbsPath | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
-    latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)")
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)",
+                                       json_schema_extra=_LATLON)
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     exclude_overlapping: bool = Field(True, description="drop hits that overlap the query box/point itself")
@@ -203,7 +208,7 @@ class EmbedItem(_Model):
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     image_b64: str | None = Field(None, description="PNG/JPEG bytes, base64")
     bbox: list[float] | None = Field(None, min_length=4, max_length=4)
-    latlon: list[float] | None = Field(None, min_length=2, max_length=2)
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2, json_schema_extra=_LATLON)
 
 
 class EmbedRequest(_Model):

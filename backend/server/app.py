@@ -85,15 +85,16 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods the request's path answers, over all routes (Starlette names only the first match's)."""
-    from starlette.routing import Match
+    """The methods the app's OpenAPI document lists for the request's path (what ``Allow`` must say)."""
+    import re
 
+    path = request.url.path
     methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
-        if match != Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods - {"HEAD"})
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
 
 
 def write_token_file(settings: Settings) -> None:

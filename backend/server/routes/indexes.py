@@ -16,7 +16,7 @@ from ..state import check_path
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/indexes", tags=["indexes"], responses=ERRORS)
 INDEX_FILES = ("index.json", "vectors.hnsw", "meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "writer.lock")
-PathQuery = Query(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH},
+PathQuery = Query(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"},
                   description="index directory (absolute)")
 
 
