@@ -85,10 +85,10 @@ def within(path: PurePath, roots: Sequence[PurePath]) -> bool:
     for root in roots:
         if type(root) is not type(path):
             continue
+        p: PurePath = path
+        r: PurePath = root
         if isinstance(path, PureWindowsPath):
             p, r = PureWindowsPath(str(path).lower()), PureWindowsPath(str(root).lower())
-        else:
-            p, r = path, root
         if p == r or r in p.parents:
             return True
     return False

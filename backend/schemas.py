@@ -11,7 +11,15 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .paths import ABSOLUTE_PATH, shown
 
@@ -72,7 +80,7 @@ class IndexRequest(_Model):
 #: (lat, lon) ranges, stated in the document (the validators check the same).
 _LATLON: dict[str, Any] = {"prefixItems": [{"type": "number", "minimum": -90, "maximum": 90},
                                            {"type": "number", "minimum": -180, "maximum": 180}]}
-_ONE_MODE = {"oneOf": [{"required": [m], "properties": {m: {"type": t}}}
+_ONE_MODE: dict[str, Any] = {"oneOf": [{"required": [m], "properties": {m: {"type": t}}}
                        for m, t in (("text", "string"), ("box", "array"), ("point", "array"))]}
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, Query
 
 from ...errors import BusyError, ExistsError, GeoVecError, NotFoundError
-from ...schemas import ABSOLUTE_PATH
-from ...schemas import IndexCreateRequest, IndexInfo, IndexOpenRequest
+from ...schemas import ABSOLUTE_PATH, IndexCreateRequest, IndexInfo, IndexOpenRequest
 from ..deps import ERRORS, State
 from ..state import check_path
 
