@@ -8,11 +8,9 @@ is generated from the app that uses these models.
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,17 +30,10 @@ ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, st
 MAX_TEXT_CHARS = 2000
 
 
-def _absolute(value: str) -> str:
-    if not re.match(ABSOLUTE_PATH, value):
-        raise ValueError(f"{value[:200]!r} is a relative path; give an absolute path (the server's working "
-                         "folder is not yours)")
-    return value
-
-
-#: An absolute path (the document states the pattern; the validator says what is wrong in words).
+#: A path. The document states that requests carry absolute ones (the server refuses a relative
+#: one with a 422 naming it; the CLI and the library resolve relative ones themselves).
 AbsPath = Annotated[str, Field(min_length=1, max_length=4096,
-                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"}),
-                    AfterValidator(_absolute)]
+                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"})]
 
 
 class _Model(BaseModel):

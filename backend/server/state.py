@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 RETIRE_AFTER_S = 30.0
 #: Requests that may wait for the model at once; more get BusyError at once (worker threads stay free).
-MAX_MODEL_WAITERS = 8
+MAX_MODEL_WAITERS = 32  # below the 40 worker threads, so reads always find one
 
 
 class SerialisedEmbedder:
