@@ -78,19 +78,14 @@ _ONE_MODE: dict[str, Any] = {"oneOf": [{"required": [m], "properties": {m: {"typ
 class SearchRequest(_Model):
     """One query: exactly one of text, box, point."""
 
-<<<<<<< HEAD
-    index: str = Field(min_length=1)
-    indexes: list[str] = Field(default_factory=list, max_length=64,
-                               description="more indexes built with the same model, searched together with `index` "
-                                           "(hits merged by score; each hit's `index` property names its index)")
-    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
-=======
     model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_MODE)
 
     index: AbsPath
+    indexes: list[AbsPath] = Field(default_factory=list, max_length=64,
+                                   description="more indexes built with the same model, searched together with `index` "
+                                               "(hits merged by score; each hit's `index` property names its index)")
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": r"\S"},
                              description="what to find (not blank)")
->>>>>>> e2e69a8 (server/schemas: OpenAPI and server agree - request paths documented and validated as absolute, outside the roots is 403 forbidden_path, an existing target 409 exists, a path the OS cannot have 404; search documents exactly one of text/box/point and non-blank text; embed items need text or an image; 405 lists every method of the path in Allow; 400 documented; models/load never 500s on a long name; CLI sends absolute paths)
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
