@@ -30,7 +30,7 @@ demo: setup
 	$(BIN)/python -m geovec.backend.demo --model "$(MODEL)" $(if $(DIR),--dir "$(DIR)",)
 
 test-backend: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/backend tests/training
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/backend tests/training tests/reliability
 
 test-plugin: setup system-deps
 	QT_QPA_PLATFORM=offscreen GEOVEC_BACKEND_PYTHON=$(abspath $(BIN))/python \

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from typing import Any, NoReturn
 
 from .commands import add_registered
 from .errors import GeoVecError
+from .jsonsafe import model_json
+from .paths import one_line
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,14 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors become one-line :class:`UsageError` s."""
+    """ArgumentParser whose errors become one-line :class:`UsageError` s.
+
+    Negative numbers in exponent form (``--box -1e300 ...``) are values, not options.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see: {self.prog} --help)")
@@ -56,6 +66,14 @@ def _finite(text: str) -> float:
     return v
 
 
+def _abs(path: str | None, base: str | None = None) -> str | None:
+    """``path`` made absolute (requests carry absolute paths; ``base`` for paths relative to a folder)."""
+    if path is None or not path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (Path(base).expanduser() if base else Path.cwd()).absolute() / p)
+
+
 def _group(text: str) -> tuple[str, list[str]]:
     name, sep, paths = text.partition("=")
     files = [p for p in paths.split(",") if p]
@@ -69,8 +87,10 @@ def _group(text: str) -> tuple[str, list[str]]:
 
 def cmd_model(args: argparse.Namespace) -> int:
     from .model.tiny import write_tiny_model
+    from .paths import uniform_modes
 
     path = write_tiny_model(Path(args.dir).expanduser(), seed=args.seed)
+    uniform_modes(path)
     print(f"tiny random model written to {path} (for tests and demos: its hits are meaningless)")
     return 0
 
@@ -136,10 +156,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args))
-    req = _validated(IndexRequest, folder=args.folder, index=args.index, model=args.model, tiling=tiling,
-                     groups=dict(args.group) if args.group else None, batch_size=args.batch_size,
-                     batch_tokens=args.batch_tokens,
-                     force=args.force,
+    groups = {name: [_abs(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
+    req = _validated(IndexRequest, folder=_abs(args.folder), index=_abs(args.index), model=args.model, tiling=tiling,
+                     groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
                      regions=args.regions)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
@@ -190,7 +209,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if old is not None:
             signal.signal(signal.SIGINT, old)
     if args.json:
-        print(summary.model_dump_json(indent=2))
+        print(model_json(summary, indent=2))
     else:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
@@ -198,7 +217,9 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"skipped (below --min-valid); {summary.regions} region(s); {len(summary.errors)} error(s); "
               f"{summary.seconds:.1f} s")
         for err in summary.errors:
-            print(f"  error: {err.path}: {err.error}")
+            print(f"  error: {one_line(err.path)}: {one_line(err.error)}")
+    if args.verify and not _verify(args.index, args.json):
+        return EXIT_ERROR
     if summary.cancelled:
         return EXIT_INTERRUPTED
     if summary.errors:
@@ -258,18 +279,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
 
-    fields: dict[str, Any] = {"index": args.index[0], "indexes": args.index[1:], "k": args.k, "min_score": args.min_score,
+    fields: dict[str, Any] = {"index": _abs(args.index[0]), "indexes": [_abs(i) for i in args.index[1:]], "k": args.k,
+                              "min_score": args.min_score,
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     fields.update(_region_fields(args))
     if args.text is not None:
         fields["text"] = args.text
     if args.box is not None:
-        fields.update(box=args.box, crs=args.crs, raster=args.raster)
+        fields.update(box=args.box, crs=args.crs, raster=_abs(args.raster))
     elif args.point is not None:
-        fields.update(point=args.point, crs=args.crs, raster=args.raster)
+        fields.update(point=args.point, crs=args.crs, raster=_abs(args.raster))
     elif args.image is not None:
-        fields["image"] = str(Path(args.image).expanduser().resolve())
+        fields["image"] = _abs(args.image)
     elif args.text is None:
         raise UsageError("give --text, --box, --point or --image (--text may go with one of the others)")
     if (args.box is not None or args.point is not None) and not args.crs:
@@ -278,6 +300,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         fields["latlon"] = args.latlon
     req = _validated(SearchRequest, **fields)
 
+    if args.geojson:
+        _check_writable(args.geojson)  # before the (maybe slow) search, not after it
     resp = None
     if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from .server.client import search_via_server
@@ -291,9 +315,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.geojson:
         from .cli_regions import geojson_with_regions
 
-        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1))
+        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1), encoding="utf-8")
     if args.json:
-        print(resp.model_dump_json(indent=2))
+        print(model_json(resp, indent=2))
         return 0
     if not resp.features:
         print("no hits")
@@ -339,16 +363,54 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = index_info(args.index)
     if args.json:
-        print(info.model_dump_json(indent=2))
-        return 0
-    print(f"index      {info.path}\ntiles      {info.count}\nscenes     {info.scenes}\n"
+        print(model_json(info, indent=2))
+        return 0 if not args.verify or _verify(args.index, True) else EXIT_ERROR
+    print(f"index      {one_line(info.path)}\ntiles      {info.count}\nscenes     {info.scenes}\n"
           f"dim        {info.dim} ({info.space})\nmodel      {info.preset} @ {info.checkpoint}\n"
           f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
     reg = info.extra.get("regions")
     print(f"regions    {reg['count']} ({reg['spec']})" if reg else "regions    none (index with --regions to store them)")
     for s in info.extra.get("scene_list", []):
-        print(f"  scene {s['name']} [{s['status']}] {s['scene_id']}")
+        print(f"  scene {one_line(str(s['name']))} [{s['status']}] {s['scene_id']}")
+    if args.verify and not _verify(args.index, False):
+        return EXIT_ERROR
     return 0
+
+
+def _verify(index: str, as_json: bool) -> bool:
+    """Run ``verify_index`` and print its report (JSON on stderr with --json); True when ok."""
+    from dataclasses import asdict
+
+    from .index.verify import verify_index
+
+    report = verify_index(index)
+    if as_json:
+        print(json.dumps({"verify": {**asdict(report), "ok": report.ok}}), file=sys.stderr)
+    else:
+        print("\n".join(one_line(line) for line in report.lines()))
+    if not report.ok:
+        _fail(f"index {index} failed verification (see the report above)", EXIT_ERROR)
+    return report.ok
+
+
+def _check_writable(path: str) -> None:
+    """InputError unless ``path`` can be created or written (nothing is left behind when it was absent)."""
+    import os
+
+    from .errors import InputError
+
+    p = Path(path).expanduser()
+    existed = p.exists()
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.close(fd)
+    except OSError as e:
+        raise InputError(f"--geojson {one_line(path)!r} cannot be written: {e.strerror or e}",
+                         "give a file path in a folder that exists and that you can write") from e
+    if not existed:
+        p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- parser
@@ -421,6 +483,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--force", action="store_true", help="add to an index built with another model anyway")
     ix.add_argument("--no-progress", action="store_true")
     ix.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ix.add_argument("--verify", action="store_true",
+                    help="then check the index: SQLite integrity and every vector against its SQLite copy")
     ix.set_defaults(func=cmd_index)
 
     se = sub.add_parser("search", help="search an index by text, box or point")
@@ -461,6 +525,8 @@ def build_parser(command: str | None = None) -> Parser:
     inf = sub.add_parser("info", help="describe an index")
     inf.add_argument("--index", required=True)
     inf.add_argument("--json", action="store_true")
+    inf.add_argument("--verify", action="store_true",
+                     help="check SQLite integrity and every vector against its SQLite copy (exit 1 on problems)")
     inf.set_defaults(func=cmd_info)
 
     if command in (None, "serve"):

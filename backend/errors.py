@@ -53,6 +53,18 @@ class NotFoundError(GeoVecError, FileNotFoundError):
     code = "not_found"
 
 
+class ForbiddenPathError(GeoVecError, PermissionError):
+    """A path lies outside the folders this server may use (the same answer whether it exists or not)."""
+
+    code = "forbidden_path"
+
+
+class ExistsError(GeoVecError, FileExistsError):
+    """Something to be created is already there (an index, a non-empty folder)."""
+
+    code = "exists"
+
+
 class ModelMismatchError(GeoVecError, ValueError):
     """An index was built with another model or embedding dimension."""
 
@@ -86,6 +98,8 @@ class CancelledError(GeoVecError):
 HTTP_STATUS: dict[type[GeoVecError], int] = {
     InputError: 422,
     NotFoundError: 404,
+    ForbiddenPathError: 403,
+    ExistsError: 409,
     ModelMismatchError: 409,
     IndexCorruptError: 409,
     BusyError: 409,

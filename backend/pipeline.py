@@ -159,15 +159,31 @@ def _under(path: str, folder: Path) -> bool:
         return False
 
 
+def _gone(path: str) -> bool:
+    """True only when ``path`` provably no longer exists (a folder that cannot be read proves nothing)."""
+    try:
+        os.stat(path)
+        return False
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+
+
 def remove_vanished(store: IndexStore, scene_ids: set[str], *, folder: Path,
-                    keep_paths: set[str] = frozenset()) -> int:  # type: ignore[assignment]
+                    keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
+                    keep_folders: Sequence[str] = (), seen: set[str] | None = None) -> int:
     """Delete indexed scenes under ``folder`` that the scan no longer finds.
 
     Scenes with a source in ``keep_paths`` (files still there but failing to open
-    now) keep their tiles; that failure is reported as a per-file error instead.
+    now) or under one of ``keep_folders`` (folders the scan could not list) keep
+    their tiles; the scan reports those problems as per-file errors instead. With
+    ``seen`` (every file the scan found), a scene with a source the scan did not
+    see but that is not provably gone (it cannot be checked) is kept too.
     Returns the number of scenes removed.
     """
     removed = 0
+    keep_dirs = [Path(d) for d in keep_folders]
     for row in store.scenes():
         sid = row["scene_id"]
         sources = row.get("sources") or []
@@ -176,6 +192,11 @@ def remove_vanished(store: IndexStore, scene_ids: set[str], *, folder: Path,
         if sid in scene_ids or not sources or not all(_under(p, folder) for p in sources):
             continue
         if any(str(Path(p).resolve()) in keep_paths for p in sources):
+            continue
+        unseen = [p for p in sources if seen is not None and str(Path(p).resolve()) not in seen]
+        if any(_under(p, d) for p in sources for d in keep_dirs) or not all(_gone(p) for p in unseen):
+            log.warning("scene %s was not found by the scan but its files are not gone: kept",
+                        row.get("name", sid))
             continue
         n = store.delete_scene(sid)
         removed += 1
@@ -220,14 +241,16 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
 
 def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path,
                 keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
-                errors: list[FileError] | None = None) -> Plan:
+                errors: list[FileError] | None = None, keep_folders: Sequence[str] = (),
+                seen: set[str] | None = None) -> Plan:
     """Stage 1: delete vanished scenes, then plan every scene (see :func:`plan_scene`).
 
     A scene whose stretch or windows cannot be computed is appended to ``errors``
     (raised if ``errors`` is None) and the run goes on.
     """
     plan = Plan()
-    plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths)
+    plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths,
+                                   keep_folders=keep_folders, seen=seen)
     for scene in scenes:
         try:
             sp = plan_scene(store, scene, params)
@@ -516,7 +539,7 @@ def index_folder(
             raise InputError(f"index {index_path} stores regions, which this runner does not embed",
                              "index it in one process (without the distributed runner)")
         plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
-                           errors=summary.errors)
+                           errors=summary.errors, keep_folders=scan.unreadable, seen=scan.seen)
         summary.scenes_skipped_unchanged = plan.unchanged
         summary.scenes_removed = plan.removed
         total = sum(len(p.windows) + len(p.backfill) for p in plan.scenes)

@@ -8,9 +8,32 @@ is generated from the app that uses these models.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .paths import ABSOLUTE_PATH, shown
+
+#: Text that may hold a file name that is not valid UTF-8: its bytes are kept as ``\xNN`` escapes.
+ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
+
+
+#: Longest text (query, instruction) a request may carry, in characters; the model reads at most its
+#: own context of it (``model.truncate``). Longer text is a 422, so no request holds the model for long.
+MAX_TEXT_CHARS = 2000
+
+
+#: A path. The document states that requests carry absolute ones (the server refuses a relative
+#: one with a 422 naming it; the CLI and the library resolve relative ones themselves).
+AbsPath = Annotated[str, Field(min_length=1, max_length=4096,
+                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"})]
 
 
 class _Model(BaseModel):
@@ -36,11 +59,11 @@ class TilingOptions(_Model):
 class IndexRequest(_Model):
     """Index (or update) a folder of GeoTIFFs into an index directory."""
 
-    folder: str = Field(min_length=1)
-    index: str = Field(min_length=1, description="index directory (created if absent)")
+    folder: AbsPath = Field(description="folder of rasters (absolute path)")
+    index: AbsPath = Field(description="index directory (absolute; created if absent)")
     model: str | None = Field(None, description="preset, local path or hub id; default: the loaded model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
-    groups: dict[str, list[str]] | None = Field(None, description="explicit scene name -> band files")
+    groups: dict[str, list[AbsPath]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
     batch_tokens: int | None = Field(None, ge=64, le=1 << 22,
                                      description="size batches by token count instead of batch_size (GPUs)")
@@ -50,22 +73,43 @@ class IndexRequest(_Model):
         "null keeps the index's own"))
 
 
+#: (lat, lon) ranges, stated in the document (the validators check the same).
+_LATLON: dict[str, Any] = {"prefixItems": [{"type": "number", "minimum": -90, "maximum": 90},
+                                           {"type": "number", "minimum": -180, "maximum": 180}]}
+#: At least one of text/box/point/image; at most one of box/point/image (text composes with it).
+_MODE_TYPES = {"text": "string", "box": "array", "point": "array", "image": "string"}
+
+
+def _given(*names: str) -> dict[str, Any]:
+    return {"required": list(names), "properties": {n: {"type": _MODE_TYPES[n]} for n in names}}
+
+
+_MODES: dict[str, Any] = {
+    "anyOf": [_given(m) for m in _MODE_TYPES],
+    "not": {"anyOf": [_given(a, b) for a, b in (("box", "point"), ("box", "image"), ("point", "image"))]},
+}
+
+
 class SearchRequest(_Model):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
-    index: str = Field(min_length=1)
-    indexes: list[str] = Field(default_factory=list, max_length=64,
-                               description="more indexes built with the same model, searched together with `index` "
-                                           "(hits merged by score; each hit's `index` property names its index)")
-    text: str | None = Field(None, description="a description or referring expression; with box/point/image: "
-                             "composed into one embedding ('like this, but next to water')")
-    image: str | None = Field(None, max_length=4096, description="path of an image file (PNG/JPEG/GeoTIFF) to "
-                              "search with, alone or with text")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_MODES)
+
+    index: AbsPath
+    indexes: list[AbsPath] = Field(default_factory=list, max_length=64,
+                                   description="more indexes built with the same model, searched together with `index` "
+                                               "(hits merged by score; each hit's `index` property names its index)")
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, json_schema_extra={"pattern": r"\S"},
+                             description="a description or referring expression (not blank); with box/point/image: "
+                                         "composed into one embedding ('like this, but next to water')")
+    image: AbsPath | None = Field(None, description="path of an image file (PNG/JPEG/GeoTIFF) to search with, "
+                                  "alone or with text")
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     point: list[float] | None = Field(None, min_length=2, max_length=2, description="x y in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/point: EPSG code, WKT or PROJ string")
-    raster: str | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
-    latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)")
+    raster: AbsPath | None = Field(None, description="raster the box/point was drawn on; default: found in the index")
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2, description="condition on (lat, lon)",
+                                       json_schema_extra=_LATLON)
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     exclude_overlapping: bool = Field(True, description="drop hits that overlap the query box/point itself")
@@ -141,8 +185,8 @@ class SearchResponse(BaseModel):
 
 
 class FileError(BaseModel):
-    path: str
-    error: str
+    path: ShownStr
+    error: ShownStr
 
 
 class IndexSummary(BaseModel):
@@ -180,18 +224,23 @@ class JobProgress(BaseModel):
     tiles_total: int = 0
     tiles_per_s: float = 0.0
     eta_s: float | None = None
-    current_file: str | None = None
+    current_file: ShownStr | None = None
     errors: list[FileError] = Field(default_factory=list)
     summary: IndexSummary | None = None
-    message: str = ""
+    message: ShownStr = ""
 
 
 class EmbedItem(_Model):
-    instruction: str = ""
-    text: str | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "anyOf": [{"required": ["text"], "properties": {"text": {"type": "string", "pattern": r"\S"}}},
+                  {"required": ["image_b64"], "properties": {"image_b64": {"type": "string"}}}],
+        "dependentRequired": {"bbox": ["image_b64"]}})
+
+    instruction: str = Field("", max_length=MAX_TEXT_CHARS)
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS)
     image_b64: str | None = Field(None, description="PNG/JPEG bytes, base64")
     bbox: list[float] | None = Field(None, min_length=4, max_length=4)
-    latlon: list[float] | None = Field(None, min_length=2, max_length=2)
+    latlon: list[float] | None = Field(None, min_length=2, max_length=2, json_schema_extra=_LATLON)
 
 
 class EmbedRequest(_Model):
@@ -234,7 +283,7 @@ class ModelLoadRequest(_Model):
 class IndexCreateRequest(_Model):
     """``POST /v1/indexes``: create an empty index for a model."""
 
-    path: str = Field(min_length=1, max_length=4096, description="index directory to create")
+    path: AbsPath = Field(description="index directory to create (absolute)")
     model: str | None = Field(None, max_length=4096, description="default: the loaded/configured model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
 
@@ -242,4 +291,4 @@ class IndexCreateRequest(_Model):
 class IndexOpenRequest(_Model):
     """``POST /v1/indexes/open``."""
 
-    path: str = Field(min_length=1, max_length=4096)
+    path: AbsPath

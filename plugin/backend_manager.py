@@ -167,10 +167,17 @@ def stop_started() -> None:
 
 
 def child_env() -> dict[str, str]:
-    """QGIS's environment minus what would make another Python pick up QGIS's libraries."""
+    """QGIS's environment minus what would make another Python pick up QGIS's libraries.
+
+    The allowed-folders setting becomes GEOVEC_ALLOWED_ROOTS: the backend then refuses any path
+    (symlinks and VRT sources resolved) outside those folders.
+    """
     env = dict(os.environ)
     for key in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "QGIS_PREFIX_PATH"):
         env.pop(key, None)
+    roots = Setting.ALLOWED_ROOTS.get().strip()
+    if roots:
+        env["GEOVEC_ALLOWED_ROOTS"] = roots
     return env
 
 

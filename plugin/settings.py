@@ -23,6 +23,7 @@ class Setting(Enum):
     MODEL = ("backend/model", "vlm2vec-qwen2vl-2b")  # preset, local path or hub id
     DEVICE = ("backend/device", "auto")  # auto | cuda | cpu
     START_TIMEOUT_S = ("backend/start_timeout_s", 120)
+    ALLOWED_ROOTS = ("backend/allowed_roots", "")  # folders the started backend may use (os.pathsep); empty: any
     LAST_INDEX = ("dock/last_index", "")
     RECENT_INDEXES = ("dock/recent_indexes", "")  # paths joined by '\n'
     K = ("dock/k", 10)

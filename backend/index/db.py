@@ -84,13 +84,32 @@ class transaction:  # noqa: N801 - used like a function: ``with transaction(con)
         self.con.execute("ROLLBACK" if exc_type is not None else "COMMIT")
 
 
+class RowError(ValueError):
+    """A row whose JSON or vector fields cannot be decoded (the database was damaged or edited)."""
+
+
+def _decoded(table: str, fn: Any) -> Any:
+    """Decorator: decoding errors of a ``table`` row become :class:`RowError`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RowError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as e:
+            raise RowError(f"a {table} row cannot be decoded ({type(e).__name__}: {str(e)[:200]})") from e
+
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
 def read_info(con: sqlite3.Connection) -> dict[str, Any]:
     """The ``info`` table as a dict (empty if the table is missing)."""
     try:
         rows = con.execute("SELECT key, value FROM info").fetchall()
     except sqlite3.OperationalError:
         return {}
-    return {k: json.loads(v) for k, v in rows}
+    return _decoded("info", lambda: {k: json.loads(v) for k, v in rows})()
 
 
 def scene_params(scene: Scene, stretch: Stretch, status: str, now: str) -> tuple[Any, ...]:
@@ -154,3 +173,9 @@ def blob_vector(blob: bytes, dim: int) -> np.ndarray:
     if vec.shape[0] != dim:
         raise ValueError(f"vector blob holds {vec.shape[0]} floats, expected {dim}")
     return vec.astype(np.float32)
+
+
+scene_from_row = _decoded("scenes", scene_from_row)
+scene_dict = _decoded("scenes", scene_dict)
+tile_from_row = _decoded("tiles", tile_from_row)
+blob_vector = _decoded("tiles", blob_vector)

@@ -38,6 +38,26 @@ def repair_hint(path: str | Path) -> str:
     return f"rebuild the vector file from SQLite with: geovec index FOLDER --repair --index {path}"
 
 
+def rebuild_hint(path: str | Path) -> str:
+    """What to do when the SQLite source of truth itself is damaged (``--repair`` rebuilds *from* it)."""
+    return (f"restore {path} from a backup, or index the rasters again into a new directory "
+            "(geovec index FOLDER --index NEW_DIR --model MODEL)")
+
+
+def check_db_file(path: Path) -> None:
+    """IndexCorruptError if ``path/meta.sqlite`` is missing or empty (0 bytes: its tiles are gone)."""
+    from ..errors import IndexCorruptError
+
+    db = path / DB
+    try:
+        size = db.stat().st_size
+    except OSError as e:
+        raise IndexCorruptError(f"index {path} lacks its metadata database {DB} ({e.strerror})",
+                                rebuild_hint(path)) from e
+    if size == 0:
+        raise IndexCorruptError(f"{db} is empty (0 bytes): the index's tiles and scenes are lost", rebuild_hint(path))
+
+
 _INT_KEYS = ("format_version", "dim", "M", "ef_construction", "ef_search", "count", "max_label", "hnsw_bytes")
 _STR_KEYS = ("space", "preset", "checkpoint", "hnsw_sha256", "created", "updated")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -114,8 +134,9 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     try:
         text = side.read_text(encoding="utf-8")
         meta = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise IndexCorruptError(f"index sidecar {side} is unreadable: {e}", repair_hint(path)) from e
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise IndexCorruptError(f"index sidecar {side} is unreadable: {what}", repair_hint(path)) from e
     return validate_sidecar(meta, side)
 
 

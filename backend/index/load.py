@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,17 @@ def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int
             fd = os.open(hnsw_path, os.O_RDONLY)
         except OSError as e:
             files.read_sidecar(path)  # a bad sidecar is the clearer error
+            if isinstance(e, FileNotFoundError) and attempt + 1 < OPEN_ATTEMPTS:
+                time.sleep(0.05)  # a new index's first checkpoint renames its vector file in just after the sidecar
+                continue
+            from .locking import WriterLock
+
+            holder = WriterLock.holder(path) if isinstance(e, FileNotFoundError) else None
+            if holder is not None:
+                from ..errors import BusyError
+
+                raise BusyError(f"index {path} is being built (by pid {holder}) and cannot be opened yet",
+                                "retry in a moment: it opens once its first checkpoint is written") from e
             raise IndexCorruptError(f"vector file {hnsw_path} cannot be opened: {e.strerror}",
                                     repair_hint(path)) from e
         try:

@@ -23,9 +23,14 @@ def repair_index(path: str | Path) -> None:
     p = Path(path).expanduser().resolve()
     if not (p / DB).is_file():
         raise NotFoundError(f"no index database at {str(p / DB)!r}", "repair needs the index's meta.sqlite")
+    files.check_db_file(p)
     lock = WriterLock.acquire(p)
     try:
-        con = db.connect(p / DB, readonly=False)
+        try:
+            con = db.connect(p / DB, readonly=False)
+        except sqlite3.DatabaseError as e:
+            raise IndexCorruptError(f"{p / DB} is damaged ({e}); --repair rebuilds the vector file from it, "
+                                    "so it cannot repair the database itself", files.rebuild_hint(p)) from e
         try:
             info = db.read_info(con)
             required = ("dim", "M", "ef_construction", "preset", "checkpoint", "tiling")
@@ -42,8 +47,13 @@ def repair_index(path: str | Path) -> None:
                 index.add_items(vecs, got)
             rdb.ensure_schema(con)
             region = _rebuild_regions(con, info, dim, M, p)
-        except sqlite3.Error as e:
-            raise _sql_error(e, p, "repairing") from e
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+                raise _sql_error(e, p, "repairing") from e
+            raise IndexCorruptError(f"{p / DB} is damaged ({e}); --repair rebuilds the vector file from it, "
+                                    "so it cannot repair the database itself", files.rebuild_hint(p)) from e
+        except db.RowError as e:
+            raise IndexCorruptError(f"{p / DB}: {e}", files.rebuild_hint(p)) from e
         finally:
             con.close()
         next_label = max(int(info.get("next_label", 0)), labels[-1] + 1 if labels else 0)

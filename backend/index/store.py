@@ -22,6 +22,7 @@ Layout and rules (docs/DESIGN.md "Index"):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -194,6 +195,13 @@ class IndexStore(RegionsMixin):
             BusyError: ``writable`` and another writer holds the index.
         """
         p = Path(path).expanduser().resolve()
+        if p.is_dir() and not (p / SIDECAR).exists() and not writable:
+            holder = WriterLock.holder(p)
+            if holder is not None:  # a create in progress: the sidecar is written last
+                from ..errors import BusyError
+
+                raise BusyError(f"index {p} is being built (by pid {holder}) and cannot be opened yet",
+                                "retry in a moment: it opens once its first checkpoint is written")
         if not p.is_dir() or not ((p / SIDECAR).exists() or (p / DB).exists()):
             raise _not_an_index(p)
         if not (p / SIDECAR).exists():
@@ -217,10 +225,11 @@ class IndexStore(RegionsMixin):
     @classmethod
     def _open_locked(cls, p: Path, *, writable: bool, lock: WriterLock | None) -> IndexStore:
         meta = files.read_sidecar(p)
-        if not (p / DB).is_file():
-            raise IndexCorruptError(f"index {p} lacks its metadata database {DB}",
-                                    "restore it from a backup or rebuild the index with geovec index")
-        con = db.connect(p / DB, readonly=True)
+        files.check_db_file(p)
+        try:
+            con = db.connect(p / DB, readonly=True)
+        except sqlite3.Error as e:
+            raise _sql_error(e, p, "opening") from e
         try:
             info = db.read_info(con)
             for key in ("dim", "M", "preset", "checkpoint"):
@@ -233,16 +242,23 @@ class IndexStore(RegionsMixin):
             con.execute("BEGIN")
             live, missing, newly_deleted = rdb.heal(index, con, "tiles", meta["dim"], p)
             labels_max = con.execute("SELECT MAX(label) FROM tiles").fetchone()[0]
+            # Read-only beside a live writer, rows missing from the file are simply not checkpointed yet.
+            quiet = not writable and (WriterLock.holder(p) is not None or cls._checkpointed_since(p, meta))
+            why = "not checkpointed yet by the running writer" if quiet else "interrupted run"
+            where = "" if writable else "; in memory only (read-only)"
+            level = logging.DEBUG if quiet else logging.WARNING
             if missing:
-                log.warning("index %s: re-added %d tile(s) SQLite holds but %s lacked (interrupted run)%s",
-                            p, missing, HNSW, "" if writable else "; in memory only (read-only)")
+                log.log(level, "index %s: re-added %d tile(s) SQLite holds but %s lacked (%s)%s", p, missing, HNSW,
+                        why, where)
             region = cls._open_regions(con, info, meta, rloaded, p)
             if region is not None and region[1]:
-                log.warning("index %s: re-added %d region(s) SQLite holds but %s lacked%s", p, region[1],
-                            REGIONS_HNSW, "" if writable else "; in memory only (read-only)")
+                log.log(level, "index %s: re-added %d region(s) SQLite holds but %s lacked (%s)%s", p, region[1],
+                        REGIONS_HNSW, why, where)
             con.execute("COMMIT")
         except sqlite3.Error as e:
             raise _sql_error(e, p, "opening") from e
+        except db.RowError as e:
+            raise IndexCorruptError(f"{p / DB}: {e}", files.rebuild_hint(p)) from e
         finally:
             con.close()
         next_label = max(int(info.get("next_label", 0)), int(labels_max) + 1 if labels_max is not None else 0,
@@ -279,6 +295,14 @@ class IndexStore(RegionsMixin):
         nxt = max(int(info.get("next_region_label", 0)), int(mx) + 1 if mx is not None else 0,
                   int((side or {}).get("max_label", -1)) + 1)
         return rdb.RegionHalf(str(spec), index, disk, live, nxt), missing, bool(missing or deleted or was_previous)
+
+    @staticmethod
+    def _checkpointed_since(p: Path, meta: dict[str, Any]) -> bool:
+        """Whether a writer checkpointed after ``meta`` was read (it has finished meanwhile)."""
+        try:
+            return files.read_sidecar(p).get("hnsw_sha256") != meta.get("hnsw_sha256")
+        except IndexCorruptError:
+            return False
 
     @staticmethod
     def _fetch_vectors(con: sqlite3.Connection, labels: Sequence[int], dim: int,
@@ -331,6 +355,8 @@ class IndexStore(RegionsMixin):
             yield self._con()
         except sqlite3.Error as e:
             raise _sql_error(e, self.path, what) from e
+        except db.RowError as e:
+            raise IndexCorruptError(f"{self.path / DB}: {e} ({what})", files.rebuild_hint(self.path)) from e
 
     def _need_writable(self, what: str) -> None:
         if self._closed:
@@ -401,13 +427,13 @@ class IndexStore(RegionsMixin):
         with self._sql("listing scenes") as con:
             rows = con.execute(f"SELECT {db.SCENE_COLS}, (SELECT COUNT(*) FROM tiles t WHERE t.scene_id = "
                                "scenes.scene_id) FROM scenes ORDER BY name, scene_id").fetchall()
-        return [db.scene_dict(r[:-1], int(r[-1])) for r in rows]
+            return [db.scene_dict(r[:-1], int(r[-1])) for r in rows]
 
     def scene(self, scene_id: str) -> tuple[Scene, Stretch] | None:
         """The stored ``(Scene, Stretch)`` of ``scene_id``, or None."""
         with self._sql("reading a scene") as con:
             row = con.execute(f"SELECT {db.SCENE_COLS} FROM scenes WHERE scene_id = ?", (scene_id,)).fetchone()
-        return db.scene_from_row(row) if row else None
+            return db.scene_from_row(row) if row else None
 
     def scene_for_path(self, path: str | Path) -> tuple[Scene, Stretch] | None:
         """The stored scene one of whose sources is ``path`` (compared as resolved absolute paths)."""
@@ -497,17 +523,17 @@ class IndexStore(RegionsMixin):
         """The stored record of ``tile_id`` (NotFoundError if absent)."""
         with self._sql("reading a tile") as con:
             row = con.execute(f"SELECT {db.TILE_COLS} FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
-        return db.tile_from_row(row)
+            if row is None:
+                raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
+            return db.tile_from_row(row)
 
     def vector(self, tile_id: str) -> np.ndarray:
         """The stored float32 vector of ``tile_id`` (as added, not normalised)."""
         with self._sql("reading a vector") as con:
             row = con.execute("SELECT vector FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
-        return db.blob_vector(row[0], self.dim)
+            if row is None:
+                raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "search the index for tile ids")
+            return db.blob_vector(row[0], self.dim)
 
     def _records(self, labels: set[int]) -> dict[int, TileRecord]:
         out: dict[int, TileRecord] = {}
@@ -589,6 +615,10 @@ class IndexStore(RegionsMixin):
                 hits: list[tuple[TileRecord, float]] = []
                 for label, dist in zip(row_l.tolist(), row_d.tolist(), strict=True):
                     rec = recs.get(label)  # None: deleted by a writer since this store was opened
+                    if not math.isfinite(dist):  # a damaged vector: never a hit, never a NaN score
+                        log.warning("index %s: tile label %d has a non-finite distance (damaged vector); "
+                                    "skipped - check with: geovec info --verify --index %s", self.path, label, self.path)
+                        continue
                     if rec is not None and (filter is None or filter(rec.tile_id)):
                         hits.append((rec, min(1.0, max(-1.0, 1.0 - dist))))
                         if len(hits) == k:

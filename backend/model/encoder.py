@@ -122,6 +122,9 @@ class Embedder:
         """Run the processor on a batch (CPU; safe to call from worker threads)."""
         if not inputs:
             raise InputError("nothing to embed: the input list is empty", "pass at least one input")
+        from .truncate import fit_inputs
+
+        inputs = fit_inputs(self, list(inputs))  # query text cut to the model's context
         texts = [self.preset.build_prompt(inp) for inp in inputs]
         images = [self.image(inp.image) for inp in inputs if inp.image is not None]
         proc = self._thread_processor()

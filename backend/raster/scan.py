@@ -47,6 +47,10 @@ class ScanResult:
 
     scenes: list[Scene] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    #: folders that could not be listed: the scenes indexed under them must be kept
+    unreadable: list[str] = field(default_factory=list)
+    #: resolved paths of every raster file the walk found (usable or not)
+    seen: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -76,6 +80,14 @@ def _read_info(path: str) -> _FileInfo:
     p = Path(path)
     if not p.exists():
         raise NotFoundError(f"raster {path!r} does not exist", "check the path")
+    from ..paths import check_sources, shown
+
+    check_sources(p)
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RasterError(f"file name {shown(str(p))!r} is not valid UTF-8, which GDAL cannot open",
+                          "rename the file (e.g. with `convmv` or your file manager)") from e  # a server job confined to allowed folders: the file and a VRT's sources
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NotGeoreferencedWarning: reported below as an error
@@ -104,7 +116,9 @@ def _read_info(path: str) -> _FileInfo:
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+    from .reasons import gdal_reason
+
+    return gdal_reason(e)
 
 
 def _scene_id(paths: Sequence[str]) -> str:
@@ -216,14 +230,9 @@ def open_scene(paths: str | Path | Sequence[str | Path], *, bands: Sequence[int]
 
 def find_rasters(folder: Path) -> list[Path]:
     """Every .tif/.tiff/.vrt under ``folder`` (recursive, sorted, hidden entries skipped)."""
-    out = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel):
-            continue
-        if p.suffix.lower() in EXTENSIONS and p.is_file():
-            out.append(p)
-    return sorted(out)
+    from .walk import walk_rasters
+
+    return walk_rasters(folder).files
 
 
 def _resolve_group(folder: Path, files: Sequence[str]) -> list[str]:
@@ -261,8 +270,15 @@ def scan_folder(folder: str | Path, *, groups: dict[str, list[str]] | None = Non
         claimed.update(scene.sources)
         result.scenes.append(scene)
 
+    from .walk import walk_rasters
+
+    walk = walk_rasters(root)
+    result.errors.extend(walk.errors)
+    result.unreadable.extend(str(d) for d in walk.unreadable)
+    result.seen.update(str(p.resolve()) for p in walk.files)
+    result.seen.update(claimed)
     infos: list[_FileInfo] = []
-    for p in find_rasters(root):
+    for p in walk.files:
         if str(p.resolve()) in claimed:
             continue
         try:

@@ -35,7 +35,10 @@ def _sample_band(path: str, band: int, scene: Scene) -> np.ndarray:
         with rasterio.open(path) as src:
             data = src.read(band, out_shape=shape, resampling=Resampling.nearest, masked=True)
     except Exception as e:  # noqa: BLE001 - GDAL read errors become one clear message
-        raise RasterError(f"cannot read band {band} of {path} ({e})", "check that the file is not truncated") from e
+        from .reasons import gdal_reason
+
+        raise RasterError(f"cannot read band {band} of {path} ({gdal_reason(e)})",
+                          "check that the file is not truncated") from e
     values = np.ma.compressed(data).astype(np.float64, copy=False)
     return values[np.isfinite(values)]
 

@@ -107,7 +107,9 @@ def _read_bands(scene: Scene, rgb: Sequence[int], win: tuple[int, int, int, int]
         except Exception as e:  # noqa: BLE001 - GDAL errors: one clear message, the run goes on
             if handles is not None:
                 handles.discard(path)
-            raise RasterError(f"cannot read window {win} of {path} ({e})",
+            from .reasons import gdal_reason
+
+            raise RasterError(f"cannot read window {win} of {path} ({gdal_reason(e)})",
                               "check that the file is complete and readable") from e
         for i, band in items:
             j = bands.index(band)

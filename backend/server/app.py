@@ -25,6 +25,7 @@ from .. import __version__
 from ..errors import GeoVecError, http_status
 from ..schemas import ErrorBody
 from .auth import GuardMiddleware
+from .responses import SafeJSONResponse
 from .settings import Settings
 from .state import ServerState
 
@@ -39,8 +40,8 @@ Every error is a JSON `ErrorBody` `{error, detail, hint}`.
 
 
 def _error(status: int, error: str, detail: str, hint: str = "", headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(ErrorBody(error=error, detail=detail, hint=hint).model_dump(), status_code=status,
-                        headers=headers)
+    return SafeJSONResponse(ErrorBody(error=error, detail=detail, hint=hint).model_dump(), status_code=status,
+                            headers=headers)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -70,14 +71,30 @@ def install_error_handlers(app: FastAPI, settings: Settings) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         hint = "see the routes in backend/openapi.json" if exc.status_code in codes else ""
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not just the first route's
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), hint,
-                      getattr(exc, "headers", None))
+                      headers or None)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
         return _error(500, "internal_error", f"unexpected {type(exc).__name__}: {exc}"[:500],
                       f"this is a bug; the traceback is in {settings.log_dir / 'server.log'}")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the app's OpenAPI document lists for the request's path (what ``Allow`` must say)."""
+    import re
+
+    path = request.url.path
+    methods: set[str] = set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in ops}
+    return sorted(methods)
 
 
 def write_token_file(settings: Settings) -> None:
@@ -131,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app, settings)
     for mod in (health, models, indexes, jobs, search, embed):
-        app.include_router(mod.router, prefix="/v1")
+        app.include_router(mod.router, prefix="/v1", default_response_class=SafeJSONResponse)
     app.add_middleware(GuardMiddleware, settings=settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -89,7 +89,7 @@ class GuardMiddleware:
         if scope.get("path") not in PUBLIC_PATHS and not self.token_ok(headers.get("authorization", b"")):
             await send_error(send, 401, "unauthorized",
                              "missing or wrong token: send 'Authorization: Bearer <token>'",
-                             "read the token from the server's token file (server.json) or its start-up output",
+                             "read the token from the server's token file (server.json, mode 0600)",
                              [(b"www-authenticate", b"Bearer")])
             return
         length = headers.get("content-length")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import signal
 import socket
 import sys
@@ -22,8 +21,8 @@ LEVELS = ("debug", "info", "warning", "error")
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Add ``serve`` to ``geovec``'s sub-commands; ``args.func(args)`` runs it."""
     p = subparsers.add_parser("serve", help="run the local HTTP backend (loopback, token auth)",
-                              description="Run GeoVec's HTTP API on 127.0.0.1. Prints the URL and the token, "
-                                          "and writes both to the token file (mode 0600). No model is loaded "
+                              description="Run GeoVec's HTTP API on 127.0.0.1. Prints the URL and writes it with the token "
+                                          "to the token file (mode 0600; the token is never printed). No model is loaded "
                                           "until a request needs one.")
     p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; others need --allow-remote)")
     p.add_argument("--port", type=int, default=None, help="TCP port (default 0 = a random free port)")
@@ -45,11 +44,13 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 
 def setup_logging(log_dir: Path, level: str) -> Path:
-    """Rotating ``server.log`` in ``log_dir`` plus stderr, at ``level``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """Rotating ``server.log`` (0600, in a 0700 ``log_dir``) plus stderr, at ``level``."""
+    from .logfiles import PrivateRotatingFileHandler, private_dir
+
+    private_dir(log_dir)
     path = log_dir / "server.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s")
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 << 20, backupCount=3, encoding="utf-8")
+    file_handler = PrivateRotatingFileHandler(path, maxBytes=5 << 20, backupCount=3, encoding="utf-8")
     file_handler.setFormatter(fmt)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -112,8 +113,9 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
     settings = settings.model_copy(update={"url": url})
     app = create_app(settings)
-    print(f"GeoVec backend listening on {url}\n  token: {settings.token}\n  token file: {settings.token_file}\n"
-          f"  log: {log_path}\n  try: curl -H 'Authorization: Bearer {settings.token}' {url}/v1/jobs", flush=True)
+    # The token goes only to the token file (0600): consoles end up in logs other users can read.
+    print(f"GeoVec backend listening on {url}\n  token file: {settings.token_file} (holds the bearer token)\n"
+          f"  log: {log_path}\n  try: curl {url}/v1/health", flush=True)
     config = uvicorn.Config(app, log_config=None, log_level=settings.log_level.lower(),
                             access_log=settings.log_level.lower() == "debug", lifespan="on",
                             timeout_graceful_shutdown=10, server_header=False)

@@ -18,10 +18,12 @@ State = Annotated[ServerState, Depends(get_state)]
 
 #: Error responses documented on every authenticated route (bodies are ErrorBody).
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed request: the body is not JSON, or a bad Content-Length"},
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
-    403: {"model": ErrorBody, "description": "Host header is not a loopback name"},
+    403: {"model": ErrorBody, "description": "Host header is not a loopback name, or a path outside the allowed folders"},
     404: {"model": ErrorBody, "description": "no such index, folder, raster, model or job"},
-    409: {"model": ErrorBody, "description": "busy (another writer / job), model mismatch or corrupt index"},
+    409: {"model": ErrorBody, "description": "busy (another writer, a job, the model), already exists, model mismatch "
+                                             "or corrupt index"},
     413: {"model": ErrorBody, "description": "request body over the cap"},
     422: {"model": ErrorBody, "description": "invalid input (validation or a bad value)"},
     503: {"model": ErrorBody, "description": "no model can be loaded"},

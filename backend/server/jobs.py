@@ -112,8 +112,8 @@ class JobManager:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as e:
-            log.warning("ignoring unreadable jobs file %s: %s", path, e)
+        except (OSError, ValueError, RecursionError) as e:
+            log.warning("ignoring unreadable jobs file %s: %s", path, type(e).__name__ if isinstance(e, RecursionError) else e)
             return
         for item in raw.get("jobs", []) if isinstance(raw, dict) else []:
             try:
@@ -263,8 +263,11 @@ class JobManager:
             with self._lock:
                 p.state = "running"
             self._save(force=True)
-            summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
-                                progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
+            from ..paths import confined
+
+            with confined(self.settings.allowed_roots):  # every raster (and VRT source) under the roots
+                summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
+                                    progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
             with self._lock:
                 p.summary = summary
                 p.errors = list(summary.errors)
@@ -290,7 +293,7 @@ class JobManager:
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
             return str(meta.get("checkpoint") or meta.get("preset") or "") or None
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return None
 
     def _stopped(self, job: Job) -> tuple[str, str]:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,21 +37,60 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 RETIRE_AFTER_S = 30.0
+#: Requests that may wait for the model at once; more get BusyError at once (worker threads stay free).
+MAX_MODEL_WAITERS = 32  # below the 40 worker threads, so reads always find one
 
 
 class SerialisedEmbedder:
-    """The resident Embedder with ``encode``/``forward`` serialised by one lock; the rest delegates."""
+    """The resident Embedder with ``encode``/``forward`` serialised by one lock; the rest delegates.
 
-    def __init__(self, inner: Embedder, lock: threading.Lock) -> None:
+    A request holds the lock for one batch at a time (``encode`` takes it per batch, so
+    queries and indexing batches interleave), waits for it at most ``wait_s`` seconds and
+    at most as many requests as ``waiters`` allows wait at once; beyond either, BusyError. So a
+    request never ties up the model, nor the server's worker threads, for long.
+    """
+
+    def __init__(self, inner: Embedder, lock: threading.Lock, *, wait_s: float | None = 60.0,
+                 waiters: threading.BoundedSemaphore | None = None) -> None:
         self._inner = inner
         self._lock = lock
+        self._wait_s = wait_s
+        self._waiters = waiters
 
-    def encode(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            return self._inner.encode(*args, **kwargs)
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        from ..errors import BusyError
+
+        if self._waiters is not None and not self._waiters.acquire(blocking=False):
+            raise BusyError("the model is busy: too many requests are waiting for it",
+                            "retry in a moment (an indexing job or other queries are using it)")
+        try:
+            if not self._lock.acquire(timeout=-1 if self._wait_s is None else self._wait_s):
+                raise BusyError(f"the model stayed busy for {self._wait_s or 0:.0f} s",
+                                "retry when the running job or queries are done")
+        finally:
+            if self._waiters is not None:
+                self._waiters.release()
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def encode(self, inputs: Any, *args: Any, batch_size: int = 8, **kwargs: Any) -> Any:
+        import numpy as np
+
+        inputs = list(inputs)
+        if len(inputs) <= batch_size:
+            with self._held():
+                return self._inner.encode(inputs, *args, batch_size=batch_size, **kwargs)
+        parts = []
+        for s in range(0, len(inputs), batch_size):
+            with self._held():
+                parts.append(self._inner.encode(inputs[s : s + batch_size], *args, batch_size=batch_size, **kwargs))
+        return np.concatenate(parts, axis=0)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
+        with self._held():
             return self._inner.forward(*args, **kwargs)
 
     def encode_regions(self, *args: Any, **kwargs: Any) -> Any:
@@ -74,6 +114,7 @@ class ModelSlot:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.gpu_lock = threading.Lock()
+        self.waiters = threading.BoundedSemaphore(MAX_MODEL_WAITERS)
         self._load_lock = threading.Lock()
         self._embedder: Embedder | None = None
         self._spec: str | None = None
@@ -94,17 +135,19 @@ class ModelSlot:
         return self.settings.device
 
     def _normalise(self, spec: str) -> str:
+        """A preset, a hub id, or an absolute local folder allowed by the settings (NotFoundError otherwise)."""
         if "\x00" in spec or len(spec) > 4096 or not spec.strip():
             raise InputError(f"model {spec[:80]!r} is not a model name", "give a preset name, a local folder or owner/name")
-        p = Path(spec).expanduser()
-        if p.exists():
-            return str(check_path(spec, "model", self.settings))
         from ..model.presets import PRESETS
+        from ..paths import ABSOLUTE_PATH
 
+        if re.match(ABSOLUTE_PATH, spec):
+            return str(check_path(spec, "model", self.settings))
         if spec in PRESETS or HUB_ID.match(spec):
             return spec
-        raise NotFoundError(f"model {spec[:200]!r} is neither a local folder, a preset ({', '.join(sorted(PRESETS))}) "
-                            "nor a hub id (owner/name)", "give a checkpoint folder, a preset name or a hub id")
+        raise NotFoundError(f"model {spec[:200]!r} is neither an absolute local folder, a preset "
+                            f"({', '.join(sorted(PRESETS))}) nor a hub id (owner/name)",
+                            "give a checkpoint folder, a preset name or a hub id")
 
     def get(self, spec: str | None = None, *, device: str | None = None) -> SerialisedEmbedder:
         """The resident model, loading ``spec`` (or the default) if needed.
@@ -122,7 +165,7 @@ class ModelSlot:
                                             "start the server with --model, POST /v1/models/load, or pass model")
             dev = device or self.settings.device
             if self._embedder is not None and want == self._spec and (device is None or device == self._device):
-                return SerialisedEmbedder(self._embedder, self.gpu_lock)
+                return self._serialised()
             if self._users:
                 raise BusyError(f"model {self._spec} is in use by a running job; cannot switch to {want}",
                                 "wait for the job to finish or cancel it, then retry")
@@ -136,14 +179,19 @@ class ModelSlot:
             self._spec, self._device = want, dev
             log.info("model %s loaded on %s in %.1f s (dim %d)", want, self._embedder.device,
                      time.monotonic() - t0, self._embedder.dim)
-            return SerialisedEmbedder(self._embedder, self.gpu_lock)
+            return self._serialised()
+
+    def _serialised(self) -> SerialisedEmbedder:
+        assert self._embedder is not None
+        return SerialisedEmbedder(self._embedder, self.gpu_lock, wait_s=self.settings.model_wait_s,
+                                  waiters=self.waiters)
 
     def acquire(self, spec: str | None = None) -> SerialisedEmbedder:
-        """Like :meth:`get`, and pins the model until :meth:`release` (used by jobs)."""
+        """Like :meth:`get`, and pins the model until :meth:`release` (used by jobs: they wait their turn)."""
         emb = self.get(spec)
         with self._load_lock:
             self._users += 1
-        return emb
+        return SerialisedEmbedder(emb._inner, self.gpu_lock, wait_s=None)
 
     def release(self) -> None:
         with self._load_lock:

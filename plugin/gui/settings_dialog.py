@@ -23,6 +23,7 @@ TEXT_KEYS = {
     Setting.SETUP_PYTHON: "Python for 'Set up backend'",
     Setting.WHEELS_DIR: "Install from this wheel folder (offline)",
     Setting.MODEL: "Model (preset, local path or hub id)",
+    Setting.ALLOWED_ROOTS: "Folders the backend may use (empty: any)",
 }
 
 

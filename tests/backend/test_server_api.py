@@ -72,7 +72,8 @@ def test_starts_fast_without_a_model(world) -> None:
     assert h["device"] == "cpu" and h["version"]
     print(f"server answered /v1/health {srv.start_s:.2f} s after launch")
     assert srv.start_s < 20, "geovec serve should start in a second or two (20 s allows a loaded CI box)"
-    assert srv.url.startswith("http://127.0.0.1:") and srv.token in srv.console  # URL and token printed
+    assert srv.url.startswith("http://127.0.0.1:") and srv.url in srv.console  # the URL is printed
+    assert srv.token not in srv.console and srv.token not in srv.log_text  # the token only in its 0600 file
 
 
 def test_token_file_is_private_and_complete(world) -> None:
@@ -80,6 +81,8 @@ def test_token_file_is_private_and_complete(world) -> None:
     assert stat.S_IMODE(os.stat(srv.token_file).st_mode) == 0o600
     info = json.loads(srv.token_file.read_text())
     assert set(info) == {"url", "token", "pid"} and info["pid"] == srv.proc.pid and len(info["token"]) >= 32
+    assert stat.S_IMODE(os.stat(srv.log_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(srv.log_dir / "server.log").st_mode) == 0o600
 
 
 @pytest.mark.parametrize(("method", "path"), PRIVATE)
@@ -177,7 +180,7 @@ BAD = [  # (name, method, path, body-or-params, status, words in detail)
                                                "raster": "{root}/missing.tif"}, None, ["missing.tif"]),
     ("raster without CRS", "POST", "/v1/search", {"index": "{idx}", "box": [1, 1, 5, 5], "crs": "EPSG:32617",
                                                   "raster": "{bad}/no_crs.tif"}, 422, ["no_crs.tif"]),
-    ("path outside roots", "POST", "/v1/search", {"index": "/etc", "text": "a"}, 422, ["outside"]),
+    ("path outside roots", "POST", "/v1/search", {"index": "/etc", "text": "a"}, 403, ["outside"]),
     ("NUL in path", "POST", "/v1/search", {"index": "a\u0000b", "text": "a"}, 422, ["path"]),
     ("not JSON", "POST", "/v1/search", "{nope", 422, ["JSON"]),
     ("unknown field", "POST", "/v1/search", {"index": "{idx}", "text": "a", "foo": 1}, 422, ["foo"]),
@@ -259,7 +262,7 @@ def test_index_create_open_list_info_delete(world, indexed) -> None:
     assert r.status_code == 201, r.text
     info = r.json()
     assert info["count"] == 0 and info["tiling"]["tile_size"] == 48 and info["dim"] > 0
-    assert c.post("/v1/indexes", json={"path": str(new)}).status_code == 422  # exists already
+    assert c.post("/v1/indexes", json={"path": str(new)}).status_code == 409  # exists already
     r = c.post("/v1/indexes/open", json={"path": indexed[0]})
     assert r.status_code == 200 and r.json()["count"] == 12
     listed = {i["path"] for i in c.get("/v1/indexes").json()}

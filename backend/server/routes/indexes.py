@@ -7,15 +7,16 @@ from pathlib import Path
 
 from fastapi import APIRouter, Query
 
-from ...errors import BusyError, GeoVecError, InputError, NotFoundError
-from ...schemas import IndexCreateRequest, IndexInfo, IndexOpenRequest
+from ...errors import BusyError, ExistsError, GeoVecError, NotFoundError
+from ...schemas import ABSOLUTE_PATH, IndexCreateRequest, IndexInfo, IndexOpenRequest
 from ..deps import ERRORS, State
 from ..paths import check_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/indexes", tags=["indexes"], responses=ERRORS)
 INDEX_FILES = ("index.json", "vectors.hnsw", "meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "writer.lock")
-PathQuery = Query(min_length=1, max_length=4096, description="index directory")
+PathQuery = Query(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"},
+                  description="index directory (absolute)")
 
 
 def _info(path: Path) -> IndexInfo:
@@ -65,9 +66,9 @@ def create_index(body: IndexCreateRequest, state: State) -> IndexInfo:
 
     path = check_path(body.path, "index", state.settings)
     if (path / "index.json").exists():
-        raise InputError(f"an index already exists at {body.path!r}", "open it with POST /v1/indexes/open")
+        raise ExistsError(f"an index already exists at {body.path!r}", "open it with POST /v1/indexes/open")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise InputError(f"{body.path!r} exists and is not an empty folder", "choose a new index directory")
+        raise ExistsError(f"{body.path!r} exists and is not an empty folder", "choose a new index directory")
     emb = state.models.get(body.model)
     store = IndexStore.create(path, dim=int(emb.dim), preset=emb.preset.name, checkpoint=emb.checkpoint_id,
                               model=emb.identity,

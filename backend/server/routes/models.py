@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter
 
 from ...schemas import Health, ModelInfo, ModelLoadRequest
@@ -33,7 +31,7 @@ def list_models(state: State) -> list[ModelInfo]:
                 out[str(d)] = ModelInfo(name=str(d), kind="local", description="local checkpoint")
     for spec in (state.settings.model, slot.spec):
         if spec and spec not in out:
-            kind = "local" if Path(spec).expanduser().exists() else "hub"
+            kind = "local" if spec.startswith(("/", "~", ".")) else "hub"
             out[spec] = ModelInfo(name=spec, kind=kind, description="configured with --model")
     if slot.loaded and slot.spec in out:
         out[slot.spec].loaded = True  # type: ignore[index]

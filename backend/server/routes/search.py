@@ -41,4 +41,7 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
 
     # A job checkpointing meanwhile is safe: IndexStore.open pairs the sidecar with the vector file
     # it vouches for (current or previous) and retries when a checkpoint moves both.
-    return run_search(req, embedder, state.stores)
+    from ...paths import confined
+
+    with confined(state.settings.allowed_roots):  # a raster given here: its VRT sources too
+        return run_search(req, embedder, state.stores)
