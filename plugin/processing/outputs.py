@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField, QgsFields, QgsProject
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsProject,
+)
 from qgis.PyQt.QtCore import QVariant
 
 from ..hits import crs_from_text, geometry_from_geojson
