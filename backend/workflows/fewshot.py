@@ -47,11 +47,18 @@ def _from_geojson(body: dict[str, Any], crs: str, label_field: str, where: str) 
 
     if not isinstance(body, dict) or body.get("type") != "FeatureCollection":
         raise InputError(f"{where} is not a GeoJSON FeatureCollection", "export the layer as GeoJSON")
-    named = (body.get("crs") or {}).get("properties", {}).get("name")
+    crs_member = body.get("crs")
+    named = crs_member.get("properties", {}).get("name") if isinstance(crs_member, dict) and isinstance(
+        crs_member.get("properties"), dict) else None
     src = geometry.parse_crs(named or crs)
+    feats = body.get("features") or []
+    if not isinstance(feats, list) or not all(isinstance(f, dict) for f in feats):
+        raise InputError(f"{where}: 'features' is not a list of GeoJSON features", "export the layer as GeoJSON")
     out = []
-    for i, f in enumerate(body.get("features") or []):
+    for i, f in enumerate(feats):
         props = f.get("properties") or {}
+        if not isinstance(props, dict):
+            raise InputError(f"{where}: feature {i} has no properties object", "export the layer as GeoJSON")
         if label_field not in props:
             raise InputError(f"{where}: feature {i} has no field {label_field!r} (fields: {sorted(props)})",
                              "pass --label-field with the field holding the class")

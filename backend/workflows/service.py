@@ -61,7 +61,10 @@ def _vector(values: list[float], store: IndexStore, what: str) -> np.ndarray:
     if vec.shape[0] != int(store.dim):
         raise ModelMismatchError(f"{what} has {vec.shape[0]} values but index {store.path} holds {store.dim}-d vectors",
                                  "send a vector from the model this index was built with")
-    if not float(np.linalg.norm(vec)) > 0:
+    norm = float(np.linalg.norm(vec.astype(np.float64)))
+    if not np.isfinite(vec).all() or not np.isfinite(norm):
+        raise InputError(f"{what} has values too large for float32", "send an embedding, e.g. from /v1/embed")
+    if not norm > 0:
         raise InputError(f"{what} is all zeros", "send an embedding, e.g. from /v1/embed")
     return vec
 

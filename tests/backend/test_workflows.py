@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,52 @@ def test_ask_ranks_answers_and_refuses_no_answers(world, tiny_embedder) -> None:
         service.run_ask(req.model_copy(update={"answers": []}), lambda: pytest.fail("no model for bad input"))
     with pytest.raises(InputError, match="question is empty"):
         service.run_ask(req.model_copy(update={"question": "  "}), tiny_embedder)
+
+
+def _geovec(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "geovec.backend", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_workflows_run_and_bad_input_is_one_line(world, tiny_model_dir, tmp_path: Path, capsys) -> None:
+    from geovec.backend.cli import main
+
+    idx = world["idx"]
+    before = _digest(idx)
+    # bad input: one line on stderr, non-zero exit, index untouched (one real subprocess, the rest in process)
+    res = _geovec("classify", "--index", idx, "--classes", "water")
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "only one class" in res.stderr and "Traceback" not in res.stderr
+    labels_one = label_layer(tmp_path / "one.geojson", [c for c in CELLS if c[2] == "water"])
+    far = label_layer(tmp_path / "far.geojson", [(c + 40, r, lab) for c, r, lab in CELLS])
+    bad = [(["classify", "--index", idx, "--classes"], "class list is empty"),
+           (["classify", "--index", idx, "--classes", "water"], "only one class"),
+           (["classify", "--index", idx, "--classes", "water", "town", "water"], "duplicate class"),
+           (["fewshot", "--index", idx, "--labels", str(labels_one)], "only one label"),
+           (["fewshot", "--index", idx, "--labels", str(far)], "none of the 10 labelled feature"),
+           (["ask", "--index", idx, "--box", *map(str, tile_box(1, 1)), "--crs", CRS, "--question", "what?",
+             "--answers"], "no candidate answers")]
+    capsys.readouterr()
+    for args, words in bad:
+        code = main(args)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code != 0 and len(err) == 1 and words in err[0], (args, err)
+    assert _digest(idx) == before
+    # the commands (in process: same parser and service functions)
+    out = tmp_path / "maps"
+    assert main(["classify", "--index", idx, "--classes", "water", "town", "--out", str(out),
+                 "--model", str(tiny_model_dir)]) == 0
+    assert len(list(out.glob("classmap_*.tif"))) == 1 and (out / "tiles.geojson").is_file()
+    labels = label_layer(tmp_path / "labels.geojson", CELLS)
+    assert main(["fewshot", "--index", idx, "--labels", str(labels), "--block-km", "0.32", "--json"]) == 0
+    vec = tmp_path / "q.json"
+    hits = tmp_path / "hits.geojson"
+    assert main(["refine", "--index", idx, "--text", "water", "--good", load_tiles(IndexStore.open(idx)).records[0]
+                 .tile_id, "--save-vector", str(vec), "--geojson", str(hits), "--model", str(tiny_model_dir)]) == 0
+    assert len(json.loads(vec.read_text())["query_vector"]) == 64
+    assert main(["search", "--index", idx, "--vector", str(vec), "--k", "3", "--json"]) == 0
+    assert main(["search", "--index", idx, "--vector", str(vec), "--near", "29.8", "-81.9", "--radius-km", "5"]) == 0
+    assert main(["locate", "--index", idx, "--vector", str(vec), "--k", "10"]) == 0
+    assert main(["ask", "--index", idx, "--box", *map(str, tile_box(1, 1)), "--crs", CRS, "--question", "what?",
+                 "--answers", "water", "town", "--model", str(tiny_model_dir)]) == 0
+    assert main(["search", "--index", idx, "--text", "x", "--radius-km", "3"]) == 2  # needs --near
+    assert _digest(idx) == before
