@@ -143,7 +143,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
         folder = Path(out_dir).expanduser()
         maps = lab.write_class_maps(store, folder)
         gj = folder / "tiles.geojson"
-        body = {"type": "FeatureCollection", "features": features}
+        body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
         if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
             body["crs"] = {"type": "name", "properties": {"name": out_crs}}
         gj.write_text(json.dumps(body))
