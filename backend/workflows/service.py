@@ -49,11 +49,10 @@ def _store(path: str, cache: Cache) -> Iterator[IndexStore]:
 
 
 def _model(embedder: EmbedderLike | None, store: IndexStore, index: str) -> Embedder:
-    emb = _resolve_embedder(embedder, model=None, index=index)
-    if int(emb.dim) != int(store.dim):
-        raise ModelMismatchError(f"model gives {emb.dim}-d vectors but index {index} holds {store.dim}-d",
-                                 "use the model the index was built with")
-    return emb
+    """The model, checked against (and sized to) the one the index was built with."""
+    from ..binding import bind
+
+    return bind(_resolve_embedder(embedder, model=None, index=index), store.meta, index=str(index))
 
 
 def _vector(values: list[float], store: IndexStore, what: str) -> np.ndarray:
