@@ -169,7 +169,7 @@ def test_processing_locate_and_ask(wf_index, use_server, plugin):
                                            "K": 20, "RADIUS_KM": 0.3, "OUTPUT": "memory:"})
     feats = list(_layer(out["OUTPUT"]).getFeatures())
     assert feats and [f["rank"] for f in feats] == list(range(1, len(feats) + 1))
-    assert sum(f["score"] for f in feats) <= 1.0 + 1e-6 and all(f.geometry().type() == 0 for f in feats)
+    assert sum(f["score"] for f in feats) <= 1.0 + 1e-4 and all(f.geometry().type() == 0 for f in feats)
     out = processing.run("geovec:ask", {"INDEX": wf_index["index"],
                                         "EXTENT": f"{rect.xMinimum()},{rect.xMaximum()},{rect.yMinimum()},"
                                                   f"{rect.yMaximum()} [{CRS}]",
@@ -193,11 +193,11 @@ def test_dock_marks_refine_and_save_marks(wf_index, plugin, iface, use_server, t
     layer = ctl.results.layer
     table = plugin.dock.table
     assert not wf.feedback.refine_button.isEnabled()
-    # mark every left-half hit good and every right-half hit bad through the table and the buttons
+    # mark left-half hits (and the first) good, the others bad, through the table and the buttons
     for row in range(table.rowCount()):
         table.selectRow(row)
         f = layer.getFeature(table.item(row, 0).data(0x0100))
-        left = f.geometry().centroid().asPoint().x() < X0 + 640
+        left = f.geometry().centroid().asPoint().x() < X0 + 640 or row == 0  # at least one good mark
         (wf.feedback.good_button if left else wf.feedback.bad_button).click()
     good, bad = wf.feedback.good(), wf.feedback.bad()
     assert len(good) + len(bad) == 8 and wf.feedback.refine_button.isEnabled()
@@ -212,7 +212,8 @@ def test_dock_marks_refine_and_save_marks(wf_index, plugin, iface, use_server, t
     out = tmp_path / "marks.geojson"
     monkeypatch.setattr("geovec.plugin.workflows.QFileDialog.getSaveFileName", lambda *a, **k: (str(out), ""))
     wf.feedback.save_button.click()
-    wait_until(lambda: not ctl.tasks and out.exists(), 120, "the marks file")
+    wait_until(lambda: (not ctl.tasks and out.exists()) or iface.messages(), 120, "the marks file")
+    assert out.exists(), iface.messages()
     body = json.loads(out.read_text())
     assert sorted(f["properties"]["tile_id"] for f in body["features"]) == sorted(good)
     assert {f["properties"]["label"] for f in body["features"]} == {"water"}
