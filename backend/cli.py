@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .cli_common import UsageError
+from .cli_common import validated as _validated
 from .commands import add_registered
 from .errors import GeoVecError
 
@@ -30,10 +32,6 @@ log = logging.getLogger(__name__)
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 WORKFLOWS = ("classify", "fewshot", "refine", "locate", "ask")
 BUILTIN = ("model", "index", "search", "export", "info", "serve", *WORKFLOWS)
-
-
-class UsageError(Exception):
-    """A bad command line (raised by the parser instead of printing usage and exiting)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -241,19 +239,6 @@ def _repair(index: str) -> None:
 
 TILING_DEFAULTS: dict[str, Any] = {"tile_size": 256, "overlap": 0.0, "resolution": None, "min_valid_fraction": 0.5,
                                    "bands": None}
-
-
-def _validated(schema: Any, /, **fields: Any) -> Any:
-    """``schema(**fields)``; a pydantic validation error becomes a one-line usage error naming the field."""
-    from pydantic import ValidationError
-
-    try:
-        return schema(**fields)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
-        msg = str(first.get("msg", e)).removeprefix("Value error, ")
-        raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -217,9 +217,11 @@ def find_hits(store: IndexStore, vector: np.ndarray, *, k: int, min_score: float
     from shapely import wkt
 
     if near is not None:
-        from .workflows.location import near_hits, outside
+        from .workflows.location import near_hits
 
-        return near_hits(store, vector, near, k=k, min_score=min_score, keep=outside(exclude_wgs84))
+        excl = exclude_wgs84
+        keep = None if excl is None else (lambda rec: not _overlaps(wkt.loads(rec.footprint_wgs84), excl))
+        return near_hits(store, vector, near, k=k, min_score=min_score, keep=keep)
     total = int(store.count)
     if total <= 0:
         return []

@@ -315,6 +315,7 @@ class Controller(QObject):
         The hit layers stay in the project (they are the user's results).
         """
         self.alive = False
+        self.workflows.shutdown()
         for request in (self._jobs_request, self._models_request):
             if request is not None:
                 request.cancel()

@@ -10,7 +10,7 @@ hits replace the result layer and the marks stay for the next round.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
 from qgis.PyQt.QtCore import QObject
@@ -19,6 +19,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 
 from .gui.ask_panel import AskPanel
 from .gui.feedback_panel import FeedbackPanel
+from .gui.results import FID_ROLE, LAYER_ROLE
 from .hits import crs_to_text
 from .maptools.rectangle_tool import RectangleMapTool
 from .params import Connection, SearchParams
@@ -26,22 +27,17 @@ from .tasks import Outcome
 from .tasks.workflow import WorkflowTask
 from .workflow_params import AskParams, RefineParams
 
-if TYPE_CHECKING:
-    from .controller import Controller
-
 COLOURS = {"good": QColor(170, 230, 170), "bad": QColor(240, 170, 170)}
 
 
 class WorkflowController(QObject):
-    def __init__(self, ctl: Controller) -> None:
+    def __init__(self, ctl: Any) -> None:  # the plugin's Controller (not imported: no cycle)
         super().__init__(ctl)
         self.ctl = ctl
         self.feedback = FeedbackPanel(ctl.dock)
         self.ask = AskPanel(ctl.dock)
-        lay = ctl.dock.widget().layout()
-        at = lay.indexOf(ctl.dock.table) + 1
-        lay.insertWidget(at, self.feedback)
-        lay.insertWidget(lay.count() - 1, self.ask)
+        ctl.dock.add_section(self.feedback)
+        ctl.dock.add_section(self.ask)
         self.query: dict[str, Any] | None = None  # the first round's SearchRequest body
         self.query_label = ""
         self.vector: list[float] | None = None
@@ -64,17 +60,19 @@ class WorkflowController(QObject):
         self.feedback.clear()
         self._paint_marks()
 
+    def _tile_id(self, row: int) -> str | None:
+        """The tile id of the hit in table row ``row`` (a region hit marks its tile)."""
+        item = self.ctl.dock.table.item(row, 0)
+        layer = QgsProject.instance().mapLayer(item.data(LAYER_ROLE)) if item is not None else None
+        if layer is None or layer.fields().indexFromName("tile_id") < 0:
+            return None
+        feat = layer.getFeature(item.data(FID_ROLE))
+        return str(feat["tile_id"]) if feat.isValid() and feat["tile_id"] else None
+
     def selected_tile_ids(self) -> list[str]:
-        layer = self.ctl.results.layer
         table = self.ctl.dock.table
-        if layer is None:
-            return []
-        out = []
-        for idx in table.selectionModel().selectedRows():
-            feat = layer.getFeature(table.item(idx.row(), 0).data(0x0100))
-            if feat.isValid() and feat["tile_id"]:
-                out.append(str(feat["tile_id"]))
-        return out
+        ids = [self._tile_id(idx.row()) for idx in table.selectionModel().selectedRows()]
+        return [t for t in ids if t]
 
     def mark_selected(self, how: str) -> None:
         ids = self.selected_tile_ids()
@@ -85,15 +83,12 @@ class WorkflowController(QObject):
         self._paint_marks()
 
     def _paint_marks(self) -> None:
-        layer, table = self.ctl.results.layer, self.ctl.dock.table
-        if layer is None:
-            return
+        table = self.ctl.dock.table
         for row in range(table.rowCount()):
-            item = table.item(row, 0)
-            feat = layer.getFeature(item.data(0x0100)) if item is not None else None
-            if feat is None or not feat.isValid():
+            tile = self._tile_id(row)
+            if tile is None:
                 continue
-            mark = self.feedback.marks.get(str(feat["tile_id"]))
+            mark = self.feedback.marks.get(tile)
             for col in range(table.columnCount()):
                 cell = table.item(row, col)
                 if cell is not None:
@@ -169,7 +164,7 @@ class WorkflowController(QObject):
             return
         params = AskParams(index=index, box=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
                            crs=crs_to_text(crs), question=self.ask.question(), answers=tuple(answers),
-                           raster=self.ctl._raster_under(rect.center(), crs))
+                           raster=self.ctl.query.raster_under(rect.center(), crs))
         self.ask.answer_label.setText("Asking…")
         self.ctl.with_backend(lambda conn: self._start("ask", conn, params, "GeoVec ask", self._answered))
 

@@ -68,7 +68,7 @@ def _print_classified(resp: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..cli import _validated
+    from ..cli_common import validated as _validated
     from ..schemas_workflows import ClassifyRequest
     from ..service import model_for_index
     from .service import run_classify
@@ -88,7 +88,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from ..cli import _validated
+    from ..cli_common import validated as _validated
     from ..schemas_workflows import FewShotRequest
     from .service import run_fewshot
 
@@ -101,7 +101,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
 
 def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from ..cli import UsageError
+    from ..cli_common import UsageError
 
     fields: dict[str, Any] = {"index": args.index}
     if getattr(args, "text", None) is not None:
@@ -129,7 +129,8 @@ def _print_hits(resp: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from ..cli import UsageError, _validated
+    from ..cli_common import UsageError
+    from ..cli_common import validated as _validated
     from ..schemas import SearchRequest
     from ..schemas_workflows import RefineRequest
     from ..service import model_for_index
@@ -155,7 +156,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
-    from ..cli import _validated
+    from ..cli_common import validated as _validated
     from ..schemas import SearchRequest
     from ..schemas_workflows import LocateRequest
     from ..service import model_for_index
@@ -180,7 +181,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     elif args.box is not None or args.point is not None:
         fields["query"] = _validated(SearchRequest, **_search_fields(args))
     else:
-        from ..cli import UsageError
+        from ..cli_common import UsageError
 
         raise UsageError("give what to locate: --box/--point (with --crs), --image FILE or --vector FILE")
     req = _validated(LocateRequest, **fields)
@@ -200,7 +201,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from ..cli import _validated
+    from ..cli_common import validated as _validated
     from ..schemas_workflows import AskRequest
     from ..service import model_for_index
     from .service import run_ask

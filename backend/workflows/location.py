@@ -22,8 +22,6 @@ from ..index import db
 from ..types import Hit
 
 if TYPE_CHECKING:
-    from shapely.geometry.base import BaseGeometry
-
     from ..index.store import IndexStore
     from ..schemas import NearQuery
     from ..types import TileRecord
@@ -113,15 +111,3 @@ def near_hits(store: IndexStore, vector: np.ndarray, near: NearQuery, *, k: int,
             return [Hit(rank=i + 1, score=s, record=r, extra={"rank_score": round(rk, 6), "distance_km": round(d, 3)})
                     for i, (rk, s, d, r) in enumerate(scored[:k])]
         want = min(total, want * 4)
-
-
-def outside(exclude_wgs84: BaseGeometry | None) -> Callable[[TileRecord], bool] | None:
-    """A ``keep`` predicate dropping tiles that overlap ``exclude_wgs84`` (None when nothing is excluded)."""
-    if exclude_wgs84 is None:
-        return None
-    from shapely import wkt
-
-    from ..search import _overlaps
-
-    return lambda rec: not _overlaps(wkt.loads(rec.footprint_wgs84), exclude_wgs84)
-
