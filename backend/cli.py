@@ -333,11 +333,10 @@ def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
     from .workflows.cli import _print_hits, read_vector
     from .workflows.service import run_vector_search
 
-    fields.pop("exclude_overlapping")
-    fields.pop("force", None)
-    if fields.pop("indexes", None):
+    if fields.get("indexes"):
         raise UsageError("--vector searches one index; give one --index")
-    req = _validated(VectorSearchRequest, **fields, vector=read_vector(args.vector))
+    keep = {k: fields[k] for k in ("index", "k", "min_score", "out_crs", "near") if k in fields}
+    req = _validated(VectorSearchRequest, **keep, vector=read_vector(args.vector))
     _print_hits(run_vector_search(req), args)
     return 0
 
