@@ -66,6 +66,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_ray.py
 	$(BIN)/python benchmarks/bench_multi.py --tiles $(MULTI_TILES)
 	$(BIN)/python benchmarks/bench_eval_ranking.py
+	$(BIN)/python benchmarks/bench_feedback.py
 
 lint: setup
 	$(BIN)/ruff check backend training plugin tests benchmarks

@@ -1,7 +1,8 @@
 """``geovec`` command line (``python -m geovec.backend`` is the same).
 
-Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``; ``serve`` (from
-``backend/server/cli.py``) when the server's dependencies are installed; and the
+Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``, the workflows
+(``classify``, ``fewshot``, ``refine``, ``locate``, ``ask``: ``backend/workflows/cli.py``); ``serve``
+(from ``backend/server/cli.py``) when the server's dependencies are installed; and the
 commands other packages register in the ``geovec.commands`` entry-point group
 (``train`` and ``eval`` from ``geovec.training``, see ``commands.py``). Every failure exits non-zero with one
 line on stderr (reason and hint), never a traceback.
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .cli_common import UsageError
+from .cli_common import validated as _validated
 from .commands import add_registered
 from .errors import GeoVecError
 from .jsonsafe import model_json
@@ -30,11 +33,8 @@ from .paths import one_line
 log = logging.getLogger(__name__)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-BUILTIN = ("model", "index", "search", "export", "info", "serve")
-
-
-class UsageError(Exception):
-    """A bad command line (raised by the parser instead of printing usage and exiting)."""
+WORKFLOWS = ("classify", "fewshot", "refine", "locate", "ask")
+BUILTIN = ("model", "index", "search", "export", "info", "serve", *WORKFLOWS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -262,19 +262,6 @@ TILING_DEFAULTS: dict[str, Any] = {"tile_size": 256, "overlap": 0.0, "resolution
                                    "bands": None}
 
 
-def _validated(schema: Any, /, **fields: Any) -> Any:
-    """``schema(**fields)``; a pydantic validation error becomes a one-line usage error naming the field."""
-    from pydantic import ValidationError
-
-    try:
-        return schema(**fields)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "__root__")
-        msg = str(first.get("msg", e)).removeprefix("Value error, ")
-        raise UsageError(f"{where + ': ' if where else ''}{msg}") from None
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from .schemas import SearchRequest
     from .service import model_for_index, run_search
@@ -284,6 +271,13 @@ def cmd_search(args: argparse.Namespace) -> int:
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     fields.update(_region_fields(args))
+    if args.near is not None:
+        fields["near"] = {"lat": args.near[0], "lon": args.near[1], "radius_km": args.radius_km,
+                          "decay_km": args.decay_km}
+    elif args.radius_km is not None or args.decay_km is not None:
+        raise UsageError("--radius-km/--decay-km need --near LAT LON")
+    if args.vector is not None:
+        return _search_vector(args, fields)
     if args.text is not None:
         fields["text"] = args.text
     if args.box is not None:
@@ -356,6 +350,19 @@ def _region_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .cli_regions import region_fields
 
     return region_fields(args)
+
+
+def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
+    from .schemas_workflows import VectorSearchRequest
+    from .workflows.cli import _print_hits, read_vector
+    from .workflows.service import run_vector_search
+
+    if fields.get("indexes"):
+        raise UsageError("--vector searches one index; give one --index")
+    keep = {k: fields[k] for k in ("index", "k", "min_score", "out_crs", "near") if k in fields}
+    req = _validated(VectorSearchRequest, **keep, vector=read_vector(args.vector))
+    _print_hits(run_vector_search(req), args)
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -495,6 +502,10 @@ def build_parser(command: str | None = None) -> Parser:
     q.add_argument("--box", type=_finite, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
     q.add_argument("--point", type=_finite, nargs=2, metavar=("X", "Y"))
     q.add_argument("--image", metavar="PATH", help="search with an image file (PNG/JPEG/GeoTIFF)")
+    q.add_argument("--vector", metavar="FILE", help="search with an embedding (.npy, JSON list or /v1/embed reply)")
+    se.add_argument("--near", type=_finite, nargs=2, metavar=("LAT", "LON"), help="centre of a location filter/re-rank")
+    se.add_argument("--radius-km", type=_finite, help="with --near: keep tiles centred within this distance")
+    se.add_argument("--decay-km", type=_finite, help="with --near: hits lose 0.1 of score per this many km")
     se.add_argument("--crs", help="CRS of --box/--point: EPSG code, WKT or PROJ string")
     se.add_argument("--raster", help="raster the box/point refers to (default: found in the index)")
     se.add_argument("--latlon", type=_finite, nargs=2, metavar=("LAT", "LON"), help="condition on a location")
@@ -529,6 +540,10 @@ def build_parser(command: str | None = None) -> Parser:
                      help="check SQLite integrity and every vector against its SQLite copy (exit 1 on problems)")
     inf.set_defaults(func=cmd_info)
 
+    if command in (None, *WORKFLOWS):
+        from .workflows.cli import add_workflow_parsers
+
+        add_workflow_parsers(sub, _finite)
     if command in (None, "serve"):
         _add_serve(sub)
     if command not in BUILTIN:  # train, eval, ...: added by other packages (see commands.py)

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InputError
 from .filters import EXACT_MAX, TileFilter, tile_filter
 from .regions import RegionSpec, grid_boxes, nms, scale_boxes
-from .schemas import SearchRequest, SearchResponse
+from .schemas import NearQuery, SearchRequest, SearchResponse
 from .search import Query, _overlaps, find_hits, hit_feature, index_tiling, tile_properties
 from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord
 
@@ -86,8 +86,14 @@ class _Scenes:
 
 # ---- tiles ---------------------------------------------------------------------------------------
 def tile_hits(store: IndexStore, vec: np.ndarray, k: int, *, flt: TileFilter | None, min_score: float | None,
-              exclude: BaseGeometry | None) -> list[Hit]:
-    """Nearest tiles: hnswlib without a filter, exact scoring of a small filtered set, else filtered hnswlib."""
+              exclude: BaseGeometry | None, near: NearQuery | None = None) -> list[Hit]:
+    """Nearest tiles: hnswlib without a filter, exact scoring of a small filtered set, else filtered hnswlib;
+    ``near`` (a radius filter / distance re-rank on the tile centres) goes through ``find_hits``."""
+    if near is not None:
+        if flt is not None:
+            raise InputError("near (a radius / distance re-rank) cannot be combined with within or scenes yet",
+                             "use near alone, or within/scenes alone")
+        return find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=exclude, near=near)
     if flt is None:
         return find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=exclude)
     if len(flt.labels) <= EXACT_MAX:
@@ -246,6 +252,9 @@ def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     if req.level == "region" and store.regions_spec is None and req.rerank is None:
         raise InputError(f"index {store.path} stores no regions, so --level region needs --rerank N",
                          "add --rerank N (score the candidates of the top N tiles), or re-index with --regions")
+    if req.near is not None and req.level != "tile":
+        raise InputError("near (a radius / distance re-rank on tile centres) applies to tile hits",
+                         "search with level tile, or drop near")
     return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
 
 
@@ -267,7 +276,8 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
     n_rerank = req.rerank or DEFAULT_RERANK
     features: list[dict[str, Any]] = []
     if req.level == "tile":
-        hits = tile_hits(store, tvec, req.k, flt=flt, min_score=req.min_score, exclude=query.exclude_wgs84)
+        hits = tile_hits(store, tvec, req.k, flt=flt, min_score=req.min_score, exclude=query.exclude_wgs84,
+                         near=req.near)
         cands: list[RegionHit] = []
         if req.regions_per_hit and hits:
             if use_rerank:

@@ -90,6 +90,26 @@ _MODES: dict[str, Any] = {
 }
 
 
+class NearQuery(_Model):
+    """Location conditioning on the stored tile centres: a radius filter and/or a distance re-rank."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": [k], "properties": {k: {"type": "number"}}} for k in ("radius_km", "decay_km")]})
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_km: float | None = Field(None, gt=0, le=20_040, description="keep only tiles centred within this distance")
+    decay_km: float | None = Field(None, gt=0, le=20_040,
+                                   description="re-rank: a hit loses `weight` of score per `decay_km` of distance")
+    weight: float = Field(0.1, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _something(self) -> NearQuery:
+        if self.radius_km is None and self.decay_km is None:
+            raise ValueError("near needs radius_km (a filter), decay_km (a re-rank) or both")
+        return self
+
+
 class SearchRequest(_Model):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
@@ -126,6 +146,7 @@ class SearchRequest(_Model):
     within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
                                      "scenes (names or scene ids)")
+    near: NearQuery | None = Field(None, description="filter / re-rank hits by distance to a centre")
 
     @field_validator("text")
     @classmethod

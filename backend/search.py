@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InputError, NotFoundError, OutOfBoundsError
-from .schemas import SearchRequest, SearchResponse
+from .schemas import NearQuery, SearchRequest, SearchResponse
 from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord, TilingParams, Window
 
 if TYPE_CHECKING:
@@ -211,10 +211,17 @@ def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
 
 
 def find_hits(store: IndexStore, vector: np.ndarray, *, k: int, min_score: float | None = None,
-              exclude_wgs84: BaseGeometry | None = None) -> list[Hit]:
-    """Nearest tiles to ``vector``, dropping those below ``min_score`` or overlapping ``exclude_wgs84``."""
+              exclude_wgs84: BaseGeometry | None = None, near: NearQuery | None = None) -> list[Hit]:
+    """Nearest tiles to ``vector``, dropping those below ``min_score`` or overlapping ``exclude_wgs84``;
+    ``near`` filters / re-ranks them by distance to a centre (see ``workflows.location``)."""
     from shapely import wkt
 
+    if near is not None:
+        from .workflows.location import near_hits
+
+        excl = exclude_wgs84
+        keep = None if excl is None else (lambda rec: not _overlaps(wkt.loads(rec.footprint_wgs84), excl))
+        return near_hits(store, vector, near, k=k, min_score=min_score, keep=keep)
     total = int(store.count)
     if total <= 0:
         return []
@@ -267,18 +274,20 @@ def tile_properties(hit: Hit) -> dict[str, Any]:
             "valid_fraction": rec.valid_fraction,
             "regions": [r.__dict__ for r in hit.regions],
             "level": "tile",
+            **hit.extra,
     }
 
 
 def run_query(store: IndexStore, embedder: Embedder, query: Query, *, k: int = 10,
-              min_score: float | None = None, out_crs: str = "EPSG:4326") -> SearchResponse:
+              min_score: float | None = None, out_crs: str = "EPSG:4326",
+              near: NearQuery | None = None) -> SearchResponse:
     """Embed ``query``, search ``store`` and return the hits as a GeoJSON FeatureCollection."""
     from .raster import geometry
 
     t0 = time.perf_counter()
     geometry.parse_crs(out_crs)  # a bad out_crs fails before the model runs
     vec = embedder.encode([query.embed_input(embedder)], batch_size=1)[0]
-    hits = find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=query.exclude_wgs84)
+    hits = find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=query.exclude_wgs84, near=near)
     features = [hit_feature(h, out_crs) for h in hits]
     info = {"kind": query.kind, **(query.info or {})}
     return SearchResponse(features=features, crs=out_crs, query=info,  # type: ignore[arg-type]
@@ -289,7 +298,7 @@ def search(store: IndexStore, embedder: Embedder, req: SearchRequest) -> SearchR
     """Answer one :class:`SearchRequest` (text, box or point) against ``store``."""
     t0 = time.perf_counter()
     query = build_query(store, req)
-    resp = run_query(store, embedder, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)
+    resp = run_query(store, embedder, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs, near=req.near)
     resp.took_ms = round((time.perf_counter() - t0) * 1000, 2)
     return resp
 

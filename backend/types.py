@@ -157,6 +157,7 @@ class Hit:
     score: float
     record: TileRecord
     regions: list[Region] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # more feature properties (e.g. distance_km)
 
 
 QueryKind = Literal["text", "box", "point", "image"]

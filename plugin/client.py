@@ -41,6 +41,13 @@ ROUTES: dict[str, tuple[str, str]] = {
     "job": ("GET", "/v1/jobs/{job_id}"),
     "cancel_job": ("POST", "/v1/jobs/{job_id}/cancel"),
     "search": ("POST", "/v1/search"),
+    # analyst workflows (bodies from plugin/workflow_params.py)
+    "classify": ("POST", "/v1/classify"),
+    "fewshot": ("POST", "/v1/fewshot"),
+    "refine": ("POST", "/v1/refine"),
+    "locate": ("POST", "/v1/locate"),
+    "ask": ("POST", "/v1/ask"),
+    "search_vector": ("POST", "/v1/search/vector"),
 }
 
 
@@ -219,6 +226,10 @@ class GeoVecClient:
 
     def search(self, params: SearchParams) -> dict[str, Any]:
         return self.call(*self._route("search"), params.to_request())
+
+    def workflow(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST`` one of the workflow routes (classify, fewshot, refine, locate, ask, search_vector)."""
+        return self.call(*self._route(name), body)
 
 
 class PendingGet:

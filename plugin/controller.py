@@ -77,6 +77,9 @@ class Controller(QObject):
         ]
         for signal, slot in self._links:
             signal.connect(slot)
+        from .workflows import WorkflowController
+
+        self.workflows = WorkflowController(self)  # feedback marks + Refine, ask about a region
 
     # --- messages -------------------------------------------------------------------------
     def fix(self, name: str) -> Action | None:
@@ -275,6 +278,7 @@ class Controller(QObject):
             return
         crs = crs_from_text(task.params.out_crs)
         n = self.results.show(task.result, task.params.label, crs)
+        self.workflows.on_search(task.params)
         took = task.result.get("took_ms", 0.0)
         self.dock.set_status(f"{n} hits for {task.params.short_label} ({took:.0f} ms)")
         if n == 0:
@@ -311,6 +315,7 @@ class Controller(QObject):
         The hit layers stay in the project (they are the user's results).
         """
         self.alive = False
+        self.workflows.shutdown()
         for request in (self._jobs_request, self._models_request):
             if request is not None:
                 request.cancel()

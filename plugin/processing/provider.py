@@ -1,4 +1,4 @@
-"""GeoVecProvider: the Processing provider with the indexing and search algorithms."""
+"""GeoVecProvider: the Processing provider (indexing, search and the analyst workflows)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .alg_ask import AskAlgorithm
+from .alg_classify import ClassifyAlgorithm
+from .alg_fewshot import FewShotAlgorithm
 from .alg_index import IndexFolderAlgorithm
+from .alg_locate import LocateAlgorithm
 from .alg_search_geom import SearchBoxAlgorithm, SearchPointAlgorithm, SimilarPerFeatureAlgorithm
 from .alg_search_text import SearchRegionsAlgorithm, SearchTextAlgorithm
 
@@ -27,5 +31,5 @@ class GeoVecProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(IndexFolderAlgorithm())
         for alg in (SearchTextAlgorithm, SearchRegionsAlgorithm, SearchBoxAlgorithm, SearchPointAlgorithm,
-                    SimilarPerFeatureAlgorithm):
+                    SimilarPerFeatureAlgorithm, ClassifyAlgorithm, FewShotAlgorithm, LocateAlgorithm, AskAlgorithm):
             self.addAlgorithm(alg())

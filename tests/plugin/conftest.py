@@ -145,6 +145,7 @@ def server(backend_python: str, tiny_model: Path, tmp_root: Path):
     token_file = tmp_root / "server.json"
     log = open(tmp_root / "server.log", "wb")  # noqa: SIM115
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "QT_QPA_PLATFORM")}
+    env["PYTHONPATH"] = str(_TMP / "pkgs")  # the backend runs the checkout under test, as the plugin does
     proc = subprocess.Popen([backend_python, "-m", "geovec.backend", "serve", "--port", "0", "--device", "cpu",
                              "--model", str(tiny_model), "--token-file", str(token_file),
                              "--parent-pid", str(os.getpid())],  # gone with this test run, even after a crash

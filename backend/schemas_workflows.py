@@ -1,0 +1,231 @@
+"""Request/response models of the analyst workflows (classify, few-shot, refine, locate, ask, vector search).
+
+Like :mod:`geovec.backend.schemas`, the CLI builds the same models as the HTTP
+routes and calls the same service functions. Semantic checks that need a clear
+one-line message (an empty class list, duplicate names, a question without
+answers) are raised as ``InputError`` by the workflow code, so the CLI and the
+server word them identically.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from .schemas import Feature, NearQuery, SearchRequest, SearchResponse, _Model
+
+__all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
+           "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
+
+
+def _finite_list(v: list[float] | None) -> list[float] | None:
+    if v is not None and not all(math.isfinite(x) for x in v):
+        raise ValueError(f"values must be finite numbers, got {v[:8]}")
+    return v
+
+
+class AreaOptions(_Model):
+    """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
+
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
+    wkt: str | None = Field(None, max_length=1_000_000, description="polygon WKT in `crs`")
+    crs: str = Field("EPSG:4326", description="CRS of box/wkt")
+
+    _fin = field_validator("box")(classmethod(lambda cls, v: _finite_list(v)))
+
+    @model_validator(mode="after")
+    def _one(self) -> AreaOptions:
+        if self.box is not None and self.wkt is not None:
+            raise ValueError("give an area box or a polygon wkt, not both")
+        return self
+
+
+class OutputOptions(_Model):
+    out_dir: str | None = Field(None, max_length=4096,
+                                description="folder for one class-map GeoTIFF per scene (+ tiles.geojson)")
+    out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
+    return_features: bool = Field(True, description="include every classified tile in the response")
+
+
+class ClassifyRequest(OutputOptions):
+    """Zero-shot: every tile of the index (or area) -> the best of the user's class prompts."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    classes: list[str] = Field(max_length=256, description="class names (at least two, distinct)")
+    prompts: dict[str, str] | None = Field(None, description="class -> prompt text; default: template")
+    template: str = Field("a satellite image of {label}", max_length=1000,
+                          description="prompt of a class without its own prompt; {label} is the class name")
+    instruction: str | None = Field(None, max_length=2000,
+                                    description="instruction before each prompt; default: the model's `classification`")
+    area: AreaOptions | None = None
+
+
+class FewShotRequest(OutputOptions):
+    """Few-shot: labelled points/polygons -> a light classifier over the tiles under them -> every tile."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    labels: str | None = Field(None, max_length=4096,
+                               description="vector layer path (GeoJSON without extras; .shp/.gpkg need fiona)")
+    geojson: dict[str, Any] | None = Field(None, description="inline GeoJSON FeatureCollection instead of `labels`")
+    geojson_crs: str = Field("EPSG:4326", description="CRS of the inline GeoJSON coordinates")
+    label_field: str = Field("label", min_length=1, max_length=200)
+    layer: str | None = Field(None, max_length=200)
+    method: Literal["auto", "prototype", "logistic"] = Field(
+        "auto", description="auto = the better one by cross-validation over spatial blocks")
+    block_km: float | None = Field(None, gt=0, le=10_000,
+                                   description="spatial block edge for cross-validation; default 6 tile edges")
+    folds: int = Field(5, ge=2, le=20)
+    seed: int = 0
+    area: AreaOptions | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FewShotRequest:
+        if (self.labels is None) == (self.geojson is None):
+            raise ValueError("give exactly one of labels (a file) or geojson (inline features)")
+        return self
+
+
+class ClassMap(BaseModel):
+    scene_id: str
+    scene: str
+    path: str
+
+
+class CrossValidation(BaseModel):
+    """Held-out accuracy of each classifier, whole spatial blocks held out per fold."""
+
+    method: str = Field(description="the classifier used for the map")
+    accuracy: dict[str, float] = Field(default_factory=dict, description="method -> held-out overall accuracy")
+    per_class: dict[str, float] = Field(default_factory=dict, description="class -> held-out accuracy (chosen method)")
+    folds: int = 0
+    blocks: int = 0
+    block_km: float = 0.0
+    examples: int = 0
+    features: int = 0
+    note: str = ""
+
+
+class ClassifyResponse(BaseModel):
+    """GeoJSON FeatureCollection of tiles; properties: class, score, margin (to the runner-up), tile_id, scene_id."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature] = Field(default_factory=list)
+    crs: str
+    classes: list[str]
+    counts: dict[str, int]
+    tiles: int
+    class_maps: list[ClassMap] = Field(default_factory=list)
+    geojson_path: str | None = None
+    cv: CrossValidation | None = None
+    took_ms: float = 0.0
+
+
+class RefineRequest(_Model):
+    """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    query: SearchRequest | None = Field(None, description="the first round's query (embedded once)")
+    vector: list[float] | None = Field(None, max_length=16384, description="the original query vector instead")
+    good: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked good")
+    bad: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked bad")
+    k: int = Field(10, ge=1, le=1000)
+    alpha: float = Field(1.0, ge=0, le=100, description="weight of the original query")
+    beta: float = Field(0.75, ge=0, le=100, description="weight of the mean good vector")
+    gamma: float = Field(0.25, ge=0, le=100, description="weight of the mean bad vector")
+    probe_weight: float = Field(0.5, ge=0, le=100, description="weight of the linear probe's direction")
+    exclude_marked: bool = Field(False, description="drop marked tiles from the hits (bad ones are always dropped)")
+    out_crs: str = "EPSG:4326"
+    save_marks: str | None = Field(None, max_length=4096,
+                                   description="write the marks as a labelled GeoJSON layer `geovec train` reads")
+    label: str | None = Field(None, max_length=200, description="label of good marks; default the query text")
+    bad_label: str | None = Field(None, max_length=200, description="label of bad marks; default: not written")
+
+    _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
+
+    @model_validator(mode="after")
+    def _one_query(self) -> RefineRequest:
+        if (self.query is None) == (self.vector is None):
+            raise ValueError("give exactly one of query (the original search) or vector")
+        return self
+
+
+class RefineResponse(SearchResponse):
+    """The refined hits, plus the vectors to send back next round."""
+
+    query_vector: list[float] = Field(default_factory=list, description="the original query vector (send it back)")
+    refined_vector: list[float] = Field(default_factory=list)
+    marks_path: str | None = None
+
+
+class LocateRequest(_Model):
+    """Where is this? A box/point query, an image or a vector -> ranked candidate locations."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    query: SearchRequest | None = None
+    image_b64: str | None = Field(None, max_length=8_000_000, description="PNG/JPEG bytes, base64")
+    vector: list[float] | None = Field(None, max_length=16384)
+    k: int = Field(50, ge=1, le=5000, description="hits clustered into locations")
+    radius_km: float | None = Field(None, gt=0, le=20_000, description="cluster radius; default 3 tile diagonals")
+    max_locations: int = Field(10, ge=1, le=1000)
+    out_crs: str = "EPSG:4326"
+
+    _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
+
+    @model_validator(mode="after")
+    def _one_query(self) -> LocateRequest:
+        given = [n for n in ("query", "image_b64", "vector") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of query, image_b64, vector (got {given or 'none'})")
+        return self
+
+
+class LocateResponse(BaseModel):
+    """GeoJSON FeatureCollection of candidate locations (points); properties: rank, score, best_score,
+    hits, lat, lon, radius_km, tile_ids."""
+
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[Feature]
+    crs: str
+    query: dict[str, Any] = Field(default_factory=dict)
+    took_ms: float = 0.0
+
+
+class AskRequest(_Model):
+    """A question about a drawn box, with candidate answers ranked by the model's VQA instruction."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    box: list[float] = Field(min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
+    crs: str = "EPSG:4326"
+    raster: str | None = Field(None, max_length=4096)
+    question: str = Field(max_length=2000)
+    answers: list[str] = Field(max_length=256, description="candidate answers (typed, or a class list)")
+
+    _fin = field_validator("box")(classmethod(lambda cls, v: _finite_list(v)))
+
+
+class Answer(BaseModel):
+    answer: str
+    score: float
+    rank: int
+
+
+class AskResponse(BaseModel):
+    question: str
+    answers: list[Answer]
+    query: dict[str, Any] = Field(default_factory=dict)
+    took_ms: float = 0.0
+
+
+class VectorSearchRequest(_Model):
+    """Search an index with an embedding (from ``/v1/embed``, a notebook or a refine round)."""
+
+    index: str = Field(min_length=1, max_length=4096)
+    vector: list[float] = Field(min_length=1, max_length=16384)
+    k: int = Field(10, ge=1, le=1000)
+    min_score: float | None = Field(None, ge=-1.0, le=1.0)
+    near: NearQuery | None = None
+    out_crs: str = "EPSG:4326"
+
+    _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))

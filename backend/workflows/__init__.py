@@ -1,0 +1,1 @@
+"""Analyst workflows over an index: classify, few-shot, relevance feedback, where-is-this, ask, search by vector."""

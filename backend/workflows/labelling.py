@@ -1,0 +1,153 @@
+"""A per-tile class decision (class, score, margin) and what is written from it.
+
+Zero-shot and few-shot classification both end in a :class:`Labelling`: every
+tile's scores over the classes. From it come the tile polygons (GeoJSON
+features), one class-map GeoTIFF per scene on the scene's own grid, and the
+response. Where tiles overlap, the pixel takes the class of the tile that
+scored highest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import InputError, NotFoundError
+from ..schemas_workflows import ClassifyResponse, ClassMap, CrossValidation
+
+if TYPE_CHECKING:
+    from ..index.store import IndexStore
+    from .tiles import TileTable
+
+log = logging.getLogger(__name__)
+
+#: Class colours of the maps (RGB), cycled after 12 classes.
+PALETTE = [(31, 119, 180), (44, 160, 44), (214, 39, 40), (255, 127, 14), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120)]
+
+
+def check_classes(classes: list[str]) -> list[str]:
+    """The class names, stripped; InputError for none, one, blank or duplicate names."""
+    names = [str(c).strip() for c in classes]
+    if not names:
+        raise InputError("the class list is empty", "give at least two class names, e.g. water forest urban")
+    if any(not n for n in names):
+        raise InputError(f"class list {classes} has a blank name", "give every class a name")
+    if len(names) == 1:
+        raise InputError(f"only one class given ({names[0]!r}): every tile would get it",
+                         "give at least two classes (add e.g. 'other')")
+    seen: Counter[str] = Counter(n.casefold() for n in names)
+    dup = sorted({n for n in names if seen[n.casefold()] > 1})
+    if dup:
+        raise InputError(f"duplicate class name(s) {dup}", "give each class once (names are compared ignoring case)")
+    if len(names) > 250:
+        raise InputError(f"{len(names)} classes given; class maps hold at most 250", "merge classes")
+    return names
+
+
+@dataclass
+class Labelling:
+    """Scores (n tiles x n classes) and the decision taken from them."""
+
+    table: TileTable
+    classes: list[str]
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        order = np.argsort(-self.scores, axis=1)
+        rows = np.arange(len(self.scores))
+        self.best = order[:, 0] if len(self.scores) else np.zeros(0, dtype=int)
+        self.score = self.scores[rows, self.best] if len(self.scores) else np.zeros(0)
+        self.margin = (self.score - self.scores[rows, order[:, 1]]) if len(self.scores) else np.zeros(0)
+
+    def counts(self) -> dict[str, int]:
+        got = Counter(self.best.tolist())
+        return {c: int(got.get(i, 0)) for i, c in enumerate(self.classes)}
+
+    def features(self, out_crs: str) -> list[dict[str, Any]]:
+        """One GeoJSON Feature per tile (footprint in ``out_crs``)."""
+        from shapely.geometry import box, mapping
+
+        from ..raster import geometry
+
+        out = []
+        for i, rec in enumerate(self.table.records):
+            geom = geometry.reproject_geometry(box(*rec.bounds), rec.crs_wkt, out_crs)
+            out.append({"type": "Feature", "geometry": mapping(geom), "properties": {
+                "class": self.classes[int(self.best[i])], "class_id": int(self.best[i]) + 1,
+                "score": round(float(self.score[i]), 6), "margin": round(float(self.margin[i]), 6),
+                "tile_id": rec.tile_id, "scene_id": rec.scene_id, "window": list(rec.window)}})
+        return out
+
+    def write_class_maps(self, store: IndexStore, out_dir: Path) -> list[ClassMap]:
+        """One uint8 GeoTIFF per scene on its native grid: 0 = not classified, i = classes[i-1]."""
+        import rasterio
+        from rasterio.transform import Affine
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        by_scene: dict[str, list[int]] = {}
+        for i, rec in enumerate(self.table.records):
+            by_scene.setdefault(rec.scene_id, []).append(i)
+        maps = []
+        for scene_id, rows in by_scene.items():
+            got = store.scene(scene_id)
+            if got is None:
+                continue
+            scene = got[0]
+            arr = np.zeros((scene.height, scene.width), dtype=np.uint8)
+            for i in sorted(rows, key=lambda j: float(self.score[j])):  # the best-scoring tile wins overlaps
+                c, r, w, h = self.table.records[i].window
+                c0, r0 = max(0, c), max(0, r)
+                c1, r1 = min(scene.width, c + w), min(scene.height, r + h)
+                if c1 > c0 and r1 > r0:
+                    arr[r0:r1, c0:c1] = int(self.best[i]) + 1
+            path = out_dir / f"classmap_{_safe(scene.name)}_{scene_id[:8]}.tif"
+            profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1,
+                       "dtype": "uint8", "nodata": 0, "crs": rasterio.crs.CRS.from_wkt(scene.crs_wkt),
+                       "transform": Affine(*scene.transform), "compress": "deflate", "tiled": scene.width >= 256
+                       and scene.height >= 256}
+            try:
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(arr, 1)
+                    dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*PALETTE[i % len(PALETTE)], 255)
+                                                              for i in range(len(self.classes))}})
+                    dst.update_tags(classes=json.dumps(self.classes))
+                    dst.update_tags(1, **{f"class_{i + 1}": c for i, c in enumerate(self.classes)})
+            except rasterio.errors.RasterioError as e:
+                raise NotFoundError(f"cannot write class map {path}: {e}", "choose a writable output folder") from e
+            maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
+        return maps
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "scene"
+
+
+def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: str, return_features: bool,
+            cv: CrossValidation | None, took_ms: float) -> ClassifyResponse:
+    """Write the maps (and tiles.geojson) when asked and build the response."""
+    from ..raster import geometry
+
+    geometry.parse_crs(out_crs)
+    features = lab.features(out_crs) if (return_features or out_dir) else []
+    maps: list[ClassMap] = []
+    geojson_path = None
+    if out_dir:
+        folder = Path(out_dir).expanduser()
+        maps = lab.write_class_maps(store, folder)
+        gj = folder / "tiles.geojson"
+        body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+        if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
+            body["crs"] = {"type": "name", "properties": {"name": out_crs}}
+        gj.write_text(json.dumps(body))
+        geojson_path = str(gj)
+    return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
+                            classes=lab.classes, counts=lab.counts(), tiles=len(lab.table), class_maps=maps,
+                            geojson_path=geojson_path, cv=cv, took_ms=round(took_ms, 2))

@@ -1,0 +1,94 @@
+"""Processing algorithm "Classify tiles (zero-shot)" (geovec:classify): class per tile + class maps."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingOutputString,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterString,
+    QgsWkbTypes,
+)
+
+from ..client import BackendError, GeoVecClient
+from ..hits import crs_to_text
+from ..workflow_params import Area, ClassifyParams, split_names
+from .common import connection, processing_error
+from .outputs import CLASS_FIELDS, features, fields_of
+
+
+class ClassifyAlgorithm(QgsProcessingAlgorithm):
+    INDEX = "INDEX"
+    CLASSES = "CLASSES"
+    TEMPLATE = "TEMPLATE"
+    EXTENT = "EXTENT"
+    CRS = "CRS"
+    OUTPUT_DIR = "OUTPUT_DIR"
+    OUTPUT = "OUTPUT"
+    CLASS_MAPS = "CLASS_MAPS"
+
+    def name(self) -> str:
+        return "classify"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return "Classify tiles (zero-shot)"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Gives every tile of the GeoVec index INDEX (or those centred in EXTENT) the best of your "
+                "CLASSES (comma-separated; at least two), each a text prompt made from TEMPLATE. Outputs the "
+                "tiles with class, score and margin to the runner-up, and one class-map GeoTIFF per scene "
+                "(on the scene's grid) in OUTPUT_DIR.")
+
+    def createInstance(self) -> ClassifyAlgorithm:  # noqa: N802
+        return ClassifyAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
+                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterString(self.CLASSES, "Class names (comma-separated)",
+                                                       "water, forest, urban"))
+        self.addParameter(QgsProcessingParameterString(self.TEMPLATE, "Prompt template ({label} = class name)",
+                                                       "a satellite image of {label}"))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only tiles in this extent", optional=True))
+        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
+                                                    optional=True))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, "Class maps folder"))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Classified tiles",
+                                                            QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputString(self.CLASS_MAPS, "Class-map GeoTIFFs (;-separated)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        crs = self.parameterAsCrs(parameters, self.CRS, context)
+        if not crs.isValid():
+            crs = QgsCoordinateReferenceSystem("EPSG:4326")
+        area = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context)
+            ecrs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+            area = Area(crs=crs_to_text(ecrs) if ecrs.isValid() else crs_to_text(context.project().crs()),
+                        box=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()))
+        params = ClassifyParams(
+            index=self.parameterAsFile(parameters, self.INDEX, context),
+            classes=tuple(split_names(self.parameterAsString(parameters, self.CLASSES, context))),
+            template=self.parameterAsString(parameters, self.TEMPLATE, context) or "a satellite image of {label}",
+            area=area, out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None,
+            out_crs=crs_to_text(crs))
+        try:
+            resp = GeoVecClient(connection(), feedback).workflow("classify", params.to_request())
+        except BackendError as e:
+            raise processing_error(e) from e
+        counts = ", ".join(f"{c} {n}" for c, n in (resp.get("counts") or {}).items())
+        feedback.pushInfo(f"{resp.get('tiles', 0)} tiles classified: {counts}")
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(CLASS_FIELDS),
+                                          QgsWkbTypes.Polygon, crs)
+        for feat in features(resp, CLASS_FIELDS, crs):
+            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        maps = [m["path"] for m in resp.get("class_maps") or []]
+        return {self.OUTPUT: dest, self.OUTPUT_DIR: params.out_dir, self.CLASS_MAPS: ";".join(maps)}

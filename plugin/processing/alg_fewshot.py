@@ -1,0 +1,131 @@
+"""Processing algorithm "Classify tiles from examples (few-shot)" (geovec:fewshot)."""
+
+from __future__ import annotations
+
+import json
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
+
+from ..client import BackendError, GeoVecClient
+from ..hits import crs_to_text
+from ..workflow_params import FewShotParams
+from .common import connection, processing_error
+from .outputs import CLASS_FIELDS, features, fields_of
+
+METHODS = ["auto", "prototype", "logistic"]
+WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
+
+
+def labelled_geojson(source, field: str, context) -> dict:
+    """The source's features with a value in ``field`` as a GeoJSON FeatureCollection in EPSG:4326."""
+    xform = QgsCoordinateTransform(source.sourceCrs(), WGS84, context.transformContext())
+    feats = []
+    for f in source.getFeatures():
+        value = f[field]
+        geom = f.geometry()
+        if geom is None or geom.isEmpty() or value is None or str(value).strip() in ("", "NULL"):
+            continue
+        geom.transform(xform)
+        feats.append({"type": "Feature", "id": int(f.id()), "geometry": json.loads(geom.asJson()),
+                      "properties": {"label": str(value)}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+class FewShotAlgorithm(QgsProcessingAlgorithm):
+    INDEX = "INDEX"
+    LABELS = "LABELS"
+    LABEL_FIELD = "LABEL_FIELD"
+    METHOD = "METHOD"
+    BLOCK_KM = "BLOCK_KM"
+    CRS = "CRS"
+    OUTPUT_DIR = "OUTPUT_DIR"
+    OUTPUT = "OUTPUT"
+    ACCURACY = "ACCURACY"
+    CLASS_MAPS = "CLASS_MAPS"
+
+    def name(self) -> str:
+        return "fewshot"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return "Classify tiles from examples (few-shot)"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Learns classes from a labelled point or polygon layer (any CRS): the index's tiles under each "
+                "feature train a light classifier (prototypes or logistic regression, chosen by cross-validation "
+                "with whole spatial blocks held out). The held-out accuracy is reported before every tile is "
+                "classified; outputs the tiles and one class-map GeoTIFF per scene.")
+
+    def createInstance(self) -> FewShotAlgorithm:  # noqa: N802
+        return FewShotAlgorithm()
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
+                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.LABELS, "Labelled examples", [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(self.LABEL_FIELD, "Class field", "label", self.LABELS))
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Classifier", METHODS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(self.BLOCK_KM, "Spatial block (km) for held-out accuracy",
+                                                       QgsProcessingParameterNumber.Double, None, True, 0.001))
+        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
+                                                    optional=True))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, "Class maps folder"))
+        self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Classified tiles",
+                                                            QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputNumber(self.ACCURACY, "Held-out accuracy"))
+        self.addOutput(QgsProcessingOutputString(self.CLASS_MAPS, "Class-map GeoTIFFs (;-separated)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        source = self.parameterAsSource(parameters, self.LABELS, context)
+        if source is None:
+            raise QgsProcessingException("the labelled examples layer cannot be read")
+        field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or "label"
+        if source.fields().indexFromName(field) < 0:
+            raise QgsProcessingException(f"the examples layer has no field {field!r}")
+        crs = self.parameterAsCrs(parameters, self.CRS, context)
+        if not crs.isValid():
+            crs = WGS84
+        block = parameters.get(self.BLOCK_KM)
+        params = FewShotParams(
+            index=self.parameterAsFile(parameters, self.INDEX, context),
+            geojson=labelled_geojson(source, field, context),
+            method=METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
+            block_km=None if block in (None, "") else self.parameterAsDouble(parameters, self.BLOCK_KM, context),
+            out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None, out_crs=crs_to_text(crs))
+        try:
+            resp = GeoVecClient(connection(), feedback).workflow("fewshot", params.to_request())
+        except BackendError as e:
+            raise processing_error(e) from e
+        cv = resp.get("cv") or {}
+        acc = (cv.get("accuracy") or {}).get(cv.get("method"))
+        accs = ", ".join(f"{m} {a:.3f}" for m, a in (cv.get("accuracy") or {}).items()) or "not measured"
+        feedback.pushInfo(f"held-out accuracy ({cv.get('folds')} folds of whole {cv.get('block_km')} km blocks, "
+                          f"{cv.get('features')} features, {cv.get('examples')} tiles): {accs}; "
+                          f"using {cv.get('method')}")
+        if cv.get("note"):
+            feedback.reportError(cv["note"], False)
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(CLASS_FIELDS),
+                                          QgsWkbTypes.Polygon, crs)
+        for feat in features(resp, CLASS_FIELDS, crs):
+            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        maps = [m["path"] for m in resp.get("class_maps") or []]
+        return {self.OUTPUT: dest, self.OUTPUT_DIR: params.out_dir, self.ACCURACY: acc,
+                self.CLASS_MAPS: ";".join(maps)}
