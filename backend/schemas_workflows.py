@@ -12,12 +12,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .schemas import Feature, NearQuery, SearchRequest, SearchResponse, _Model
+from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, _Model
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
            "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
+
+
+def _exactly_one(**kinds: str) -> ConfigDict:
+    """Model config whose JSON schema states "exactly one of these fields, non-null" (the validator's rule)."""
+    return ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": [name], "properties": {name: {"type": kind}}} for name, kind in kinds.items()]})
 
 
 def _finite_list(v: list[float] | None) -> list[float] | None:
@@ -28,6 +34,9 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
 
 class AreaOptions(_Model):
     """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
+        "required": ["box", "wkt"], "properties": {"box": {"type": "array"}, "wkt": {"type": "string"}}}})
 
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     wkt: str | None = Field(None, max_length=1_000_000, description="polygon WKT in `crs`")
@@ -43,8 +52,7 @@ class AreaOptions(_Model):
 
 
 class OutputOptions(_Model):
-    out_dir: str | None = Field(None, max_length=4096,
-                                description="folder for one class-map GeoTIFF per scene (+ tiles.geojson)")
+    out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson)")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
     return_features: bool = Field(True, description="include every classified tile in the response")
 
@@ -52,7 +60,7 @@ class OutputOptions(_Model):
 class ClassifyRequest(OutputOptions):
     """Zero-shot: every tile of the index (or area) -> the best of the user's class prompts."""
 
-    index: str = Field(min_length=1, max_length=4096)
+    index: AbsPath
     classes: list[str] = Field(max_length=256, description="class names (at least two, distinct)")
     prompts: dict[str, str] | None = Field(None, description="class -> prompt text; default: template")
     template: str = Field("a satellite image of {label}", max_length=1000,
@@ -65,9 +73,10 @@ class ClassifyRequest(OutputOptions):
 class FewShotRequest(OutputOptions):
     """Few-shot: labelled points/polygons -> a light classifier over the tiles under them -> every tile."""
 
-    index: str = Field(min_length=1, max_length=4096)
-    labels: str | None = Field(None, max_length=4096,
-                               description="vector layer path (GeoJSON without extras; .shp/.gpkg need fiona)")
+    model_config = _exactly_one(labels="string", geojson="object")
+
+    index: AbsPath
+    labels: AbsPath | None = Field(None, description="vector layer path (GeoJSON without extras; .shp/.gpkg need fiona)")
     geojson: dict[str, Any] | None = Field(None, description="inline GeoJSON FeatureCollection instead of `labels`")
     geojson_crs: str = Field("EPSG:4326", description="CRS of the inline GeoJSON coordinates")
     label_field: str = Field("label", min_length=1, max_length=200)
@@ -125,7 +134,9 @@ class ClassifyResponse(BaseModel):
 class RefineRequest(_Model):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
-    index: str = Field(min_length=1, max_length=4096)
+    model_config = _exactly_one(query="object", vector="array")
+
+    index: AbsPath
     query: SearchRequest | None = Field(None, description="the first round's query (embedded once)")
     vector: list[float] | None = Field(None, max_length=16384, description="the original query vector instead")
     good: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked good")
@@ -137,8 +148,7 @@ class RefineRequest(_Model):
     probe_weight: float = Field(0.5, ge=0, le=100, description="weight of the linear probe's direction")
     exclude_marked: bool = Field(False, description="drop marked tiles from the hits (bad ones are always dropped)")
     out_crs: str = "EPSG:4326"
-    save_marks: str | None = Field(None, max_length=4096,
-                                   description="write the marks as a labelled GeoJSON layer `geovec train` reads")
+    save_marks: AbsPath | None = Field(None, description="write the marks as a labelled GeoJSON layer `geovec train` reads")
     label: str | None = Field(None, max_length=200, description="label of good marks; default the query text")
     bad_label: str | None = Field(None, max_length=200, description="label of bad marks; default: not written")
 
@@ -162,7 +172,9 @@ class RefineResponse(SearchResponse):
 class LocateRequest(_Model):
     """Where is this? A box/point query, an image or a vector -> ranked candidate locations."""
 
-    index: str = Field(min_length=1, max_length=4096)
+    model_config = _exactly_one(query="object", image_b64="string", vector="array")
+
+    index: AbsPath
     query: SearchRequest | None = None
     image_b64: str | None = Field(None, max_length=8_000_000, description="PNG/JPEG bytes, base64")
     vector: list[float] | None = Field(None, max_length=16384)
@@ -195,10 +207,10 @@ class LocateResponse(BaseModel):
 class AskRequest(_Model):
     """A question about a drawn box, with candidate answers ranked by the model's VQA instruction."""
 
-    index: str = Field(min_length=1, max_length=4096)
+    index: AbsPath
     box: list[float] = Field(min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     crs: str = "EPSG:4326"
-    raster: str | None = Field(None, max_length=4096)
+    raster: AbsPath | None = None
     question: str = Field(max_length=2000)
     answers: list[str] = Field(max_length=256, description="candidate answers (typed, or a class list)")
 
@@ -221,7 +233,7 @@ class AskResponse(BaseModel):
 class VectorSearchRequest(_Model):
     """Search an index with an embedding (from ``/v1/embed``, a notebook or a refine round)."""
 
-    index: str = Field(min_length=1, max_length=4096)
+    index: AbsPath
     vector: list[float] = Field(min_length=1, max_length=16384)
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)

@@ -47,7 +47,7 @@ def load_hnsw(path: Path) -> tuple[dict[str, Any], hnswlib.Index, tuple[str, int
             from .locking import WriterLock
 
             holder = WriterLock.holder(path) if isinstance(e, FileNotFoundError) else None
-            if holder is not None:
+            if holder is not None and holder != str(os.getpid()):  # our own writer: the file is just gone
                 from ..errors import BusyError
 
                 raise BusyError(f"index {path} is being built (by pid {holder}) and cannot be opened yet",

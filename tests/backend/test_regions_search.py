@@ -263,7 +263,7 @@ def test_http_and_server_cli_pass_the_region_fields(env, capsys, tiny_embedder, 
             r = c.post("/v1/search", json={"index": str(env["plain"]), "text": "water", "level": "region"})
             assert r.status_code == 422 and "stores no regions" in r.json()["detail"]
             r = c.post("/v1/search", json={"index": str(env["idx"]), "text": "water", "within": "/etc/passwd"})
-            assert r.status_code == 422 and "outside" in r.json()["detail"]
+            assert r.status_code == 403 and "outside" in r.json()["detail"]
         monkeypatch.setenv("GEOVEC_TOKEN_FILE", str(srv.token_file))
         via = _search(capsys, "--index", str(env["idx"]), "--text", "water", "--k", "3", "--level", "region",
                       "--within", LAKE_WKT, "--server", srv.url)

@@ -99,5 +99,5 @@ def test_workflow_routes_bad_input(world) -> None:
     r = c.post("/v1/search/vector", json={"index": idx, "vector": [0.5] * 8})
     assert r.status_code == 409 and "8 values" in r.json()["detail"]
     r = c.post("/v1/classify", json={"index": "/etc", "classes": ["a", "b"]})
-    assert r.status_code == 422 and "outside the folders" in r.json()["detail"]
+    assert r.status_code == 403 and "outside the folders" in r.json()["detail"]
     assert _digest(idx) == before
