@@ -46,7 +46,7 @@ class DataConfig:
     percentiles: tuple[float, float] = (2.0, 98.0)
     chip_size: int = 16  # native pixels around a labelled point (scene_class / image_image / geo)
     context_size: int = 64  # native pixels of the context window for region_caption
-    image_size: int | None = None  # model input edge; None = the preset's image_size
+    image_size: int | None = None  # model input edge (chips and the model's image policy; saved with it); None = the preset's
     samples_per_class: int = 300  # training points drawn inside each class's polygons
     val_per_class: int = 60  # held-out points per class (balanced, so chance is ~1/classes)
     pair_types: list[str] = field(default_factory=lambda: ["scene_class"])
