@@ -11,7 +11,7 @@ import numpy as np
 from ...backend.errors import InputError
 from ...backend.types import Scene, Stretch
 from ..config import DataConfig
-from .region_pairs import RegionPairBuilder, load_box_csv
+from .region_pairs import RegionPairBuilder, held_out_area, load_box_csv
 from .splits import drop_near, spatial_block_split
 from .vector_labels import LabelledPoint, Pair, PairBuilder, load_features, sample_points
 
@@ -100,8 +100,8 @@ def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: 
     train_pairs = builder.pairs(train_pts, train_f, [k for k in cfg.pair_types if k != "region"], seed=cfg.seed)
     if regions:  # boxes on their tiles <-> referring texts; no tile shows a held-out feature
         kept = {f.fid for f in train_f}
-        train_pairs += RegionPairBuilder(builder, cfg.regions, buffer=cfg.buffer, seed=cfg.seed).pairs(
-            train_f, [f for f in features if f.fid not in kept])
+        held = held_out_area([f for f in features if f.fid not in kept], cfg.block_size, cfg.buffer)
+        train_pairs += RegionPairBuilder(builder, cfg.regions, seed=cfg.seed).pairs(train_f, held)
     split = {
         "block_size": cfg.block_size,
         "train_features": len(train_f),

@@ -13,8 +13,8 @@ region vectors. The loss is symmetric by default, so both directions are trained
 
 For every training feature, ``tiles_per_feature`` square windows of ``tile_size`` native
 pixels (the index's ``--tile-size``) are placed at random so that they hold the feature;
-a window that touches a held-out feature (plus ``buffer``) is refused, so no held-out
-object is ever seen in training. On each window the boxes are the candidate grid of the
+a window that touches a held-out feature or its split block (plus ``buffer``) is refused,
+so no pixel of the held-out area is ever seen in training. On each window the boxes are the candidate grid of the
 index (``grid``, ``overlap``) plus the bounds of the features in it, and each box is
 labelled from the features:
 
@@ -80,6 +80,19 @@ def load_box_csv(path: str | Path, scene: Scene) -> list[LabelledFeature]:
     return out
 
 
+def held_out_area(held_out: Sequence[LabelledFeature], block_size: float, buffer: float = 0.0) -> shapely.Geometry:
+    """Pixels no training image may show: the held-out features and their whole split blocks, buffered."""
+    from .splits import block_keys
+
+    if not held_out:
+        return shapely.Polygon()
+    xs = np.array([f.centroid[0] for f in held_out])
+    ys = np.array([f.centroid[1] for f in held_out])
+    blocks = [shapely_box(bx * block_size, by * block_size, (bx + 1) * block_size, (by + 1) * block_size)
+              for bx, by in set(block_keys(xs, ys, block_size))]
+    return shapely.union_all(blocks + [f.geometry for f in held_out]).buffer(buffer, join_style="mitre")
+
+
 def grid_boxes(size: float, grids: Sequence[int], overlap: float) -> list[Box]:
     """Multi-scale grid boxes of a ``size`` x ``size`` window (the index's region candidates)."""
     out: list[Box] = []
@@ -102,8 +115,8 @@ def box_iou(a: Box, b: Box) -> float:
 class RegionPairBuilder:
     """Region pairs of one scene (see the module docstring)."""
 
-    def __init__(self, builder: PairBuilder, cfg: RegionsConfig, *, buffer: float = 0.0, seed: int = 0) -> None:
-        self.builder, self.cfg, self.buffer = builder, cfg, float(buffer)
+    def __init__(self, builder: PairBuilder, cfg: RegionsConfig, *, seed: int = 0) -> None:
+        self.builder, self.cfg = builder, cfg
         self.rng = np.random.default_rng(seed)
         self.instructions = builder.instructions
 
@@ -166,10 +179,10 @@ class RegionPairBuilder:
             return cfg.background
         return None
 
-    def pairs(self, train: Sequence[LabelledFeature], held_out: Sequence[LabelledFeature] = ()) -> list[Pair]:
-        """Region pairs around the ``train`` features, on windows clear of ``held_out`` ones."""
+    def pairs(self, train: Sequence[LabelledFeature], avoid: shapely.Geometry | None = None) -> list[Pair]:
+        """Region pairs around the ``train`` features, on windows clear of the ``avoid`` area (pixels)."""
         cfg, size, out_size = self.cfg, self.cfg.tile_size, self.builder.image_size
-        avoid = shapely.union_all([f.geometry.buffer(self.buffer) for f in held_out]) if held_out else None
+        avoid = None if avoid is None or avoid.is_empty else avoid
         index = shapely.STRtree([f.geometry for f in train]) if train else None
         grid = grid_boxes(size, cfg.grid, cfg.overlap)
         out: list[Pair] = []
