@@ -75,7 +75,7 @@ class Embedded:
     """Tile and candidate-box vectors of one scene (what `geovec index --regions` stores)."""
 
     def __init__(self, emb: Any, scene: Any, stretch: Any, bands: Any, tile: int, grid: list[int],
-                 overlap: float) -> None:
+                 overlap: float, stride: int | None = None) -> None:
         from geovec.backend.raster.tiling import read_tile
         from geovec.backend.types import EmbedInput
         from geovec.training.data.region_pairs import grid_boxes
@@ -83,8 +83,9 @@ class Embedded:
         size = int(emb.preset.image.size)
         image_boxes = grid_boxes(size, grid, overlap)
         self.windows, tiles, regions, boxes, owner = [], [], [], [], []
-        for row in range(0, scene.height - tile + 1, tile):
-            for col in range(0, scene.width - tile + 1, tile):
+        step = stride or tile
+        for row in range(0, scene.height - tile + 1, step):
+            for col in range(0, scene.width - tile + 1, step):
                 image, _ = read_tile(scene, (col, row, tile, tile), stretch, out_size=size, bands=bands)
                 self.windows.append((col, row, tile, tile))
                 tiles.append(EmbedInput(emb.instructions["tile"], image=image))
@@ -213,12 +214,12 @@ def run_neon(args: argparse.Namespace) -> None:
     crowns = [tuple(float(v) for v in f.geometry.bounds) for f in held]
     rng = np.random.default_rng(0)
     print(f"data: NEON OSBS_029 (RGB 0.1 m, {scene.width}x{scene.height}), {len(feats)} crown boxes; tiles "
-          f"{r['tile_size']} px ({r['tile_size'] / 10:.1f} m), candidates grid={','.join(map(str, r['grid']))};"
+          f"{r['tile_size']} px ({r['tile_size'] / 10:.1f} m, overlap 0.5), candidates grid={','.join(map(str, r['grid']))};"
           f"overlap={r['overlap']} per tile")
     print(f"split: spatial blocks of {d['block_size']} px; {report['split']['train_features']} training crowns, "
           f"{len(held)} held-out crowns in {area.area / 1e4:.1f} blocks' area; training images never show a held-out block")
     for name, emb in (("untrained", base), ("adapted", tuned)):
-        e = Embedded(emb, scene, stretch, None, r["tile_size"], r["grid"], r["overlap"])
+        e = Embedded(emb, scene, stretch, None, r["tile_size"], r["grid"], r["overlap"], stride=r["tile_size"] // 2)
         ok = [j for j in range(len(e.boxes)) if inside(area, e.boxes[j])]
         scores = e.query(emb, r["template"], "region")[ok]
         top = [ok[i] for i in nms(e.boxes[ok], scores, keep=len(crowns))]
