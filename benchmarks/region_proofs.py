@@ -59,7 +59,7 @@ def load_config(name: str, out: Path, steps: int | None) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ shared pieces
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, keep: int = 10) -> list[int]:
-    """Greedy non-maximum suppression; indices of the kept boxes, best first."""
+    """Greedy non-maximum suppression over the whole scene; indices of the kept boxes, best first."""
     from geovec.training.data.region_pairs import box_iou
 
     out: list[int] = []
@@ -71,38 +71,52 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5, keep: int = 10)
     return out
 
 
-class Embedded:
-    """Tile and candidate-box vectors of one scene (what `geovec index --regions` stores)."""
+def build_index(folder: Path, idx: Path, model: str, cfg: dict[str, Any], tile_overlap: float) -> None:
+    """`geovec index FOLDER --regions SPEC` with the model (its saved image size, or the config's)."""
+    import contextlib
+    import io
 
-    def __init__(self, emb: Any, scene: Any, stretch: Any, bands: Any, tile: int, grid: list[int],
-                 overlap: float, stride: int | None = None) -> None:
-        from geovec.backend.raster.tiling import read_tile
-        from geovec.backend.types import EmbedInput
-        from geovec.training.data.region_pairs import grid_boxes
+    from geovec.backend.cli import main as geovec
 
-        size = int(emb.preset.image.size)
-        image_boxes = grid_boxes(size, grid, overlap)
-        self.windows, tiles, regions, boxes, owner = [], [], [], [], []
-        step = stride or tile
-        for row in range(0, scene.height - tile + 1, step):
-            for col in range(0, scene.width - tile + 1, step):
-                image, _ = read_tile(scene, (col, row, tile, tile), stretch, out_size=size, bands=bands)
-                self.windows.append((col, row, tile, tile))
-                tiles.append(EmbedInput(emb.instructions["tile"], image=image))
-                regions.append(emb.encode_regions(image, image_boxes))
-                s = tile / size
-                boxes += [(col + b[0] * s, row + b[1] * s, col + b[2] * s, row + b[3] * s) for b in image_boxes]
-                owner += [len(self.windows) - 1] * len(image_boxes)
-        self.tile_vecs = emb.encode(tiles, batch_size=16)
-        self.region_vecs = np.concatenate(regions)
-        self.boxes, self.owner = np.array(boxes), np.array(owner)
+    d, r = cfg["data"], cfg["data"]["regions"]
+    spec = f"grid={','.join(map(str, r['grid']))};overlap={r['overlap']:g}"
+    argv = ["index", str(folder), "--index", str(idx), "--model", model, "--device", "cpu", "--dtype", "fp32",
+            "--tile-size", str(r["tile_size"]), "--overlap", f"{tile_overlap:g}", "--regions", spec,
+            "--image-size", str(d["image_size"]), "--no-progress"]
+    if d.get("bands"):
+        argv += ["--bands", *map(str, d["bands"])]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        if geovec(argv) != 0:
+            raise SystemExit(f"geovec index failed: {out.getvalue()}")
 
-    def query(self, emb: Any, text: str, level: str) -> np.ndarray:
-        from geovec.backend.types import EmbedInput
 
-        key = "referring_query" if level == "region" else "text_query"
-        q = emb.encode([EmbedInput(emb.instructions[key], text=text)])[0]
-        return (self.region_vecs if level == "region" else self.tile_vecs) @ q
+class Searcher:
+    """Text queries through the product's search (``run_search``), hits as native pixel boxes."""
+
+    def __init__(self, idx: Path, emb: Any, scene: Any, area_px: Any) -> None:
+        import shapely
+        from affine import Affine
+
+        self.idx, self.emb = idx, emb
+        fwd = Affine(*scene.transform)
+        self.within = shapely.affinity.affine_transform(area_px, [fwd.a, fwd.b, fwd.d, fwd.e, fwd.c, fwd.f]).wkt
+        self.crs = scene.crs_wkt
+
+    def boxes(self, text: str, level: str) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 4) native pixel boxes and their scores, best first: tiles, or regions (NMS within each tile)."""
+        from geovec.backend.schemas import SearchRequest
+        from geovec.backend.service import run_search
+
+        req = SearchRequest(index=str(self.idx), text=text, level=level, k=1000, within=self.within,
+                            within_crs=self.crs, regions_per_hit=0, force=True)
+        boxes, scores = [], []
+        for f in run_search(req, self.emb).features:
+            p = f.properties
+            c, r, w, h = p["window"]
+            x0, y0, x1, y1 = p["bbox_image"] if level == "region" else (0, 0, w, h)
+            boxes.append((c + x0, r + y0, c + x1, r + y1))  # tiles at native resolution: image px = native px
+            scores.append(p["score"])
+        return np.array(boxes, dtype=float).reshape(-1, 4), np.array(scores, dtype=float)
 
 
 def split_of(report: dict[str, Any], features: list[Any], block: int) -> tuple[list[Any], Any]:
@@ -114,37 +128,37 @@ def split_of(report: dict[str, Any], features: list[Any], block: int) -> tuple[l
     return held, held_out_area(held, block, 0.0)
 
 
-def inside(area: Any, box: Any) -> bool:
-    from shapely.geometry import box as shapely_box
+def inside_mask(area: Any, boxes: np.ndarray) -> np.ndarray:
+    import shapely
 
-    return bool(area.buffer(1e-6).contains(shapely_box(*box)))
+    grown = area.buffer(1e-6)
+    shapely.prepare(grown)
+    return np.array([grown.contains(shapely.box(*b)) for b in boxes], dtype=bool)
 
 
 # ------------------------------------------------------------------ NC Landsat 7
-def nc_eval(emb: Any, data: dict[str, Any], k: int) -> dict[str, Any]:
+def nc_eval(search: Searcher, data: dict[str, Any], k: int) -> dict[str, Any]:
     """Per-class region and tile precision on the held-out labelled pixels."""
-    truth, held_mask, e, area, classes = data["truth"], data["held_mask"], data["embedded"], data["area"], data["classes"]
+    truth, held_mask, area, classes = data["truth"], data["held_mask"], data["area"], data["classes"]
     held_truth = np.where(held_mask, truth, 0)
-    tiles_ok = [i for i, (c, r, w, h) in enumerate(e.windows)
-                if inside(area, (c, r, c + w, r + h)) and held_truth[r:r + h, c:c + w].any()]
-    boxes = np.round(e.boxes).astype(int)
-    regions_ok = [j for j in np.flatnonzero(np.isin(e.owner, tiles_ok))
-                  if held_truth[boxes[j, 1]:boxes[j, 3], boxes[j, 0]:boxes[j, 2]].any()]
-    out: dict[str, Any] = {"tiles": len(tiles_ok), "regions": len(regions_ok), "classes": {}}
+
+    def eligible(boxes: np.ndarray) -> np.ndarray:
+        b = np.round(boxes).astype(int)
+        return inside_mask(area, boxes) & np.array([held_truth[y0:y1, x0:x1].any() for x0, y0, x1, y1 in b], bool)
+
+    out: dict[str, Any] = {"classes": {}}
     for code, label in classes.items():
         if not (held_truth == code).any():
             continue
         res = {}
-        for level, ok in (("tile", tiles_ok), ("region", regions_ok)):
-            scores = e.query(emb, label, level)[ok]
-            if level == "tile":
-                top = [ok[i] for i in np.argsort(-scores)[:k]]
-                rects = [(c, r, c + w, r + h) for c, r, w, h in (e.windows[i] for i in top)]
-            else:
-                top = [ok[i] for i in nms(boxes[ok], scores, keep=k)]
-                rects = [tuple(boxes[j]) for j in top]
+        for level in ("tile", "region"):
+            boxes, scores = search.boxes(label, level)
+            ok = eligible(boxes)
+            boxes, scores = boxes[ok], scores[ok]
+            out[f"{level}s"] = len(boxes)
+            top = nms(boxes, scores, keep=k) if level == "region" else list(range(min(k, len(boxes))))
             lit = np.zeros_like(held_mask)
-            for x0, y0, x1, y1 in rects:
+            for x0, y0, x1, y1 in np.round(boxes[top]).astype(int):
                 lit[y0:y1, x0:x1] = True
             labelled = lit & (held_truth > 0)
             res[level] = float((held_truth[labelled] == code).sum() / max(labelled.sum(), 1))
@@ -155,18 +169,17 @@ def nc_eval(emb: Any, data: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def run_nc(args: argparse.Namespace) -> None:
+    import fiona
     import rasterio
     from rasterio import features as rfeatures
 
     from geovec.backend.raster.scan import open_scene
-    from geovec.backend.raster.stretch import compute_stretch
     from geovec.training.data.vector_labels import load_features
 
     cfg = load_config("nc_landsat7_regions.yaml", args.out, args.steps)
-    report, base, tuned = train(cfg)
-    d = cfg["data"]
+    report, models = train(cfg, args.out)
+    d, r = cfg["data"], cfg["data"]["regions"]
     scene = open_scene(d["raster"], bands=d["bands"])
-    stretch = compute_stretch(scene, bands=d["bands"])
     feats = load_features(d["labels"], scene, label_field="label")
     held, area = split_of(report, feats, d["block_size"])
     with rasterio.open(NC / "landsat96_labelled_pixels.tif") as src:
@@ -174,92 +187,107 @@ def run_nc(args: argparse.Namespace) -> None:
     truth = np.where(raw > 0, raw, 0).astype(int)
     held_mask = rfeatures.rasterize([(f.geometry, 1) for f in held], out_shape=truth.shape,
                                     transform=rasterio.Affine.identity(), dtype="uint8").astype(bool)
-    import fiona
-
     with fiona.open(d["labels"]) as src:
         classes = {int(f["properties"]["id"]): str(f["properties"]["label"]) for f in src}
-    r = d["regions"]
+    folder = args.out / "scene"  # the six band files, stacked by the scanner as at indexing time
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in d["raster"]:
+        if not (folder / Path(path).name).exists():
+            (folder / Path(path).name).symlink_to(path)
     print(f"data: NC Landsat 7 (bands 4,3,2 of 6, 28.5 m, {scene.width}x{scene.height}); truth "
-          f"landsat96_labelled_pixels.tif; tiles {r['tile_size']} px ({r['tile_size'] * 28.5 / 1000:.2f} km), "
-          f"candidates grid={','.join(map(str, r['grid']))};overlap={r['overlap']} per tile")
+          f"landsat96_labelled_pixels.tif; index: --tile-size {r['tile_size']} ({r['tile_size'] * 28.5 / 1000:.2f} km)"
+          f" --regions grid={','.join(map(str, r['grid']))};overlap={r['overlap']:g}")
     print(f"split: spatial blocks of {d['block_size']} px; {report['split']['train_features']} training polygons, "
           f"{len(held)} held-out polygons ({int(held_mask.sum())} held-out labelled pixels); training images never "
-          "show a held-out block")
-    for name, emb in (("untrained", base), ("adapted", tuned)):
+          "show a held-out block; queries confined to the held-out blocks (--within)")
+    data = {"truth": truth, "held_mask": held_mask, "area": area, "classes": classes}
+    for name, (model, emb) in models.items():
         t0 = time.perf_counter()
-        embedded = Embedded(emb, scene, stretch, d["bands"], r["tile_size"], r["grid"], r["overlap"])
-        data = {"truth": truth, "held_mask": held_mask, "embedded": embedded, "area": area, "classes": classes}
+        idx = args.out / f"index-{name}"
+        build_index(folder, idx, model, cfg, 0.0)
+        search = Searcher(idx, emb, scene, area)
         for k in args.k:
-            res = nc_eval(emb, data, k)
+            res = nc_eval(search, data, k)
             per = "  ".join(f"{c} {v['region']:.2f}/{v['tile']:.2f}" for c, v in res["classes"].items())
             print(f"{name:>9} k={k}: region precision {res['region']:.3f}  tile precision {res['tile']:.3f}  "
                   f"(difference {res['region'] - res['tile']:+.3f}; {len(res['classes'])} classes, "
-                  f"{res['tiles']} tiles / {res['regions']} boxes on held-out labels; embedded in "
+                  f"{res['tiles']} tiles / {res['regions']} boxes on held-out labels; index + queries "
                   f"{time.perf_counter() - t0:.0f} s)\n           per class region/tile: {per}")
 
 
 # ------------------------------------------------------------------ NEON OSBS
 def run_neon(args: argparse.Namespace) -> None:
     from geovec.backend.raster.scan import open_scene
-    from geovec.backend.raster.stretch import compute_stretch
     from geovec.training.data.region_pairs import box_iou, load_box_csv
 
     cfg = load_config("neon_osbs_regions.yaml", args.out, args.steps)
-    report, base, tuned = train(cfg)
+    report, models = train(cfg, args.out)
     d, r = cfg["data"], cfg["data"]["regions"]
     scene = open_scene(d["raster"])
-    stretch = compute_stretch(scene)
     feats = load_box_csv(d["labels"], scene)
     held, area = split_of(report, feats, d["block_size"])
     crowns = [tuple(float(v) for v in f.geometry.bounds) for f in held]
     rng = np.random.default_rng(0)
-    print(f"data: NEON OSBS_029 (RGB 0.1 m, {scene.width}x{scene.height}), {len(feats)} crown boxes; tiles "
-          f"{r['tile_size']} px ({r['tile_size'] / 10:.1f} m, overlap 0.5), candidates grid={','.join(map(str, r['grid']))};"
-          f"overlap={r['overlap']} per tile")
+    print(f"data: NEON OSBS_029 (RGB 0.1 m, {scene.width}x{scene.height}), {len(feats)} crown boxes; index: "
+          f"--tile-size {r['tile_size']} ({r['tile_size'] / 10:.1f} m) --overlap 0.5 "
+          f"--regions grid={','.join(map(str, r['grid']))};overlap={r['overlap']:g}")
     print(f"split: spatial blocks of {d['block_size']} px; {report['split']['train_features']} training crowns, "
-          f"{len(held)} held-out crowns in {area.area / 1e4:.1f} blocks' area; training images never show a held-out block")
-    for name, emb in (("untrained", base), ("adapted", tuned)):
-        e = Embedded(emb, scene, stretch, None, r["tile_size"], r["grid"], r["overlap"], stride=r["tile_size"] // 2)
-        ok = [j for j in range(len(e.boxes)) if inside(area, e.boxes[j])]
-        scores = e.query(emb, r["template"], "region")[ok]
-        top = [ok[i] for i in nms(e.boxes[ok], scores, keep=len(crowns))]
+          f"{len(held)} held-out crowns; training images never show a held-out block; the query is confined to "
+          "the held-out blocks (--within), boxes lying inside them are ranked")
 
-        def hit_share(rects: list[tuple[float, ...]]) -> float:
-            return float(np.mean([any(box_iou(c, b) >= 0.3 for b in rects) for c in crowns]))
+    def hit_share(rects: Any) -> float:
+        return float(np.mean([any(box_iou(c, tuple(b)) >= 0.3 for b in rects) for c in crowns]))
 
-        model = hit_share([tuple(e.boxes[j]) for j in top])
-        best = hit_share([tuple(e.boxes[j]) for j in ok])
-        x0, y0, x1, y1 = area.bounds
-        sizes = [(e.boxes[j, 2] - e.boxes[j, 0], e.boxes[j, 3] - e.boxes[j, 1]) for j in top]
+    x0, y0, x1, y1 = area.bounds
+    for name, (model, emb) in models.items():
+        idx = args.out / f"index-{name}"
+        build_index(Path(d["raster"][0]).parent, idx, model, cfg, 0.5)
+        boxes, scores = Searcher(idx, emb, scene, area).boxes(r["template"], "region")
+        ok = inside_mask(area, boxes)
+        boxes, scores = boxes[ok], scores[ok]
+        top = nms(boxes, scores, keep=len(crowns))
+        model_share, best = hit_share(boxes[top]), hit_share(boxes)
+        sizes = boxes[top, 2:] - boxes[top, :2]
         draws = []
-        for _ in range(2000):
-            rects = []
-            for w, h in sizes:
-                for _try in range(100):
-                    bx, by = rng.uniform(x0, x1 - w), rng.uniform(y0, y1 - h)
-                    if inside(area, (bx, by, bx + w, by + h)):
-                        rects.append((bx, by, bx + w, by + h))
-                        break
-            draws.append(hit_share(rects))
-        print(f"{name:>9}: held-out crowns hit at IoU>=0.3 by the top {len(top)} regions for 'a tree crown': "
-              f"{model:.3f}; random boxes of the same sizes {np.mean(draws):.3f} (95th percentile "
-              f"{np.percentile(draws, 95):.3f}); best the {len(ok)} candidates allow {best:.3f}")
+        for _ in range(args.draws):  # the same sizes placed uniformly inside the evaluation blocks
+            cand = np.concatenate([rng.uniform([x0, y0], [x1, y1], size=(len(sizes) * 20, 2))], axis=0)
+            wh = np.repeat(sizes, 20, axis=0)
+            rects = np.concatenate([cand, cand + wh], axis=1)
+            ok = inside_mask(area, rects).reshape(len(sizes), 20)
+            first = ok.argmax(axis=1)
+            chosen = rects.reshape(len(sizes), 20, 4)[np.arange(len(sizes)), first][ok.any(axis=1)]
+            draws.append(hit_share(chosen))
+        print(f"{name:>9}: held-out crowns hit at IoU>=0.3 by the top {len(top)} regions for {r['template']!r}: "
+              f"{model_share:.3f}; {len(sizes)} random boxes of the same sizes {np.mean(draws):.3f} (95th "
+              f"percentile {np.percentile(draws, 95):.3f}, {args.draws} draws); best the {len(boxes)} candidate "
+              f"boxes allow {best:.3f}")
 
 
 # ------------------------------------------------------------------ training
-def train(cfg: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+def train(cfg: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, tuple[str, Any]]]:
+    """Adapt (or reuse the run in ``out``); the untrained and adapted models as (folder, Embedder)."""
+    import json
+
     from geovec.backend.model.embedder import load_embedder
     from geovec.training.config import Config
     from geovec.training.trainer import Trainer
 
+    saved = out / "proof_report.json"
     t0 = time.perf_counter()
-    report = Trainer(Config.from_dict(cfg), progress=False).run()
-    print(f"model: tiny random Qwen2-VL (written locally, seed 0), images {cfg['data']['image_size']} px; adapted on "
-          f"CPU: {cfg['train']['steps']} steps x {cfg['train']['batch_size']} pairs ({cfg['data']['pair_types']}), "
-          f"full fine-tuning, {time.perf_counter() - t0:.0f} s")
-    base = load_embedder(report["base_model"], device="cpu", dtype="fp32", image_size=cfg["data"]["image_size"])
+    if saved.exists() and (out / "model" / "geovec.json").exists():
+        report = json.loads(saved.read_text())
+    else:
+        report = Trainer(Config.from_dict(cfg), progress=False).run()
+        report["train_s"] = time.perf_counter() - t0
+        saved.write_text(json.dumps({k: report[k] for k in ("split", "base_model", "model_dir", "train_s")}))
+    t = cfg["train"]
+    print(f"model: tiny random Qwen2-VL (written locally, seed {t['seed']}), images {cfg['data']['image_size']} px; "
+          f"adapted on CPU: {t['steps']} steps x {t['batch_size']} pairs ({', '.join(cfg['data']['pair_types'])}), "
+          f"full fine-tuning, {report.get('train_s', 0):.0f} s")
+    size = cfg["data"]["image_size"]
+    base = load_embedder(report["base_model"], device="cpu", dtype="fp32", image_size=size)
     tuned = load_embedder(report["model_dir"], device="cpu", dtype="fp32")
-    return report, base, tuned
+    return report, {"untrained": (report["base_model"], base), "adapted": (report["model_dir"], tuned)}
 
 
 def main() -> None:
@@ -268,6 +296,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="override train.steps of the config")
     p.add_argument("--out", type=Path, help="run folder (default runs/proof-<proof>)")
     p.add_argument("--k", type=int, nargs="+", default=[1, 3], help="NC: regions / tiles highlighted per query")
+    p.add_argument("--draws", type=int, default=500, help="NEON: random placements of the boxes")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

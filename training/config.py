@@ -46,7 +46,7 @@ class RegionsConfig:
     min_match: float = 0.5  # cover share or IoU a box needs to take a class
     feature_boxes: bool = True  # the features' own bounds are boxes too
     background: str | None = None  # text of boxes off every feature (None: such boxes are not used)
-    max_background: float = 0.0  # share of a background box's area features may cover
+    max_background: float = 0.0  # a background box's most cover share (cover) or IoU with a feature (iou)
     pairs_per_tile: int = 8  # boxes kept per tile placement (at most half background)
     template: str = "{label}"  # referring expression of a class
 

@@ -22,9 +22,11 @@ labelled from the features:
   cover polygons);
 - ``match: iou``: the class of a feature box with IoU >= ``min_match`` (objects, e.g. tree
   crowns);
-- with ``background`` set, boxes that overlap the features by at most ``max_background``
-  (share of the box's area) pair with that text (e.g. "background"), so that a class
-  query learns to rank its boxes above the rest of the scene.
+- with ``background`` set, the other boxes pair with that text (e.g. "background") when
+  they match no feature by more than ``max_background`` (``cover``: the share of the box
+  the features cover; ``iou``: the best IoU with a feature box, so boxes holding several
+  objects, or a part of one, are background too), so that a class query learns to rank
+  its boxes above the rest of the scene.
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ class RegionPairBuilder:
                 return label
         elif best[1] is not None and best[0] >= cfg.min_match:
             return best[1]
-        if cfg.background and touched <= cfg.max_background:
+        off = touched if cfg.match == "cover" else best[0]  # how much of a feature the box is
+        if cfg.background and off <= cfg.max_background:
             return cfg.background
         return None
 
