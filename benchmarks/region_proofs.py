@@ -50,7 +50,7 @@ def load_config(name: str, out: Path, steps: int | None) -> dict[str, Any]:
     """A training config of training/configs as plain values, with the run folder (and steps) set."""
     from geovec.training.config import Config
 
-    cfg = Config.from_yaml(CONFIGS / name)
+    cfg = Config.from_yaml(name if Path(name).is_file() else CONFIGS / name)
     cfg.output_dir = str(out)
     if steps is not None:
         cfg.train.steps = steps
@@ -176,7 +176,7 @@ def run_nc(args: argparse.Namespace) -> None:
     from geovec.backend.raster.scan import open_scene
     from geovec.training.data.vector_labels import load_features
 
-    cfg = load_config("nc_landsat7_regions.yaml", args.out, args.steps)
+    cfg = load_config(args.config or "nc_landsat7_regions.yaml", args.out, args.steps)
     report, models = train(cfg, args.out)
     d, r = cfg["data"], cfg["data"]["regions"]
     scene = open_scene(d["raster"], bands=d["bands"])
@@ -220,7 +220,7 @@ def run_neon(args: argparse.Namespace) -> None:
     from geovec.backend.raster.scan import open_scene
     from geovec.training.data.region_pairs import box_iou, load_box_csv
 
-    cfg = load_config("neon_osbs_regions.yaml", args.out, args.steps)
+    cfg = load_config(args.config or "neon_osbs_regions.yaml", args.out, args.steps)
     report, models = train(cfg, args.out)
     d, r = cfg["data"], cfg["data"]["regions"]
     scene = open_scene(d["raster"])
@@ -293,6 +293,7 @@ def train(cfg: dict[str, Any], out: Path) -> tuple[dict[str, Any], dict[str, tup
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("proof", choices=("nc", "neon"))
+    p.add_argument("--config", help="another training config (default: the proof's in training/configs)")
     p.add_argument("--steps", type=int, help="override train.steps of the config")
     p.add_argument("--out", type=Path, help="run folder (default runs/proof-<proof>)")
     p.add_argument("--k", type=int, nargs="+", default=[1, 3], help="NC: regions / tiles highlighted per query")
