@@ -57,7 +57,7 @@ def parse_within(text: str, crs: str = "EPSG:4326") -> BaseGeometry:
             geom = unary_union(geoms)
         except (ValueError, AttributeError, TypeError, KeyError, ShapelyError) as e:
             raise InputError(f"within {value[:80]!r} is not valid GeoJSON: {e}", _WITHIN_HINT) from e
-    elif Path(value).expanduser().is_file():
+    elif _is_file(value):
         geom, src_crs = _read_vector_file(Path(value).expanduser(), crs)
     else:
         try:
@@ -70,6 +70,14 @@ def parse_within(text: str, crs: str = "EPSG:4326") -> BaseGeometry:
         raise InputError(f"within {value[:80]!r} has no area (need a polygon or box)", _WITHIN_HINT)
     out = geometry.reproject_geometry(geom, src_crs, "EPSG:4326")
     return out if out.is_valid else out.buffer(0)
+
+
+def _is_file(value: str) -> bool:
+    """Whether ``value`` names an existing file (a long WKT string is no path: the OS refuses the name)."""
+    try:
+        return Path(value).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _read_vector_file(path: Path, crs: str) -> tuple[BaseGeometry, Any]:

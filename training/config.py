@@ -19,8 +19,8 @@ import yaml
 
 from ..backend.errors import InputError, NotFoundError
 
-PairType = Literal["scene_class", "region_caption", "image_image", "geo"]
-PAIR_TYPES: tuple[str, ...] = ("scene_class", "region_caption", "image_image", "geo")
+PairType = Literal["scene_class", "region_caption", "image_image", "geo", "region"]
+PAIR_TYPES: tuple[str, ...] = ("scene_class", "region_caption", "image_image", "geo", "region")
 
 
 @dataclass
@@ -35,18 +35,35 @@ class LoraConfig:
 
 
 @dataclass
+class RegionsConfig:
+    """Region pairs (``data.pair_types`` with ``region``): see ``training/data/region_pairs.py``."""
+
+    tile_size: int = 64  # native pixels of the tile a box is shown on (the index's --tile-size)
+    tiles_per_feature: int = 4  # random tile placements holding each training feature
+    grid: list[int] = field(default_factory=lambda: [1, 2, 3, 4])  # candidate grids, as `index --regions`
+    overlap: float = 0.25
+    match: Literal["cover", "iou"] = "cover"  # how a box takes a feature's class
+    min_match: float = 0.5  # cover share or IoU a box needs to take a class
+    feature_boxes: bool = True  # the features' own bounds are boxes too
+    background: str | None = None  # text of boxes off every feature (None: such boxes are not used)
+    max_background: float = 0.0  # a background box's most cover share (cover) or IoU with a feature (iou)
+    pairs_per_tile: int = 8  # boxes kept per tile placement (at most half background)
+    template: str = "{label}"  # referring expression of a class
+
+
+@dataclass
 class DataConfig:
     """A GeoTIFF scene + a labelled vector layer -> contrastive pairs."""
 
     raster: list[str] = field(default_factory=list)  # one multi-band file, or one-band files on one grid
-    labels: str = ""  # GeoPackage / shapefile / GeoJSON
+    labels: str = ""  # GeoPackage / shapefile / GeoJSON, or a CSV of pixel boxes (xmin,ymin,xmax,ymax,label)
     label_field: str = "label"  # class or caption attribute
     layer: str | None = None  # layer name inside a GeoPackage
     bands: tuple[int, int, int] | None = None  # 1-based scene bands fed as R, G, B
     percentiles: tuple[float, float] = (2.0, 98.0)
     chip_size: int = 16  # native pixels around a labelled point (scene_class / image_image / geo)
     context_size: int = 64  # native pixels of the context window for region_caption
-    image_size: int | None = None  # model input edge; None = the preset's image_size
+    image_size: int | None = None  # model input edge (chips and the model's image policy; saved with it); None = the preset's
     samples_per_class: int = 300  # training points drawn inside each class's polygons
     val_per_class: int = 60  # held-out points per class (balanced, so chance is ~1/classes)
     pair_types: list[str] = field(default_factory=lambda: ["scene_class"])
@@ -56,6 +73,7 @@ class DataConfig:
     test_fraction: float = 0.0  # test blocks: the reported figure; 0 = no test split (figures are validation's)
     buffer: int = 8  # drop training (and validation) points closer than this (pixels) to a held-out point
     seed: int = 0
+    regions: RegionsConfig = field(default_factory=RegionsConfig)  # region pairs (pair type ``region``)
 
 
 @dataclass
@@ -143,6 +161,7 @@ class Config:
         for name in ("chip_size", "block_size", "samples_per_class", "val_per_class", "context_size"):
             if getattr(self.data, name) < 1:
                 raise InputError(f"data.{name} must be >= 1, got {getattr(self.data, name)}", "use a positive integer")
+        _validate_regions(self.data.regions)
         t = self.train
         if t.steps < 0 or t.batch_size < 2 or t.chunk_size < 1:
             raise InputError(
@@ -151,6 +170,24 @@ class Config:
             )
         if not t.lr > 0 or not t.temperature > 0:
             raise InputError(f"train.lr={t.lr} and train.temperature={t.temperature} must be > 0", "e.g. 1e-4, 0.02")
+
+
+def _validate_regions(r: RegionsConfig) -> None:
+    if r.match not in ("cover", "iou"):
+        raise InputError(f"regions.match {r.match!r} is not cover or iou", "cover for land-cover polygons, iou for objects")
+    if not 0.0 < r.min_match <= 1.0 or not 0.0 <= r.max_background < 1.0 or not 0.0 <= r.overlap <= 0.9:
+        raise InputError(f"regions.min_match={r.min_match}, max_background={r.max_background}, overlap={r.overlap} "
+                         "out of range", "min_match in (0, 1], max_background in [0, 1), overlap in [0, 0.9]")
+    if r.tile_size < 4 or r.tiles_per_feature < 1 or r.pairs_per_tile < 1 or not r.grid or \
+            any(not 1 <= int(g) <= 16 for g in r.grid):
+        raise InputError(f"regions.tile_size={r.tile_size}, tiles_per_feature={r.tiles_per_feature}, "
+                         f"pairs_per_tile={r.pairs_per_tile}, grid={r.grid} out of range",
+                         "tile_size >= 4, tiles_per_feature and pairs_per_tile >= 1, grid orders in 1..16")
+    if r.background is not None and not str(r.background).strip():
+        raise InputError("regions.background is empty", "give a text such as 'background', or leave it out")
+    if "{label}" not in r.template and "{" in r.template.replace("{label}", ""):
+        raise InputError(f"regions.template {r.template!r} has a placeholder other than {{label}}",
+                         "use {label}, or a fixed text")
 
 
 T = TypeVar("T")
@@ -175,7 +212,11 @@ def _build(cls: type[T], raw: dict[str, Any], where: str) -> T:
     kwargs: dict[str, Any] = {}
     nested = {"data": DataConfig, "train": TrainConfig, "lora": LoraConfig, "eval": EvalConfig}
     for key, value in raw.items():
-        if cls is Config and key in nested:
+        if cls is DataConfig and key == "regions":
+            if not isinstance(value, dict):
+                raise InputError(f"{where}.{key} must be a mapping, got {value!r}", "indent its keys under it")
+            kwargs[key] = _build(RegionsConfig, value, f"{where}.{key}")
+        elif cls is Config and key in nested:
             if not isinstance(value, dict):
                 raise InputError(f"{where}.{key} must be a mapping, got {value!r}", "indent its keys under it")
             kwargs[key] = _build(nested[key], value, f"{where}.{key}")

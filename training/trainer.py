@@ -173,7 +173,7 @@ class Trainer:
     def _load(self, spec: str) -> Any:
         from ..backend.model.embedder import load_embedder
 
-        return load_embedder(spec, device=self._device(), torch_dtype=torch.float32)
+        return load_embedder(spec, device=self._device(), torch_dtype=torch.float32, image_size=self.cfg.data.image_size)
 
     def _setup_model(self, embedder: Any, resume_dir: Path | None) -> torch.nn.Module:
         model: Any = torch_module(embedder)
@@ -189,6 +189,8 @@ class Trainer:
                                   target_modules=list(lora.targets))
                 model = get_peft_model(model, pcfg)
             embedder.model = model
+        else:  # full fine-tuning: every weight, also those a merged adapter's load left frozen
+            model.requires_grad_(True)
         if t.gradient_checkpointing if t.gradient_checkpointing is not None else cuda:
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -5,7 +5,7 @@ cannot drift apart. Everything loads through ``from_pretrained``: the tiny local
 model and real hub checkpoints alike, straight into the target dtype.
 
 A spec is a preset name, a hub id, a checkpoint folder (``config.json``, with an
-optional ``geovec.json`` naming its preset, adapter and instructions) or a LoRA
+optional ``geovec.json`` naming its preset, adapter, instructions and image policy) or a LoRA
 adapter folder (``adapter_config.json``: its base comes from ``geovec.json`` or the
 adapter config).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..errors import InputError, ModelUnavailableError, NotFoundError
 from .adapters import is_adapter_dir, merge_adapter
 from .encoder import META_FILE, Embedder
 from .identity import resolve_dtype, weights_fingerprint
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, ImagePolicy, get_preset
 
 __all__ = ["Embedder", "load_embedder", "hub_reachable", "MIN_TRANSFORMERS", "MIN_PEFT"]
 
@@ -90,6 +91,22 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ModelUnavailableError(f"{f} is not a JSON object", "fix or delete it")
     return meta
+
+
+def _saved_image(pre: Any, meta: dict[str, Any]) -> Any:
+    """The preset with the image policy a saved model was trained at (geovec.json ``image``), if any."""
+    saved = meta.get("image")
+    if not saved:
+        return pre
+    try:
+        policy = ImagePolicy(**saved)
+    except TypeError as e:
+        raise ModelUnavailableError(f"geovec.json image policy {saved!r} is not valid: {e}",
+                                    "fix or remove its \"image\" entry") from e
+    if policy.kind not in ("fixed", "smart"):
+        raise ModelUnavailableError(f"geovec.json image kind {policy.kind!r} is not fixed or smart",
+                                    "fix or remove its \"image\" entry")
+    return replace(pre, image=policy)
 
 
 def _adapter_base(adapter_dir: Path, meta: dict[str, Any]) -> str:
@@ -161,7 +178,7 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
         base = checkpoint = spec
     if adapter and checkpoint in (base, pre.name) and adapter != pre.adapter:
         checkpoint = f"{checkpoint}+{adapter}"
-    pre = pre.with_instructions(meta.get("instructions")).with_image_size(image_size)
+    pre = _saved_image(pre.with_instructions(meta.get("instructions")), meta).with_image_size(image_size)
     target = torch_dtype or resolve_dtype(dtype, dev.type, cuda_dtype=pre.cuda_dtype)
     model, processor, folders = _from_pretrained(base, adapter, target, dev)
     local_folders.extend(folders)

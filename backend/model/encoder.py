@@ -259,8 +259,8 @@ class Embedder:
     def save(self, directory: str | Path, *, instructions: dict[str, str] | None = None) -> Path:
         """Write HF layout + geovec.json that ``load_embedder(directory)`` loads as is.
 
-        Any LoRA is merged first; the model's instructions (or ``instructions``) are saved
-        with it, so an adapted model carries its own prompts.
+        Any LoRA is merged first; the model's instructions (or ``instructions``) and its image
+        policy are saved with it, so an adapted model carries its own prompts and image size.
         """
         out = Path(directory).expanduser().resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ class Embedder:
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(out, safe_serialization=True)
         self.processor.save_pretrained(out)
-        meta = {"preset": self.preset.name, "parent": self.checkpoint_id,
+        meta = {"preset": self.preset.name, "parent": self.checkpoint_id, "image": self.preset.image.to_dict(),
                 "instructions": {**self.instructions, **(instructions or {})}}
         (out / META_FILE).write_text(json.dumps(meta, indent=2))
         return out

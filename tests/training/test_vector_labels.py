@@ -79,6 +79,8 @@ def test_pairs_of_every_kind(tmp_path: Path, scene_and_stretch) -> None:
     assert geo.doc.image is None and geo.doc.text == preset.format_latlon(lat, lon) and geo.label not in geo.doc.text
     rc = kinds["region_caption"]
     assert len(rc) == 3 and rc[0].query.bbox is not None
+    assert rc[0].query.instruction == preset.instructions["region_query"]
+    assert rc[0].doc.instruction == preset.instructions["referring_query"]  # the text side a region search embeds
     x1, y1, x2, y2 = rc[0].query.bbox
     assert 0 <= x1 < x2 <= 32 and 0 <= y1 < y2 <= 32
     with pytest.raises(InputError, match="unknown pair kind"):

@@ -11,6 +11,7 @@ import numpy as np
 from ...backend.errors import InputError
 from ...backend.types import Scene, Stretch
 from ..config import DataConfig
+from .region_pairs import RegionPairBuilder, held_out_area, load_box_csv
 from .splits import drop_near, spatial_block_split
 from .vector_labels import LabelledPoint, Pair, PairBuilder, load_features, sample_points
 
@@ -55,8 +56,13 @@ def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: 
         raise InputError("data.raster and data.labels are required", "name the GeoTIFF(s) and the vector layer")
     scene = open_scene(cfg.raster, bands=cfg.bands)
     stretch = compute_stretch(scene, percentiles=cfg.percentiles, bands=cfg.bands)
-    features = load_features(cfg.labels, scene, label_field=cfg.label_field, layer=cfg.layer)
-    classes = sorted({f.label for f in features})
+    if str(cfg.labels).lower().endswith(".csv"):
+        features = load_box_csv(cfg.labels, scene)
+    else:
+        features = load_features(cfg.labels, scene, label_field=cfg.label_field, layer=cfg.layer)
+    regions = "region" in cfg.pair_types
+    classes = sorted({f.label for f in features} | ({cfg.regions.background} if regions and cfg.regions.background
+                                                     else set()))
     if len(classes) < 2:
         raise InputError(f"attribute {cfg.label_field!r} has one value {classes}", "contrastive training needs >= 2")
     xs = np.array([f.centroid[0] for f in features])
@@ -91,7 +97,11 @@ def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: 
         scene, stretch, instructions, image_size=image_size, chip_size=cfg.chip_size,
         context_size=cfg.context_size, caption_template=cfg.caption_template, bands=cfg.bands,
     )
-    train_pairs = builder.pairs(train_pts, train_f, cfg.pair_types, seed=cfg.seed)
+    train_pairs = builder.pairs(train_pts, train_f, [k for k in cfg.pair_types if k != "region"], seed=cfg.seed)
+    if regions:  # boxes on their tiles <-> referring texts; no tile shows a held-out feature
+        kept = {f.fid for f in train_f}
+        held = held_out_area([f for f in features if f.fid not in kept], cfg.block_size, cfg.buffer)
+        train_pairs += RegionPairBuilder(builder, cfg.regions, seed=cfg.seed).pairs(train_f, held)
     split = {
         "block_size": cfg.block_size,
         "train_features": len(train_f),

@@ -5,7 +5,8 @@ reprojected to the raster's CRS and turned into native pixel coordinates. Each
 feature carries a class or caption attribute. Pairs (query <-> positive document):
 
 - ``scene_class``: text (``text_query``) <-> chip around a labelled pixel (``tile``)
-- ``region_caption``: context image + feature bbox (``region_query``) <-> text
+- ``region_caption``: context image + feature bbox (``region_query``) <-> text (``referring_query``)
+- ``region``: a box on its tile image <-> the class text, see :mod:`.region_pairs`
 - ``image_image``: chip (``tile``) <-> another chip of the same class (``tile``)
 - ``geo``: chip alone (``tile``) <-> its location text (``text_doc``): the query carries no
   coordinates and the document no class, so the pair cannot be solved by copying text
@@ -233,7 +234,8 @@ class PairBuilder:
             elif kind == "region_caption":
                 for f in features:
                     c, r = f.centroid
-                    out.append(Pair(self.region(f), self.text(self.caption(f.label)), f.label, kind, LabelledPoint(c, r, f.label, f.fid)))
+                    doc = EmbedInput(self.instructions["referring_query"], text=self.caption(f.label))  # as typed at search
+                    out.append(Pair(self.region(f), doc, f.label, kind, LabelledPoint(c, r, f.label, f.fid)))
             else:
                 raise InputError(f"unknown pair kind {kind!r}", "use scene_class, region_caption, image_image or geo")
         return out
