@@ -93,30 +93,57 @@ def build_index(folder: Path, idx: Path, model: str, cfg: dict[str, Any], tile_o
 class Searcher:
     """Text queries through the product's search (``run_search``), hits as native pixel boxes."""
 
-    def __init__(self, idx: Path, emb: Any, scene: Any, area_px: Any) -> None:
-        import shapely
+    def __init__(self, idx: Path, emb: Any, scene: Any, area_px: Any, cell: float) -> None:
         from affine import Affine
 
-        self.idx, self.emb = idx, emb
+        self.idx, self.emb, self.area, self.cell = idx, emb, area_px, cell
         fwd = Affine(*scene.transform)
-        self.within = shapely.affinity.affine_transform(area_px, [fwd.a, fwd.b, fwd.d, fwd.e, fwd.c, fwd.f]).wkt
+        self.to_crs = [fwd.a, fwd.b, fwd.d, fwd.e, fwd.c, fwd.f]
         self.crs = scene.crs_wkt
 
     def boxes(self, text: str, level: str) -> tuple[np.ndarray, np.ndarray]:
-        """(n, 4) native pixel boxes and their scores, best first: tiles, or regions (NMS within each tile)."""
+        """(n, 4) native pixel boxes and their scores, best first: tiles, or every candidate region.
+
+        One query per cell of the area (a cell whose answer reaches the search's k cap is
+        split in four), so every candidate of the area comes back, each once.
+        """
+        import shapely
+
+        found: dict[tuple[str, tuple[float, ...]], float] = {}
+        x0, y0, x1, y1 = self.area.bounds
+        todo = [(x, y, self.cell) for x in np.arange(x0, x1, self.cell) for y in np.arange(y0, y1, self.cell)]
+        while todo:
+            x, y, size = todo.pop()
+            part = self.area.intersection(shapely.box(x, y, x + size, y + size))
+            if part.area <= 0:
+                continue
+            feats = self._search(text, level, shapely.affinity.affine_transform(part, self.to_crs).wkt)
+            if len(feats) >= 1000:
+                half = size / 2
+                todo += [(x + dx, y + dy, half) for dx in (0, half) for dy in (0, half)]
+                continue
+            for f in feats:
+                p = f.properties
+                c, r, w, h = p["window"]
+                bx0, by0, bx1, by1 = p["bbox_image"] if level == "region" else (0, 0, w, h)
+                # tiles at native resolution: image px = native px
+                found[(p["tile_id"], (c + bx0, r + by0, c + bx1, r + by1))] = p["score"]
+        order = sorted(found, key=lambda key: -found[key])
+        boxes = np.array([key[1] for key in order], dtype=float).reshape(-1, 4)
+        return boxes, np.array([found[key] for key in order], dtype=float)
+
+    def _search(self, text: str, level: str, within: str) -> list[Any]:
+        from geovec.backend.errors import InputError
         from geovec.backend.schemas import SearchRequest
         from geovec.backend.service import run_search
 
-        req = SearchRequest(index=str(self.idx), text=text, level=level, k=1000, within=self.within,
-                            within_crs=self.crs, regions_per_hit=0, force=True)
-        boxes, scores = [], []
-        for f in run_search(req, self.emb).features:
-            p = f.properties
-            c, r, w, h = p["window"]
-            x0, y0, x1, y1 = p["bbox_image"] if level == "region" else (0, 0, w, h)
-            boxes.append((c + x0, r + y0, c + x1, r + y1))  # tiles at native resolution: image px = native px
-            scores.append(p["score"])
-        return np.array(boxes, dtype=float).reshape(-1, 4), np.array(scores, dtype=float)
+        # nms_iou 1: every candidate comes back (the proofs apply one NMS over the whole scene)
+        req = SearchRequest(index=str(self.idx), text=text, level=level, k=1000, within=within,
+                            within_crs=self.crs, regions_per_hit=0, nms_iou=1.0, force=True)
+        try:
+            return list(run_search(req, self.emb).features)
+        except InputError:  # a sliver of the area that touches no tile
+            return []
 
 
 def split_of(report: dict[str, Any], features: list[Any], block: int) -> tuple[list[Any], Any]:
@@ -205,7 +232,7 @@ def run_nc(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         idx = args.out / f"index-{name}"
         build_index(folder, idx, model, cfg, 0.0)
-        search = Searcher(idx, emb, scene, area)
+        search = Searcher(idx, emb, scene, area, d["block_size"])
         for k in args.k:
             res = nc_eval(search, data, k)
             per = "  ".join(f"{c} {v['region']:.2f}/{v['tile']:.2f}" for c, v in res["classes"].items())
@@ -242,7 +269,7 @@ def run_neon(args: argparse.Namespace) -> None:
     for name, (model, emb) in models.items():
         idx = args.out / f"index-{name}"
         build_index(Path(d["raster"][0]).parent, idx, model, cfg, 0.5)
-        boxes, scores = Searcher(idx, emb, scene, area).boxes(r["template"], "region")
+        boxes, scores = Searcher(idx, emb, scene, area, d["block_size"]).boxes(r["template"], "region")
         ok = inside_mask(area, boxes)
         boxes, scores = boxes[ok], scores[ok]
         top = nms(boxes, scores, keep=len(crowns))

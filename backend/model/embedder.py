@@ -224,6 +224,22 @@ def _adapter_snapshot(adapter: str) -> Path:
                                   allow_patterns=["adapter_config.json", "adapter_model.*"]))
 
 
+def _fast_tokenizer(base: str, offline: bool) -> Any:
+    """The checkpoint's Rust tokenizer (the same ids as the Python one, ~10x quicker), or None.
+
+    ``use_fast=False`` above keeps the reference (PIL) image processor, but it also gives
+    the slow Python tokenizer, which dominates the cost of K region prompts on a small image.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(base, local_files_only=offline, use_fast=True)
+    except (OSError, ValueError) as e:
+        log.debug("no fast tokenizer for %s (%s): keeping the Python one", base, e)
+        return None
+    return tok if getattr(tok, "is_fast", False) else None
+
+
 def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tuple[Any, Any, list[Path]]:
     import transformers
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
@@ -237,6 +253,7 @@ def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tu
         model = Qwen2VLForConditionalGeneration.from_pretrained(
             base, attn_implementation="sdpa", local_files_only=offline, low_cpu_mem_usage=True, **{dtype_kw: dtype})
         processor = AutoProcessor.from_pretrained(base, local_files_only=offline, use_fast=False)
+        processor.tokenizer = _fast_tokenizer(base, offline) or processor.tokenizer
     except (OSError, ValueError) as e:
         raise ModelUnavailableError(f"cannot load model {base!r}{where}: {str(e).splitlines()[0][:200]}",
                                     _GET_A_MODEL) from e

@@ -236,3 +236,21 @@ def test_too_old_transformers_is_a_clear_error(monkeypatch, tiny_model_dir) -> N
     monkeypatch.setattr(transformers, "__version__", "4.51.3")
     with pytest.raises(ModelUnavailableError, match=r"transformers 4.51.3 is too old \(GeoVec needs >= 4.52\)"):
         load_embedder(str(tiny_model_dir), device="cpu")
+
+
+def test_fast_tokenizer_gives_the_python_tokenizers_ids(tiny_model_dir) -> None:
+    """The embedder tokenises with the Rust tokenizer; its ids equal the Python Qwen2Tokenizer's
+    (digits of boxes and coordinates one by one), so the fast path changes no vector."""
+    from transformers import AutoProcessor
+
+    e = load_embedder(str(tiny_model_dir), device="cpu")
+    assert e.processor.tokenizer.is_fast
+    slow = AutoProcessor.from_pretrained(str(tiny_model_dir), use_fast=False).tokenizer
+    assert not slow.is_fast
+    prompts = [e.preset.build_prompt(inp) for inp in (
+        EmbedInput(e.instructions["region_query"], image=np.zeros((8, 8, 3), np.uint8), bbox=(3, 17, 250, 999)),
+        EmbedInput(e.instructions["point_query"], image=np.zeros((8, 8, 3), np.uint8), latlon=(12.34567, -45.6789)),
+        EmbedInput(e.instructions["text_query"], text="  the 12 circular tanks,\n\nnext to pier 7 "))]
+    for p in prompts:
+        fast_ids = e.processor.tokenizer(p, add_special_tokens=False)["input_ids"]
+        assert fast_ids == slow(p, add_special_tokens=False)["input_ids"], p
