@@ -95,21 +95,19 @@ def tile_truth(store: IndexStore, data: Path) -> dict[str, str]:
 
 
 def held_out_tiles(store: IndexStore, data: Path) -> set[str]:
-    """Tiles whose centre lies in a polygon the training run held out (its config's split)."""
+    """Tiles whose centre lies in a polygon the training run held out (validation or test, its config's split)."""
     from shapely import contains_xy
 
     from geovec.training.config import Config
-    from geovec.training.data.splits import spatial_block_split
+    from geovec.training.data.dataset import split_features
     from geovec.training.data.vector_labels import load_features
 
     cfg = Config.from_yaml(ROOT / "training" / "configs" / "nc_landsat7.yaml").data
     table = load_tiles(store)
     scene = store.scene(table.records[0].scene_id)[0]  # type: ignore[index]
     feats = load_features(cfg.labels, scene, label_field=cfg.label_field)
-    is_val = spatial_block_split([f.centroid[0] for f in feats], [f.centroid[1] for f in feats],
-                                 [f.label for f in feats], block_size=cfg.block_size,
-                                 val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                 weights=[max(f.geometry.area, 1.0) for f in feats])
+    is_val, is_test = split_features(feats, cfg)
+    is_val = is_val | is_test
     cols = np.array([r.window[0] + r.window[2] / 2 for r in table.records])
     rows = np.array([r.window[1] + r.window[3] / 2 for r in table.records])
     held = np.zeros(len(table), dtype=bool)

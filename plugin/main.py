@@ -166,13 +166,15 @@ class GeoVecPlugin:
 
 
 def forget_subpackages() -> None:
-    """Drop the plugin's sub-packages (gui, tasks, ...) from ``sys.modules``.
+    """Drop the plugin's modules and sub-packages (gui, tasks, ...) from ``sys.modules``.
 
     QGIS's plugin unloader removes every module it saw imported, but a package that
     only came in as the parent of a relative import (``from .gui.dock import …``) is
-    never recorded, so it would stay imported after unload.
+    never recorded, so it would stay imported after unload. The modules under such a
+    package go with it: a module left behind under a re-imported package would not be
+    an attribute of the new one, and its state would outlive the plugin.
     """
     root = __name__.split(".")[0]
-    for name, module in list(sys.modules.items()):
-        if name.startswith(root + ".") and hasattr(module, "__path__"):
+    for name in list(sys.modules):
+        if name.startswith(root + "."):
             del sys.modules[name]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,30 @@ def _keep_far(points: list[LabelledPoint], held: list[LabelledPoint], buffer: in
     return [p for p, k in zip(points, keep, strict=True) if k], int((~keep).sum())
 
 
+def split_features(features: list[Any], cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(is_val, is_test) masks over ``features``: the run's spatial split, from its config alone.
+
+    Whole blocks go to test first, then whole blocks of the rest to validation: three
+    spatially separate sets. Benchmarks call this to know which features a run held out.
+    """
+    xs = np.array([f.centroid[0] for f in features])
+    ys = np.array([f.centroid[1] for f in features])
+    labels = [f.label for f in features]
+    areas = [max(f.geometry.area, 1.0) for f in features]
+    is_test = np.zeros(len(features), dtype=bool)
+    if cfg.test_fraction > 0:
+        is_test = spatial_block_split(xs, ys, labels, block_size=cfg.block_size, val_fraction=cfg.test_fraction,
+                                      seed=cfg.seed, weights=areas)
+    rest = np.flatnonzero(~is_test)
+    is_val = np.zeros(len(features), dtype=bool)
+    is_val[rest] = spatial_block_split(
+        xs[rest], ys[rest], [labels[i] for i in rest], block_size=cfg.block_size,
+        val_fraction=cfg.val_fraction / (1.0 - cfg.test_fraction), seed=cfg.seed + (cfg.test_fraction > 0),
+        weights=[areas[i] for i in rest],
+    )
+    return is_val, is_test
+
+
 def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: int) -> TrainData:
     """Read the scene and the vector layer, split features by spatial blocks, build pairs."""
     from ...backend.raster.scan import open_scene
@@ -65,22 +90,7 @@ def build_train_data(cfg: DataConfig, instructions: dict[str, str], image_size: 
                                                      else set()))
     if len(classes) < 2:
         raise InputError(f"attribute {cfg.label_field!r} has one value {classes}", "contrastive training needs >= 2")
-    xs = np.array([f.centroid[0] for f in features])
-    ys = np.array([f.centroid[1] for f in features])
-    labels = [f.label for f in features]
-    areas = [max(f.geometry.area, 1.0) for f in features]
-    # whole blocks go to test first, then whole blocks of the rest to validation: three spatially separate sets
-    is_test = np.zeros(len(features), dtype=bool)
-    if cfg.test_fraction > 0:
-        is_test = spatial_block_split(xs, ys, labels, block_size=cfg.block_size, val_fraction=cfg.test_fraction,
-                                      seed=cfg.seed, weights=areas)
-    rest = np.flatnonzero(~is_test)
-    is_val = np.zeros(len(features), dtype=bool)
-    is_val[rest] = spatial_block_split(
-        xs[rest], ys[rest], [labels[i] for i in rest], block_size=cfg.block_size,
-        val_fraction=cfg.val_fraction / (1.0 - cfg.test_fraction), seed=cfg.seed + (cfg.test_fraction > 0),
-        weights=[areas[i] for i in rest],
-    )
+    is_val, is_test = split_features(features, cfg)
     train_f = [f for f, v, t in zip(features, is_val, is_test, strict=True) if not v and not t]
     val_f = [f for f, v in zip(features, is_val, strict=True) if v]
     test_f = [f for f, t in zip(features, is_test, strict=True) if t]
