@@ -145,7 +145,7 @@ class RefineRequest(_Model):
     alpha: float = Field(1.0, ge=0, le=100, description="weight of the original query")
     beta: float = Field(0.75, ge=0, le=100, description="weight of the mean good vector")
     gamma: float = Field(0.25, ge=0, le=100, description="weight of the mean bad vector")
-    probe_weight: float = Field(0.5, ge=0, le=100, description="weight of the linear probe's direction")
+    probe_weight: float = Field(0.2, ge=0, le=100, description="weight of the linear probe's direction")
     exclude_marked: bool = Field(False, description="drop marked tiles from the hits (bad ones are always dropped)")
     out_crs: str = "EPSG:4326"
     save_marks: AbsPath | None = Field(None, description="write the marks as a labelled GeoJSON layer `geovec train` reads")

@@ -224,7 +224,7 @@ def test_locate_clusters_hits_into_ranked_points(world, tiny_embedder) -> None:
                         k=20, radius_km=0.3, out_crs=CRS)
     resp = service.run_locate(req, tiny_embedder)
     scores = [f.properties["score"] for f in resp.features]
-    assert resp.features and scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-6
+    assert resp.features and scores == sorted(scores, reverse=True) and sum(scores) <= 1.0 + 1e-5  # 6-decimal rounding
     assert sum(f.properties["hits"] for f in resp.features) <= 20
     for f in resp.features:  # each location lies within its radius of every member hit
         p = f.properties
