@@ -26,6 +26,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -243,7 +244,8 @@ class IndexStore(RegionsMixin):
             live, missing, newly_deleted = rdb.heal(index, con, "tiles", meta["dim"], p)
             labels_max = con.execute("SELECT MAX(label) FROM tiles").fetchone()[0]
             # Read-only beside a live writer, rows missing from the file are simply not checkpointed yet.
-            quiet = not writable and (WriterLock.holder(p) is not None or cls._checkpointed_since(p, meta))
+            quiet = not writable and (WriterLock.holder(p) is not None or cls._checkpointed_since(p, meta)
+                                      or (was_previous and cls._renamed_in(p, meta)))
             why = "not checkpointed yet by the running writer" if quiet else "interrupted run"
             where = "" if writable else "; in memory only (read-only)"
             level = logging.DEBUG if quiet else logging.WARNING
@@ -295,6 +297,25 @@ class IndexStore(RegionsMixin):
         nxt = max(int(info.get("next_region_label", 0)), int(mx) + 1 if mx is not None else 0,
                   int((side or {}).get("max_label", -1)) + 1)
         return rdb.RegionHalf(str(spec), index, disk, live, nxt), missing, bool(missing or deleted or was_previous)
+
+    @staticmethod
+    def _renamed_in(p: Path, meta: dict[str, Any], wait_s: float = 0.5) -> bool:
+        """Whether the vector file the sidecar names replaced the previous one we loaded.
+
+        A checkpoint writes the sidecar, then renames its new file in: a reader that opened
+        the previous file just before (the writer's last checkpoint, so no holder is left)
+        saw a live checkpoint, not an interrupted one. After a crash the rename never comes.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if (p / HNSW).stat().st_size == int(meta.get("hnsw_bytes", -1)):
+                    return True
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
     @staticmethod
     def _checkpointed_since(p: Path, meta: dict[str, Any]) -> bool:

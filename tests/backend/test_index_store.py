@@ -350,6 +350,39 @@ def test_labels_deleted_in_sqlite_but_live_in_an_old_vector_file(filled, tmp_pat
             assert len(hits) == 10 and {r.scene_id for r, _ in hits} == {other.scene_id}
 
 
+@pytest.mark.parametrize("renamed", [True, False])
+def test_reader_during_the_last_checkpoint_is_quiet_a_crash_is_not(filled, renamed: bool, caplog,
+                                                                    monkeypatch) -> None:
+    """A reader that opened the previous vector file while the writer's last checkpoint renamed the new
+    one in (the writer gone, its lock free) saw a live checkpoint: no 'interrupted run' warning. When
+    the rename never comes (a crash), the warning stays."""
+    import logging
+
+    idx, scene, _, _ = filled
+    old = (idx / "vectors.hnsw").read_bytes()
+    with IndexStore.open(idx, writable=True) as store:
+        store.add(make_records(scene, 5, start=300), vecs(5, 3))
+    new = (idx / "vectors.hnsw").read_bytes()
+    (idx / "vectors.hnsw").write_bytes(old)  # the sidecar vouches for the new file; the rename is pending
+
+    checked = IndexStore._renamed_in
+
+    def writer_renames_as_the_reader_checks(p: Path, meta: dict, *args, **kwargs) -> bool:  # noqa: ANN002, ANN003
+        if renamed:  # the writer's os.replace lands after the reader opened the previous file
+            tmp = idx / "vectors.hnsw.tmp-test"
+            tmp.write_bytes(new)
+            os.replace(tmp, idx / "vectors.hnsw")
+        return checked(p, meta, *args, **kwargs)
+
+    monkeypatch.setattr(IndexStore, "_renamed_in", staticmethod(writer_renames_as_the_reader_checks))
+    with caplog.at_level(logging.DEBUG, logger="geovec"), IndexStore.open(idx) as store:
+        assert store.count == 305
+    said = [r for r in caplog.records if "re-added 5 tile(s)" in r.getMessage()]
+    assert len(said) == 1
+    assert ("interrupted run" in said[0].getMessage()) is not renamed
+    assert (said[0].levelno == logging.WARNING) is not renamed
+
+
 def test_interrupted_checkpoint_previous_file_is_accepted(filled) -> None:
     """A crash between writing the sidecar and renaming the new vector file leaves a valid index."""
     idx, scene, _, _ = filled
