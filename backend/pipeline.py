@@ -61,19 +61,35 @@ def cpu_threads(workers: int) -> int:
     return max(1, cores - max(0, workers))
 
 
+#: A CPU model at least this large keeps all cores while indexing (see :func:`torch_threads`).
+LARGE_MODEL_PARAMS = 50_000_000
+
+
+def _parameters(embedder: Any) -> int:
+    model = getattr(embedder, "model", None)
+    try:
+        return sum(p.numel() for p in model.parameters()) if model is not None else 0
+    except (AttributeError, TypeError):  # a remote or stand-in model
+        return 0
+
+
 @contextmanager
 def torch_threads(embedder: Any, workers: int) -> Iterator[None]:
-    """On a CPU model, run torch on the cores the reader pool leaves free (restored afterwards).
+    """On a small CPU model, run torch on the cores the reader pool leaves free (restored afterwards).
 
     The model's intra-op threads and the reader threads otherwise oversubscribe the
-    cores (OpenMP threads spin while readers wait). Untouched on a GPU, when torch is
-    not loaded, or when ``OMP_NUM_THREADS`` pins the count.
+    cores (OpenMP threads spin while readers wait). A large model (a 2B checkpoint:
+    seconds per tile against milliseconds per read) keeps every core: its readers fill
+    their bounded queue and sleep, and one thread fewer would slow the forward by half
+    on a 2-core laptop. Untouched on a GPU, when torch is not loaded, or when
+    ``OMP_NUM_THREADS`` pins the count.
     """
     import sys
 
     torch = sys.modules.get("torch")
     device = getattr(embedder, "device", None)
-    if torch is None or getattr(device, "type", None) != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+    if torch is None or getattr(device, "type", None) != "cpu" or os.environ.get("OMP_NUM_THREADS") \
+            or _parameters(embedder) >= LARGE_MODEL_PARAMS:
         yield
         return
     before = torch.get_num_threads()

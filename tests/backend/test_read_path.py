@@ -90,3 +90,20 @@ def test_torch_runs_on_the_cores_the_readers_leave(tiny_embedder) -> None:
         t.join()
     assert seen[0] == min(before, cpu_threads(1)) and torch.get_num_threads() == before
     assert cpu_threads(10_000) == 1
+
+
+def test_a_large_cpu_model_keeps_every_core(tiny_embedder, monkeypatch) -> None:
+    """A 2B model's forward dwarfs the reads: indexing must not take cores away from it."""
+    import torch
+
+    from geovec.backend import pipeline
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(pipeline, "LARGE_MODEL_PARAMS", 1)  # the tiny model counts as large
+    with torch_threads(tiny_embedder, workers=10_000):
+        assert torch.get_num_threads() == before
+    monkeypatch.setattr(pipeline, "LARGE_MODEL_PARAMS", 10**12)
+    with torch_threads(tiny_embedder, workers=10_000):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
