@@ -172,9 +172,9 @@ class RegionPairBuilder:
                 best = (iou, label)
         touched = sum(cover.values())
         if cfg.match == "cover":
-            label, share = max(cover.items(), key=lambda kv: kv[1], default=(None, 0.0))
-            if label is not None and share >= cfg.min_match:
-                return label
+            top: tuple[str | None, float] = max(cover.items(), key=lambda kv: kv[1], default=(None, 0.0))
+            if top[0] is not None and top[1] >= cfg.min_match:
+                return top[0]
         elif best[1] is not None and best[0] >= cfg.min_match:
             return best[1]
         off = touched if cfg.match == "cover" else best[0]  # how much of a feature the box is
@@ -198,13 +198,16 @@ class RegionPairBuilder:
                     continue
                 col, row = window[0], window[1]
                 near = [train[int(i)] for i in index.query(shapely_box(col, row, col + size, row + size))]
-                feats, own_boxes = [], []
+                feats: list[tuple[str, shapely.Geometry, Box]] = []
+                own_boxes: list[Box] = []
                 for g in near:  # IoU is taken with a feature's whole box, so a sliver at the edge never matches
                     moved = shapely.affinity.translate(g.geometry, -col, -row)
                     local = moved.intersection(shapely_box(0, 0, size, size))
                     if not local.is_empty:
-                        feats.append((g.label, local, tuple(float(v) for v in moved.bounds)))
-                        own_boxes.append(tuple(float(v) for v in local.bounds))
+                        mx0, my0, mx1, my1 = (float(v) for v in moved.bounds)
+                        lx0, ly0, lx1, ly1 = (float(v) for v in local.bounds)
+                        feats.append((g.label, local, (mx0, my0, mx1, my1)))
+                        own_boxes.append((lx0, ly0, lx1, ly1))
                 boxes = list(grid) + (own_boxes if cfg.feature_boxes else [])
                 labelled = [(b, lab) for b in boxes if (lab := self._label(b, feats)) is not None]
                 if not labelled:
