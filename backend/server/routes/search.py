@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,18 +12,15 @@ from fastapi import APIRouter
 from ...schemas import SearchRequest, SearchResponse
 from ..deps import ERRORS, State
 from ..paths import check_path
+from ..state import ServerState
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["search"], responses=ERRORS)
 
 
-@router.post("/search", response_model=SearchResponse)
-def search(body: SearchRequest, state: State) -> SearchResponse:
-    """Answer one query with the resident model (loaded on first use: --model, else the index's own)."""
-    from ...service import read_sidecar, run_search
-
-    path = check_path(body.index, "index", state.settings)
-    update: dict[str, Any] = {"index": str(path),
+def checked_search(body: SearchRequest, state: ServerState) -> SearchRequest:
+    """``body`` with every path it names (index, indexes, raster, image, a within file) checked against the roots."""
+    update: dict[str, Any] = {"index": str(check_path(body.index, "index", state.settings)),
                               "indexes": [str(check_path(p, "index", state.settings)) for p in body.indexes]}
     if body.raster is not None:
         update["raster"] = str(check_path(body.raster, "raster", state.settings))
@@ -30,18 +29,30 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
     if body.within is not None and not body.within.lstrip().startswith("{") and len(body.within) < 4096 \
             and "(" not in body.within:  # a vector file path, not GeoJSON or WKT
         update["within"] = str(check_path(body.within.strip(), "within file", state.settings))
-    req = body.model_copy(update=update)
+    return body.model_copy(update=update)
 
-    def embedder():  # called by run_search only once the input is valid
+
+def resident_embedder(state: ServerState, index: str | Path) -> Callable[[], Any]:
+    """The resident model, loaded on first use (--model, else the index's own); called once input is valid."""
+    def get() -> Any:
+        from ...service import read_sidecar
+
         slot = state.models
         if slot.loaded or state.settings.model:
             return slot.get()
-        meta = read_sidecar(path)
+        meta = read_sidecar(index)
         return slot.get(str(meta.get("checkpoint") or meta.get("preset") or ""))
+    return get
 
+
+@router.post("/search", response_model=SearchResponse)
+def search(body: SearchRequest, state: State) -> SearchResponse:
+    """Answer one query with the resident model (loaded on first use: --model, else the index's own)."""
+    from ...paths import confined
+    from ...service import run_search
+
+    req = checked_search(body, state)
     # A job checkpointing meanwhile is safe: IndexStore.open pairs the sidecar with the vector file
     # it vouches for (current or previous) and retries when a checkpoint moves both.
-    from ...paths import confined
-
     with confined(state.settings.allowed_roots):  # a raster given here: its VRT sources too
-        return run_search(req, embedder, state.stores)
+        return run_search(req, resident_embedder(state, req.index), state.stores)

@@ -22,6 +22,7 @@ from ...schemas_workflows import (
 )
 from ..deps import ERRORS, State
 from ..state import ServerState, check_path
+from .search import checked_search, resident_embedder
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["workflows"], responses=ERRORS)
@@ -37,17 +38,12 @@ def _paths(body: Any, state: ServerState, **names: str) -> Any:
     return body.model_copy(update=update)
 
 
-def _embedder(state: ServerState, index: str) -> Any:
-    """The resident model, loaded on first use (--model, else the index's own) - called once input is valid."""
-    def get() -> Any:
-        from ...service import read_sidecar
-
-        slot = state.models
-        if slot.loaded or state.settings.model:
-            return slot.get()
-        meta = read_sidecar(index)
-        return slot.get(str(meta.get("checkpoint") or meta.get("preset") or ""))
-    return get
+def _with_query(req: Any, state: ServerState) -> Any:
+    """``req`` whose nested search query (if any) searches ``req.index``, its paths checked as ``/v1/search`` does."""
+    if req.query is None:
+        return req
+    q = checked_search(req.query.model_copy(update={"index": req.index}), state)
+    return req.model_copy(update={"query": q})
 
 
 @router.post("/classify", response_model=ClassifyResponse)
@@ -56,7 +52,7 @@ def classify(body: ClassifyRequest, state: State) -> ClassifyResponse:
     from ...workflows.service import run_classify
 
     req = _paths(body, state, out_dir="output folder")
-    return run_classify(req, _embedder(state, req.index), state.stores)
+    return run_classify(req, resident_embedder(state, req.index), state.stores)
 
 
 @router.post("/fewshot", response_model=ClassifyResponse)
@@ -73,13 +69,8 @@ def refine(body: RefineRequest, state: State) -> RefineResponse:
     """One relevance-feedback round; send ``query_vector`` back as ``vector`` next round."""
     from ...workflows.service import run_refine
 
-    req = _paths(body, state, save_marks="marks layer")
-    if req.query is not None:
-        q = req.query.model_copy(update={"index": req.index})
-        if q.raster is not None:
-            q = q.model_copy(update={"raster": str(check_path(q.raster, "raster", state.settings))})
-        req = req.model_copy(update={"query": q})
-    return run_refine(req, _embedder(state, req.index), state.stores)
+    req = _with_query(_paths(body, state, save_marks="marks layer"), state)
+    return run_refine(req, resident_embedder(state, req.index), state.stores)
 
 
 @router.post("/locate", response_model=LocateResponse)
@@ -88,14 +79,9 @@ def locate(body: LocateRequest, state: State) -> LocateResponse:
     from ...workflows.service import run_locate
     from .embed import _image
 
-    req = _paths(body, state)
-    if req.query is not None:
-        q = req.query.model_copy(update={"index": req.index})
-        if q.raster is not None:
-            q = q.model_copy(update={"raster": str(check_path(q.raster, "raster", state.settings))})
-        req = req.model_copy(update={"query": q})
+    req = _with_query(_paths(body, state), state)
     image = _image(req.image_b64, 0) if req.image_b64 is not None else None
-    return run_locate(req, _embedder(state, req.index), state.stores, image=image)
+    return run_locate(req, resident_embedder(state, req.index), state.stores, image=image)
 
 
 @router.post("/ask", response_model=AskResponse)
@@ -104,7 +90,7 @@ def ask(body: AskRequest, state: State) -> AskResponse:
     from ...workflows.service import run_ask
 
     req = _paths(body, state, raster="raster")
-    return run_ask(req, _embedder(state, req.index), state.stores)
+    return run_ask(req, resident_embedder(state, req.index), state.stores)
 
 
 @router.post("/search/vector", response_model=SearchResponse)
