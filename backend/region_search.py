@@ -341,18 +341,22 @@ def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Sear
         kept = kept[:slack]
         recs = store.records_by_label({r.tile_label for r, _ in kept})  # only the tiles of the chosen regions
         cands = [RegionHit(recs[r.tile_label], r.box, s) for r, s in kept if r.tile_label in recs]
-        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84, nms_done=True)
         if len(out) >= req.k or want >= store.region_count:
             return out
         want = min(store.region_count, want * 4)
 
 
 def _finish(cands: list[RegionHit], req: SearchRequest, scenes: _Scenes, tile_size: int,
-            exclude: BaseGeometry | None) -> list[RegionHit]:
+            exclude: BaseGeometry | None, *, nms_done: bool = False) -> list[RegionHit]:
+    """The best ``req.k`` of ``cands`` after per-tile NMS (skipped when ``nms_done``) and the exclusion."""
     if req.min_score is not None:
         cands = [c for c in cands if c.score >= req.min_score]
-    best = best_per_tile(cands, iou=req.nms_iou, limit=None)
-    ranked = sorted((r for rs in best.values() for r in rs), key=lambda r: -r.score)
+    if nms_done:
+        ranked = sorted(cands, key=lambda r: -r.score)
+    else:
+        best = best_per_tile(cands, iou=req.nms_iou, limit=None)
+        ranked = sorted((r for rs in best.values() for r in rs), key=lambda r: -r.score)
     out: list[RegionHit] = []
     for r in ranked:
         if _not_excluded(scenes, r, tile_size, exclude):

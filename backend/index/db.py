@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS tiles(
     label INTEGER PRIMARY KEY, tile_id TEXT NOT NULL UNIQUE, scene_id TEXT NOT NULL,
     "window" TEXT NOT NULL, bounds TEXT NOT NULL, crs_wkt TEXT NOT NULL, footprint_wgs84 TEXT NOT NULL,
     center_lat REAL NOT NULL, center_lon REAL NOT NULL, gsd REAL NOT NULL, valid_fraction REAL NOT NULL,
-    vector BLOB NOT NULL, sources TEXT NOT NULL);
+    sources TEXT NOT NULL, vector BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS tiles_scene ON tiles(scene_id);
 """
 

@@ -9,7 +9,8 @@
   path -> read-only IndexStore, reopened when the index's sidecar changes (a job
   checkpointed), keeping the previous one until the new one opens. Replaced
   stores are closed after a grace period, so a search still running on one
-  never sees it closed.
+  never sees it closed. Each store it opens is pre-warmed in a background thread
+  (``index.prewarm``: the SQLite pages a search reads), stopped when it is retired.
 """
 
 from __future__ import annotations
@@ -226,11 +227,14 @@ def _stamp(path: str) -> tuple[int, int] | None:
 class StoreCache(MutableMapping[str, "IndexStore"]):
     """Open read-only stores keyed by resolved path; stale entries (sidecar changed) read as absent."""
 
-    def __init__(self, recheck_s: float = 0.5) -> None:
+    def __init__(self, recheck_s: float = 0.5, prewarm: bool = True) -> None:
         self._stores: dict[str, tuple[IndexStore, tuple[int, int] | None, float]] = {}
         self._retired: list[tuple[float, IndexStore]] = []
         self._lock = threading.RLock()
         self.recheck_s = recheck_s
+        self.prewarm = prewarm
+        #: id(store) -> the event that stops its background warm-up (see ``index.prewarm``)
+        self.warming: dict[int, threading.Event] = {}
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -255,13 +259,23 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
             old = self._stores.get(key)
             self._stores[key] = (store, _stamp(key), time.monotonic())
             if old is not None and old[0] is not store:
-                self._retired.append((time.monotonic(), old[0]))
+                self._retire(old[0])
+            if self.prewarm and id(store) not in self.warming:
+                from ..index import prewarm
+                from ..index.files import DB
+
+                self.warming[id(store)] = prewarm.start(store.path / DB)
             self._sweep()
+
+    def _retire(self, store: IndexStore) -> None:
+        stop = self.warming.pop(id(store), None)
+        if stop is not None:
+            stop.set()
+        self._retired.append((time.monotonic(), store))
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
-            store = self._stores.pop(key)[0]
-            self._retired.append((time.monotonic(), store))
+            self._retire(self._stores.pop(key)[0])
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._stores))
@@ -281,6 +295,9 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
 
     def close_all(self) -> None:
         with self._lock:
+            for stop in self.warming.values():
+                stop.set()
+            self.warming.clear()
             for store, _, _ in self._stores.values():
                 _close(store)
             self._stores.clear()
