@@ -100,10 +100,7 @@ def validate_sidecar(meta: Any, where: Path) -> dict[str, Any]:
     for key, ok, allowed in checks:
         if not ok:
             raise IndexCorruptError(f"index sidecar {where}: {key}={meta[key]!r} is not {allowed}", hint)
-    prev = meta.get("hnsw_previous")
-    if prev is not None and not (isinstance(prev, dict) and isinstance(prev.get("sha256"), str)
-                                 and _is_int(prev.get("bytes"))):
-        raise IndexCorruptError(f"index sidecar {where}: hnsw_previous={prev!r} is malformed", hint)
+    _check_previous(meta.get("hnsw_previous"), "hnsw_previous", where, hint)
     if meta.get("regions") is not None:
         _validate_regions(meta["regions"], where, hint)
     return meta
@@ -122,10 +119,14 @@ def _validate_regions(reg: Any, where: Path, hint: str) -> None:
     for key, ok, allowed in checks:
         if not ok:
             raise IndexCorruptError(f"index sidecar {where}: regions.{key}={reg.get(key)!r} is not {allowed}", hint)
-    prev = reg.get("hnsw_previous")
+    _check_previous(reg.get("hnsw_previous"), "regions.hnsw_previous", where, hint)
+
+
+def _check_previous(prev: Any, key: str, where: Path, hint: str) -> None:
+    """A ``hnsw_previous`` entry (the checksum of the graph file before the last checkpoint) is absent or well-formed."""
     if prev is not None and not (isinstance(prev, dict) and isinstance(prev.get("sha256"), str)
                                  and _is_int(prev.get("bytes"))):
-        raise IndexCorruptError(f"index sidecar {where}: regions.hnsw_previous={prev!r} is malformed", hint)
+        raise IndexCorruptError(f"index sidecar {where}: {key}={prev!r} is malformed", hint)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:

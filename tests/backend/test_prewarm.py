@@ -1,4 +1,5 @@
-"""Pre-warming an index's SQLite pages: what it reads, stopping, vanished indexes, the server's store cache."""
+"""Pre-warming an index's SQLite pages (what it reads, stopping, vanished indexes, the server's store cache); the
+sidecar's previous-checksum entries of an index with regions."""
 
 from __future__ import annotations
 
@@ -80,3 +81,19 @@ def test_store_cache_warms_the_stores_it_opens_and_stops_on_close(index: Path, t
     off[str(index)] = c
     assert not off.warming
     off.close_all()
+
+
+@pytest.mark.parametrize("where", ["top", "regions"])
+@pytest.mark.parametrize("bad", [{"sha256": 5, "bytes": 10}, {"sha256": "ab"}, "x"])
+def test_a_malformed_previous_checksum_in_the_sidecar_is_named(index: Path, where: str, bad: object) -> None:
+    import json
+
+    from geovec.backend.errors import IndexCorruptError
+    from geovec.backend.index.files import validate_sidecar
+
+    meta = json.loads((index / "index.json").read_text())
+    assert validate_sidecar(json.loads(json.dumps(meta)), index / "index.json")["regions"] is not None
+    (meta if where == "top" else meta["regions"])["hnsw_previous"] = bad
+    key = "hnsw_previous" if where == "top" else "regions.hnsw_previous"
+    with pytest.raises(IndexCorruptError, match=rf"{key}=.* is malformed"):
+        validate_sidecar(meta, index / "index.json")
