@@ -52,9 +52,13 @@ class AreaOptions(_Model):
 
 
 class OutputOptions(_Model):
-    out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson)")
+    out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson, "
+                                                      "or regions.geojson at level region)")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
     return_features: bool = Field(True, description="include every classified tile in the response")
+    level: Literal["tile", "region"] = Field(
+        "tile", description="classify tiles, or the regions an index built with --regions stores (one polygon per "
+                            "region box; the class map paints the best-scoring region of each pixel)")
 
 
 class ClassifyRequest(OutputOptions):
@@ -117,14 +121,17 @@ class CrossValidation(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
-    """GeoJSON FeatureCollection of tiles; properties: class, score, margin (to the runner-up), tile_id, scene_id."""
+    """GeoJSON FeatureCollection of tiles (or regions: + level, bbox_image); properties: class, score, margin
+    (to the runner-up), tile_id, scene_id."""
 
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[Feature] = Field(default_factory=list)
     crs: str
     classes: list[str]
     counts: dict[str, int]
-    tiles: int
+    tiles: int = Field(description="tiles classified (at level region: tiles whose regions were classified)")
+    level: Literal["tile", "region"] = "tile"
+    regions: int = Field(0, description="regions classified (level region; counts are of regions then)")
     class_maps: list[ClassMap] = Field(default_factory=list)
     geojson_path: str | None = None
     cv: CrossValidation | None = None

@@ -5,7 +5,10 @@ for a point, or a polygon smaller than a tile, the tile containing it) -> a ligh
 classifier over their stored vectors (prototypes or logistic regression, the
 better by cross-validation with whole spatial blocks held out) -> every tile
 classified. Every tile of one feature lands in the block of the feature's
-centroid, so a polygon never sits on both sides of a split.
+centroid, so a polygon never sits on both sides of a split. With ``level="region"``
+the items are the index's stored regions: a region trains when its box centre lies
+in a labelled polygon, and a point (or a polygon holding no region centre) trains the
+smallest region containing it (:mod:`.region_level`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from ..errors import InputError, NotFoundError
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
-from . import classifiers
+from . import classifiers, region_level
 from .labelling import Labelling, respond
 from .tiles import TileTable, area_mask, load_tiles, parse_area
 
@@ -158,24 +161,31 @@ def default_block_km(table: TileTable) -> float:
 
 
 def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: int | None = None) -> ClassifyResponse:
-    """Learn from ``req``'s labelled layer, report held-out accuracy, classify every tile."""
+    """Learn from ``req``'s labelled layer, report held-out accuracy, classify every tile (or stored region)."""
     t0 = time.perf_counter()
     from ..raster import geometry
 
     geometry.parse_crs(req.out_crs)
+    if req.level == "region":
+        region_level.require_regions(store)
     area = parse_area(req.area.box, req.area.wkt, req.area.crs) if req.area is not None else None
     feats = read_labels(req)
     table = load_tiles(store)
-    rows, owner, labels = tiles_under(table, feats)
+    items: TileTable = table
+    if req.level == "region":
+        items = region_level.load_regions(store, table)
+        rows, owner, labels = region_level.regions_under(items, feats)  # type: ignore[arg-type]
+    else:
+        rows, owner, labels = tiles_under(table, feats)
     if not len(rows):
-        raise InputError(f"none of the {len(feats)} labelled feature(s) lies over an indexed tile",
+        raise InputError(f"none of the {len(feats)} labelled feature(s) lies over an indexed {req.level}",
                          "check the layer's CRS and that it covers the indexed scenes")
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise InputError(f"only one label ({classes[0]!r}) lies over the index: nothing to tell apart",
                          "label examples of at least two classes")
     y = np.array([classes.index(v) for v in labels.tolist()], dtype=np.int64)
-    x = table.vectors[rows]
+    x = items.vectors[rows]
     block_km = req.block_km or default_block_km(table)
     cent = [feats[j].geometry.centroid for j in owner.tolist()]
     blocks = classifiers.block_ids(np.array([c.y for c in cent]), np.array([c.x for c in cent]), block_km)
@@ -199,10 +209,12 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
                 best, cv.method = acc, m
                 cv.per_class = {classes[c]: round(v, 4) for c, v in per.items()}
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
-    target = table.take(area_mask(table, area))
+    target = items.take(area_mask(items, area))
     if not len(target):
-        raise InputError("no indexed tile is centred inside the area", "draw the area over indexed imagery")
-    lab = Labelling(target, classes, clf.scores(target.vectors))
+        raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
+    scores = clf.scores(target.vectors)
+    lab = (region_level.RegionLabelling(target, classes, scores, store)
+           if isinstance(target, region_level.RegionTable) else Labelling(target, classes, scores))
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=cv, took_ms=(time.perf_counter() - t0) * 1000)
 
