@@ -54,8 +54,14 @@ def _print_classified(resp: Any, args: argparse.Namespace) -> None:
     if resp.cv is not None:
         cv = resp.cv
         accs = ", ".join(f"{m} {a:.3f}" for m, a in cv.accuracy.items()) or "not measured"
-        print(f"held-out accuracy ({cv.folds} folds of whole {cv.block_km:g} km blocks, {cv.blocks} blocks, "
-              f"{cv.features} features, {cv.examples} {resp.level}s): {accs}; using {cv.method}")
+        where = (f"{cv.folds} folds of whole {cv.block_km:g} km blocks, {cv.blocks} blocks, {cv.features} features, "
+                 f"{cv.examples} {resp.level}s")
+        if cv.nested_accuracy is not None:
+            print(f"held-out accuracy of choosing the classifier ({where}; nested CV: inner folds choose, outer folds "
+                  f"score): {cv.nested_accuracy:.3f}")
+            print(f"  per configuration on the same folds (their best is optimistic): {accs}; using {cv.method}")
+        else:
+            print(f"held-out accuracy ({where}): {accs}; using {cv.method}")
         if cv.per_class:
             print("  per class: " + ", ".join(f"{c} {a:.2f}" for c, a in cv.per_class.items()))
         if cv.note:
@@ -268,7 +274,8 @@ def add_workflow_parsers(sub: Any, finite: Any) -> None:
     f.add_argument("--labels", required=True, help="GeoJSON / GeoPackage / shapefile, any CRS")
     f.add_argument("--label-field", default="label")
     f.add_argument("--layer")
-    f.add_argument("--method", choices=("auto", "prototype", "logistic"), default="auto")
+    f.add_argument("--method", choices=("auto", "prototype", "logistic", "logistic_std", "knn"), default="auto",
+                   help="auto: the best of every classifier by spatial-block CV (its accuracy by nested CV)")
     f.add_argument("--block-km", type=finite, help="spatial block edge for held-out accuracy (default 6 tiles)")
     f.add_argument("--folds", type=int, default=5)
     f.add_argument("--seed", type=int, default=0)

@@ -2,9 +2,10 @@
 
 Features (any CRS) -> the indexed tiles under them (tile centre inside a polygon;
 for a point, or a polygon smaller than a tile, the tile containing it) -> a light
-classifier over their stored vectors (prototypes or logistic regression, the
-better by cross-validation with whole spatial blocks held out) -> every tile
-classified. Every tile of one feature lands in the block of the feature's
+classifier over their stored vectors (prototypes, logistic regression on raw or
+standardised features over a small C grid, k-NN: the best by cross-validation
+with whole spatial blocks held out; its accuracy measured by nested
+cross-validation, :mod:`.selection`) -> every tile classified. Every tile of one feature lands in the block of the feature's
 centroid, so a polygon never sits on both sides of a split. With ``level="region"``
 the items are the index's stored regions: a region trains when its box centre lies
 in a labelled polygon, and a point (or a polygon holding no region centre) trains the
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError, NotFoundError
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
-from . import classifiers, region_level
+from . import classifiers, region_level, selection
 from .labelling import Labelling, respond
 from .tiles import TileTable, area_mask, load_tiles, parse_area
 
@@ -194,20 +195,19 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
     if max_features_per_class is not None:
         def limit(allowed: np.ndarray) -> np.ndarray:
             return _limit_features(owner, y, max_features_per_class, req.seed, allowed)
-    methods = ["prototype", "logistic"] if req.method == "auto" else [req.method]
+    methods = classifiers.candidates(req.method)
     cv = CrossValidation(method=methods[0], folds=int(len(np.unique(fold))), blocks=int(len(np.unique(blocks))),
                          block_km=round(block_km, 3), examples=int(len(rows)), features=int(len(np.unique(owner))))
     if cv.folds < 2:
         cv.note = "all examples fall in one spatial block: accuracy not measured (label more places)"
         log.warning(cv.note)
     else:
-        best = -1.0
-        for m in methods:
-            acc, per, _ = classifiers.cross_validate(x, y, fold, len(classes), m, limit=limit)
-            cv.accuracy[m] = round(acc, 4)
-            if acc > best:
-                best, cv.method = acc, m
-                cv.per_class = {classes[c]: round(v, 4) for c, v in per.items()}
+        sel = selection.select(x, y, fold, blocks, len(classes), methods, folds=req.folds, seed=req.seed, limit=limit)
+        cv.method = sel.method
+        cv.accuracy = {m: round(a, 4) for m, a in sel.accuracy.items()}
+        cv.nested_accuracy = round(sel.nested, 4) if sel.nested is not None else None
+        cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
+        cv.outer_choices = sel.outer_choices
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
     target = items.take(area_mask(items, area))
     if not len(target):

@@ -112,7 +112,7 @@ def test_fewshot_trains_on_regions_under_the_labels(world, tmp_path: Path) -> No
     cv = resp.cv
     # every region of a labelled tile has its box centre inside the (slightly shrunk) tile polygon
     assert cv is not None and cv.examples == len(CELLS) * PER_TILE and cv.features == len(CELLS)
-    assert cv.accuracy[cv.method] >= 0.9, cv
+    assert cv.nested_accuracy is not None and cv.nested_accuracy >= 0.9, cv
     assert resp.level == "region" and resp.regions == len(resp.features) == 32 * PER_TILE
     wrong = [p for p in (f.properties for f in resp.features)
              if p["class"] != ("water" if (_native_box(p)[0] + _native_box(p)[2]) / 2 < ORIGIN[0] + 64 * RES
