@@ -278,8 +278,8 @@ def main() -> int:
         print(f"   {'':>10}  map made with {cv.method}; outer folds chose {', '.join(cv.outer_choices)}")
         if name == "adapted":
             fig_map = Path(resp.class_maps[0].path)
-            fig_title = (f"few-shot class map (adapted tiny model, {cv.method}; held-out accuracy "
-                         f"{cv.nested_accuracy:.2f}, nested CV)")
+            fig_title = (f"few-shot class map (adapted tiny model, {cv.method}; nested-CV accuracy "
+                         f"{cv.nested_accuracy:.2f})")
 
     print("\n3. relevance feedback, 7 class queries over the labelled tiles, marks = the labels of the shown top 10:")
     sizes = Counter(truth.values())
