@@ -44,7 +44,7 @@ def _stored(idx: str) -> dict[tuple[str, tuple[float, ...]], np.ndarray]:
         by_label = {v: k for k, v in labels.items()}
         rows, vecs = st.regions_of(list(by_label))
     vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
-    return {(by_label[r.tile_label], tuple(round(float(v), 3) for v in r.box)): v for r, v in zip(rows, vecs)}
+    return {(by_label[r.tile_label], tuple(round(float(v), 3) for v in r.box)): v for r, v in zip(rows, vecs, strict=True)}
 
 
 def _native_box(props: dict) -> tuple[float, float, float, float]:
