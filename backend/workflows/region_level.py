@@ -18,8 +18,9 @@ An index without stored regions is refused with one line: re-index with ``--regi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,9 +29,17 @@ from .labelling import Labelling
 from .tiles import TileTable, normalise
 
 if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
+
     from ..index.store import IndexStore
     from ..types import Box
-    from .fewshot import LabelFeature
+
+
+class Labelled(Protocol):
+    """A labelled feature (:class:`.fewshot.LabelFeature`): its class and WGS84 geometry."""
+
+    label: str
+    geometry: BaseGeometry
 
 
 def require_regions(store: IndexStore) -> None:
@@ -81,7 +90,7 @@ def load_regions(store: IndexStore, tiles: TileTable) -> RegionTable:
                        boxes, polys, tile_size)  # type: ignore[arg-type]
 
 
-def regions_under(table: RegionTable, feats: list[LabelFeature]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def regions_under(table: RegionTable, feats: Sequence[Labelled]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(region rows, feature index, labels) of the training regions of each feature (see the module doc)."""
     import shapely
 
