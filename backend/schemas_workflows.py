@@ -52,9 +52,13 @@ class AreaOptions(_Model):
 
 
 class OutputOptions(_Model):
-    out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson)")
+    out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson, "
+                                                      "or regions.geojson at level region)")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
     return_features: bool = Field(True, description="include every classified tile in the response")
+    level: Literal["tile", "region"] = Field(
+        "tile", description="classify tiles, or the regions an index built with --regions stores (one polygon per "
+                            "region box; the class map paints the best-scoring region of each pixel)")
 
 
 class ClassifyRequest(OutputOptions):
@@ -81,8 +85,10 @@ class FewShotRequest(OutputOptions):
     geojson_crs: str = Field("EPSG:4326", description="CRS of the inline GeoJSON coordinates")
     label_field: str = Field("label", min_length=1, max_length=200)
     layer: str | None = Field(None, max_length=200)
-    method: Literal["auto", "prototype", "logistic"] = Field(
-        "auto", description="auto = the better one by cross-validation over spatial blocks")
+    method: Literal["auto", "prototype", "logistic", "logistic_std", "knn"] = Field(
+        "auto", description="auto = the best configuration of every family by cross-validation over spatial blocks; "
+                            "logistic_std (standardised features, C in 0.01..10) and knn (k 1 or 5) choose their "
+                            "setting the same way")
     block_km: float | None = Field(None, gt=0, le=10_000,
                                    description="spatial block edge for cross-validation; default 6 tile edges")
     folds: int = Field(5, ge=2, le=20)
@@ -105,9 +111,15 @@ class ClassMap(BaseModel):
 class CrossValidation(BaseModel):
     """Held-out accuracy of each classifier, whole spatial blocks held out per fold."""
 
-    method: str = Field(description="the classifier used for the map")
-    accuracy: dict[str, float] = Field(default_factory=dict, description="method -> held-out overall accuracy")
-    per_class: dict[str, float] = Field(default_factory=dict, description="class -> held-out accuracy (chosen method)")
+    method: str = Field(description="the classifier configuration used for the map")
+    accuracy: dict[str, float] = Field(default_factory=dict, description=(
+        "configuration -> held-out overall accuracy on the same folds (the best of these is optimistic)"))
+    nested_accuracy: float | None = Field(None, description=(
+        "held-out accuracy of choosing among several configurations and fitting the choice (nested CV: inner folds "
+        "of each outer training set choose, the outer fold scores); the honest figure when there is a choice"))
+    outer_choices: list[str] = Field(default_factory=list, description="the configuration each outer fold chose")
+    per_class: dict[str, float] = Field(default_factory=dict, description=(
+        "class -> held-out accuracy (of the nested procedure when there is a choice, else of the one method)"))
     folds: int = 0
     blocks: int = 0
     block_km: float = 0.0
@@ -117,14 +129,17 @@ class CrossValidation(BaseModel):
 
 
 class ClassifyResponse(BaseModel):
-    """GeoJSON FeatureCollection of tiles; properties: class, score, margin (to the runner-up), tile_id, scene_id."""
+    """GeoJSON FeatureCollection of tiles (or regions: + level, bbox_image); properties: class, score, margin
+    (to the runner-up), tile_id, scene_id."""
 
     type: Literal["FeatureCollection"] = "FeatureCollection"
     features: list[Feature] = Field(default_factory=list)
     crs: str
     classes: list[str]
     counts: dict[str, int]
-    tiles: int
+    tiles: int = Field(description="tiles classified (at level region: tiles whose regions were classified)")
+    level: Literal["tile", "region"] = "tile"
+    regions: int = Field(0, description="regions classified (level region; counts are of regions then)")
     class_maps: list[ClassMap] = Field(default_factory=list)
     geojson_path: str | None = None
     cv: CrossValidation | None = None

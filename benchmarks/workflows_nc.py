@@ -9,7 +9,9 @@ central 4x4 pixels (at least 8 labelled). Prints, with the machine:
 * zero-shot accuracy (7 class prompts, the ``classification`` instruction) of the adapted
   vs the un-adapted model on the tiles inside the training run's held-out polygons;
 * few-shot accuracy from at most 5 labelled polygons per class, cross-validated with whole
-  spatial blocks (48 px = 1.37 km, the training run's block) held out (``geovec fewshot``);
+  spatial blocks (48 px = 1.37 km, the training run's block) held out (``geovec fewshot``):
+  the accuracy of choosing among the classifiers by nested cross-validation, and each
+  configuration's accuracy on the same folds (whose best is optimistic);
 * relevance feedback: precision@10 of the 7 class queries over the labelled tiles after two
   simulated rounds of marking the shown top 10 (marks from the labels) vs the first round;
 
@@ -258,7 +260,8 @@ def main() -> int:
         print(f"   {name:>10}: accuracy {acc:.3f} (classification instruction), {acc_q:.3f} "
               f"(text_query instruction, as trained) on n={n}")
 
-    print("\n2. few-shot from <= 5 labelled polygons per class (geovec fewshot, 5 folds of whole 1.37 km blocks):")
+    print("\n2. few-shot from <= 5 labelled polygons per class (geovec fewshot --method auto, 5 folds of whole 1.37 km "
+          "blocks):")
     for name, path in idx.items():
         req = FewShotRequest(index=str(path), labels=str(data / "nc_landsat7" / "landsat96_polygons.shp"),
                              block_km=48 * 28.5 / 1000, folds=5, out_dir=str(work / f"fewshot_{name}"),
@@ -267,12 +270,16 @@ def main() -> int:
         cv = resp.cv
         assert cv is not None
         accs = ", ".join(f"{m} {a:.3f}" for m, a in cv.accuracy.items())
-        print(f"   {name:>10}: held-out accuracy {accs} -> {cv.method} ({cv.features} polygons, {cv.examples} tiles, "
-              f"{cv.blocks} blocks)")
+        assert cv.nested_accuracy is not None
+        print(f"   {name:>10}: held-out accuracy of the whole choose-then-fit procedure {cv.nested_accuracy:.3f} "
+              f"(nested CV: inner folds of each outer training set choose, the outer fold scores; "
+              f"{cv.features} polygons, {cv.examples} tiles, {cv.blocks} blocks)")
+        print(f"   {'':>10}  per configuration on the same 5 folds (the best of these is optimistic): {accs}")
+        print(f"   {'':>10}  map made with {cv.method}; outer folds chose {', '.join(cv.outer_choices)}")
         if name == "adapted":
             fig_map = Path(resp.class_maps[0].path)
-            fig_title = (f"few-shot class map (adapted tiny model, {cv.method}; held-out accuracy "
-                         f"{cv.accuracy[cv.method]:.2f})")
+            fig_title = (f"few-shot class map (adapted tiny model, {cv.method}; nested-CV accuracy "
+                         f"{cv.nested_accuracy:.2f})")
 
     print("\n3. relevance feedback, 7 class queries over the labelled tiles, marks = the labels of the shown top 10:")
     sizes = Counter(truth.values())

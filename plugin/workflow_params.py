@@ -45,10 +45,11 @@ class ClassifyParams:
     area: Area | None = None
     out_dir: str | None = None
     out_crs: str = "EPSG:4326"
+    level: str = "tile"  # or "region": the regions an index built with --regions stores
 
     def to_request(self) -> dict[str, Any]:
         body: dict[str, Any] = {"index": self.index, "classes": list(self.classes), "template": self.template,
-                                "out_crs": self.out_crs}
+                                "out_crs": self.out_crs, "level": self.level}
         if self.prompts:
             body["prompts"] = dict(self.prompts)
         if self.area is not None:
@@ -67,10 +68,12 @@ class FewShotParams:
     block_km: float | None = None
     out_dir: str | None = None
     out_crs: str = "EPSG:4326"
+    level: str = "tile"  # or "region"
 
     def to_request(self) -> dict[str, Any]:
         body: dict[str, Any] = {"index": self.index, "geojson": self.geojson, "geojson_crs": "EPSG:4326",
-                                "label_field": self.label_field, "method": self.method, "out_crs": self.out_crs}
+                                "label_field": self.label_field, "method": self.method, "out_crs": self.out_crs,
+                                "level": self.level}
         if self.block_km:
             body["block_km"] = float(self.block_km)
         if self.out_dir:

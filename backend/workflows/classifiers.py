@@ -1,9 +1,15 @@
 """Light classifiers over embeddings, and cross-validation with whole spatial blocks held out.
 
 * :class:`Prototypes`: one unit-length mean vector per class; score = cosine.
-* :class:`Logistic`: multinomial logistic regression with L2 (full-batch L-BFGS in torch).
+* :class:`Logistic`: multinomial logistic regression with L2 (full-batch L-BFGS, numpy).
+* :class:`StandardLogistic`: the same on standardised features (mean 0, variance 1 per
+  dimension, from the training set) with inverse regularisation strength ``C`` as in
+  scikit-learn (``sum of weighted losses / mean weight + |w|^2 / (2 C)``), class-balanced.
+* :class:`KNearest`: majority vote of the ``k`` most cosine-similar training vectors.
 
-Both take L2-normalised vectors and return an (n, classes) score matrix.
+All take L2-normalised vectors and return an (n, classes) score matrix. :data:`CANDIDATES`
+names every configuration (``"logistic_std C=1"``, ``"knn k=5"``); a method family
+(``logistic_std``) stands for all its configurations (see :mod:`.selection`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,75 @@ class Prototypes:
         return s
 
 
+def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, *, max_iter: int = 100,
+                       memory: int = 10, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-balanced multinomial logistic regression by L-BFGS (numpy, float64): (w, b, absent classes).
+
+    Minimises ``sum_i v_i CE_i / sum_i v_i + l2 |w|^2`` with ``v_i`` the balanced weight of
+    ``y_i``'s class (n / (classes present x class count)); absent classes never win. Small
+    problems: a few milliseconds, single-threaded, no global state touched.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    n, d = x.shape
+    k = n_classes
+    counts = np.bincount(y, minlength=k).astype(np.float64)
+    absent = counts == 0
+    sw = (counts.sum() / (np.maximum(counts, 1) * (~absent).sum()))[y]
+    sw /= sw.sum()
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+
+    def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[: d * k].reshape(d, k), theta[d * k:]
+        z = x @ w + b
+        z[:, absent] = -1e30
+        z -= z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        f = -float((sw * logp[np.arange(n), y]).sum()) + l2 * float((w * w).sum())
+        g = sw[:, None] * (np.exp(logp) - onehot)
+        return f, np.concatenate([(x.T @ g + 2.0 * l2 * w).ravel(), g.sum(axis=0)])
+
+    theta = np.zeros(d * k + k)
+    f, g = fg(theta)
+    ss: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for _ in range(max_iter):
+        if np.abs(g).max() < tol:
+            break
+        q = g.copy()  # two-loop recursion: q -> H q
+        alphas = []
+        for s_, y_ in zip(reversed(ss), reversed(ys), strict=True):
+            a = float(s_ @ q) / float(y_ @ s_)
+            alphas.append(a)
+            q -= a * y_
+        if ys:
+            q *= float(ss[-1] @ ys[-1]) / float(ys[-1] @ ys[-1])
+        for (s_, y_), a in zip(zip(ss, ys, strict=True), reversed(alphas), strict=True):
+            q += (a - float(y_ @ q) / float(y_ @ s_)) * s_
+        step, slope = 1.0, -float(g @ q)
+        if slope >= 0:  # not a descent direction: restart from the gradient
+            ss, ys, q, slope = [], [], g.copy(), -float(g @ g)
+        while True:  # backtracking (Armijo)
+            new = theta - step * q
+            f_new, g_new = fg(new)
+            if f_new <= f + 1e-4 * step * slope or step < 1e-10:
+                break
+            step *= 0.5
+        s_new, y_new = new - theta, g_new - g
+        if float(s_new @ y_new) > 1e-12:
+            ss.append(s_new)
+            ys.append(y_new)
+            if len(ss) > memory:
+                ss.pop(0)
+                ys.pop(0)
+        converged = abs(f - f_new) <= 1e-12 * max(1.0, abs(f))
+        theta, f, g = new, f_new, g_new
+        if converged:
+            break
+    return (theta[: d * k].reshape(d, k).astype(np.float32), theta[d * k:].astype(np.float32), absent)
+
+
 class Logistic:
     """Multinomial logistic regression, class-balanced, L2 weight ``l2``; scores are probabilities."""
 
@@ -51,29 +126,9 @@ class Logistic:
         self.l2, self.temperature, self.max_iter = l2, temperature, max_iter
 
     def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> Logistic:
-        import torch
-
-        xt = torch.as_tensor(x, dtype=torch.float32) / self.temperature  # unit vectors: scale up the logits
-        yt = torch.as_tensor(y, dtype=torch.long)
-        counts = torch.bincount(yt, minlength=n_classes).float()
-        weight = torch.where(counts > 0, counts.sum() / (counts.clamp(min=1) * (counts > 0).sum()), 0.0)
-        w = torch.zeros(x.shape[1], n_classes, requires_grad=True)
-        b = torch.zeros(n_classes, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=self.max_iter, line_search_fn="strong_wolfe")
-        absent = counts == 0
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad()
-            logits = (xt @ w + b).masked_fill(absent, -1e9)
-            loss = torch.nn.functional.cross_entropy(logits, yt, weight=weight) + self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        self.w = w.detach().numpy() / self.temperature
-        self.b = b.detach().numpy()
-        self.absent = absent.numpy()
+        w, self.b, self.absent = softmax_regression(np.asarray(x) / self.temperature, y, n_classes, self.l2,
+                                                    max_iter=self.max_iter)
+        self.w = w / self.temperature  # unit vectors: the logits were scaled up
         return self
 
     def scores(self, x: np.ndarray) -> np.ndarray:
@@ -84,13 +139,75 @@ class Logistic:
         return np.asarray(p / p.sum(axis=1, keepdims=True))
 
 
-METHODS = {"prototype": Prototypes, "logistic": Logistic}
+class StandardLogistic:
+    """Class-balanced multinomial logistic regression on standardised features; ``C`` as in scikit-learn."""
+
+    def __init__(self, c: float = 1.0, max_iter: int = 200) -> None:
+        self.c, self.max_iter = c, max_iter
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> StandardLogistic:
+        self.mu = x.mean(axis=0)
+        self.sd = x.std(axis=0) + 1e-6
+        self.w, self.b, self.absent = softmax_regression((x - self.mu) / self.sd, y, n_classes,
+                                                         1.0 / (2.0 * self.c * len(y)), max_iter=self.max_iter)
+        return self
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        z = ((x - self.mu) / self.sd) @ self.w + self.b
+        z[:, self.absent] = -1e9
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        return np.asarray(p / p.sum(axis=1, keepdims=True))
+
+
+class KNearest:
+    """Vote of the ``k`` nearest training vectors (cosine); score = votes/k, ties to the more similar."""
+
+    def __init__(self, k: int = 5) -> None:
+        self.k = k
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> KNearest:
+        self.x, self.y, self.n = np.asarray(x, np.float32), np.asarray(y), n_classes
+        return self
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        k = min(self.k, len(self.x))
+        out = np.zeros((len(x), self.n), np.float32)
+        for s in range(0, len(x), 8192):  # bounded memory on a large index
+            sim = np.asarray(x[s:s + 8192], np.float32) @ self.x.T
+            near = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.argsort(-sim, axis=1)
+            rows = np.arange(len(sim))[:, None]
+            np.add.at(out[s:s + 8192], (rows, self.y[near]), 1.0 / k + 1e-4 * sim[rows, near])
+        return out
+
+
+#: Every classifier configuration by name (the family is the part before the space).
+CANDIDATES: dict[str, Callable[[], Classifier]] = {
+    "prototype": Prototypes,
+    "logistic": Logistic,
+    **{f"logistic_std C={c:g}": (lambda c=c: StandardLogistic(c)) for c in (0.01, 0.1, 1.0, 10.0)},  # type: ignore[misc]
+    **{f"knn k={k}": (lambda k=k: KNearest(k)) for k in (1, 5)},  # type: ignore[misc]
+}
+#: Method families a request may name (``auto`` = all of them).
+FAMILIES = ("prototype", "logistic", "logistic_std", "knn")
+
+
+def candidates(method: str) -> list[str]:
+    """The configurations ``method`` (``auto``, a family, or one configuration) stands for."""
+    if method == "auto":
+        return list(CANDIDATES)
+    if method in CANDIDATES:
+        return [method]
+    got = [n for n in CANDIDATES if n.split(" ")[0] == method]
+    if not got:
+        raise InputError(f"unknown classifier {method!r}", f"use one of {list(FAMILIES)} or auto")
+    return got
 
 
 def make(method: str) -> Classifier:
-    if method not in METHODS:
-        raise InputError(f"unknown classifier {method!r}", f"use one of {sorted(METHODS)} or auto")
-    return METHODS[method]()  # type: ignore[return-value]
+    if method not in CANDIDATES:
+        raise InputError(f"unknown classifier {method!r}", f"use one of {list(CANDIDATES)}")
+    return CANDIDATES[method]()
 
 
 def block_ids(lat: np.ndarray, lon: np.ndarray, block_km: float) -> np.ndarray:

@@ -3,7 +3,8 @@
 Each class is one text prompt (``template`` with the class name, or the user's
 own prompt) embedded after the model's ``classification`` instruction (or the
 user's). A tile's class is the prompt closest to its stored vector; its score
-is that cosine similarity and its margin the gap to the runner-up.
+is that cosine similarity and its margin the gap to the runner-up. With
+``level="region"`` the items are the index's stored regions (:mod:`.region_level`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from ..errors import InputError
 from ..schemas_workflows import ClassifyRequest, ClassifyResponse
 from ..types import EmbedInput
 from .labelling import Labelling, check_classes, respond
-from .tiles import area_mask, load_tiles, normalise, parse_area
+from .region_level import RegionLabelling, RegionTable, load_regions, require_regions
+from .tiles import TileTable, area_mask, load_tiles, normalise, parse_area
 
 if TYPE_CHECKING:
     from ..index.store import IndexStore
@@ -53,20 +55,26 @@ def check(store: IndexStore, req: ClassifyRequest) -> None:
         parse_area(req.area.box, req.area.wkt, req.area.crs)
     if int(store.count) == 0:
         raise InputError(f"index {store.path} holds no tiles", "index a folder of rasters first")
+    if req.level == "region":
+        require_regions(store)
 
 
 def zero_shot(store: IndexStore, embedder: Embedder, req: ClassifyRequest) -> ClassifyResponse:
-    """Classify every tile of ``store`` (inside ``req.area``) into ``req.classes``."""
+    """Classify every tile (or stored region) of ``store`` (inside ``req.area``) into ``req.classes``."""
     t0 = time.perf_counter()
     check(store, req)
     classes = check_classes(req.classes)
     prompts = normalise(embedder.encode(class_inputs(req, embedder.instructions), batch_size=8))
-    table = load_tiles(store)
+    table: TileTable = load_tiles(store)
     area = parse_area(req.area.box, req.area.wkt, req.area.crs) if req.area is not None else None
+    if req.level == "region":
+        table = load_regions(store, table)
     table = table.take(area_mask(table, area))
     if not len(table):
-        raise InputError("no indexed tile is centred inside the area", "draw the area over indexed imagery")
-    lab = Labelling(table, classes, table.vectors @ prompts.T)
-    log.info("zero-shot: %d tiles into %d classes", len(table), len(classes))
+        raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
+    scores = table.vectors @ prompts.T
+    lab = (RegionLabelling(table, classes, scores, store) if isinstance(table, RegionTable)
+           else Labelling(table, classes, scores))
+    log.info("zero-shot: %d %ss into %d classes", len(table), req.level, len(classes))
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=None, took_ms=(time.perf_counter() - t0) * 1000)

@@ -54,17 +54,24 @@ def _print_classified(resp: Any, args: argparse.Namespace) -> None:
     if resp.cv is not None:
         cv = resp.cv
         accs = ", ".join(f"{m} {a:.3f}" for m, a in cv.accuracy.items()) or "not measured"
-        print(f"held-out accuracy ({cv.folds} folds of whole {cv.block_km:g} km blocks, {cv.blocks} blocks, "
-              f"{cv.features} features, {cv.examples} tiles): {accs}; using {cv.method}")
+        where = (f"{cv.folds} folds of whole {cv.block_km:g} km blocks, {cv.blocks} blocks, {cv.features} features, "
+                 f"{cv.examples} {resp.level}s")
+        if cv.nested_accuracy is not None:
+            print(f"held-out accuracy of choosing the classifier ({where}; nested CV: inner folds choose, outer folds "
+                  f"score): {cv.nested_accuracy:.3f}")
+            print(f"  per configuration on the same folds (their best is optimistic): {accs}; using {cv.method}")
+        else:
+            print(f"held-out accuracy ({where}): {accs}; using {cv.method}")
         if cv.per_class:
             print("  per class: " + ", ".join(f"{c} {a:.2f}" for c, a in cv.per_class.items()))
         if cv.note:
             print(f"  note: {cv.note}")
-    print(f"{resp.tiles} tile(s) classified: " + ", ".join(f"{c} {n}" for c, n in resp.counts.items()))
+    what = f"{resp.regions} region(s) of {resp.tiles} tile(s)" if resp.level == "region" else f"{resp.tiles} tile(s)"
+    print(f"{what} classified: " + ", ".join(f"{c} {n}" for c, n in resp.counts.items()))
     for m in resp.class_maps:
         print(f"class map {m.path}")
     if resp.geojson_path:
-        print(f"tiles {resp.geojson_path}")
+        print(f"{resp.level}s {resp.geojson_path}")
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -74,7 +81,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .service import run_classify
 
     fields: dict[str, Any] = {"index": args.index, "classes": args.classes, "out_dir": args.out,
-                              "out_crs": args.out_crs, "return_features": False, "area": _area(args)}
+                              "out_crs": args.out_crs, "return_features": False, "area": _area(args),
+                              "level": args.level}
     if args.prompt:
         fields["prompts"] = dict(args.prompt)
     if args.template:
@@ -94,7 +102,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
     req = _validated(FewShotRequest, index=args.index, labels=args.labels, label_field=args.label_field,
                      layer=args.layer, method=args.method, block_km=args.block_km, folds=args.folds, seed=args.seed,
-                     out_dir=args.out, out_crs=args.out_crs, return_features=False, area=_area(args))
+                     out_dir=args.out, out_crs=args.out_crs, return_features=False, area=_area(args),
+                     level=args.level)
     resp = run_fewshot(req, max_features_per_class=args.max_features_per_class)
     _print_classified(resp, args)
     return 0
@@ -233,6 +242,11 @@ def _area_args(p: argparse.ArgumentParser, finite: Any) -> None:
     p.add_argument("--area-crs", default="EPSG:4326", help="CRS of --area-box/--area-wkt")
 
 
+def _level_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--level", choices=("tile", "region"), default="tile",
+                   help="classify tiles, or the regions an index built with --regions stores (regions.geojson)")
+
+
 def _query_args(p: argparse.ArgumentParser, finite: Any, *, text: bool = True) -> None:
     if text:
         p.add_argument("--text")
@@ -251,6 +265,7 @@ def add_workflow_parsers(sub: Any, finite: Any) -> None:
     c.add_argument("--template", help="prompt of the other classes; {label} = class name")
     c.add_argument("--instruction", help="instruction before the prompts (default: the model's classification one)")
     c.add_argument("--out", help="folder for the class-map GeoTIFFs and tiles.geojson")
+    _level_arg(c)
     _area_args(c, finite)
     c.set_defaults(func=cmd_classify)
 
@@ -259,12 +274,14 @@ def add_workflow_parsers(sub: Any, finite: Any) -> None:
     f.add_argument("--labels", required=True, help="GeoJSON / GeoPackage / shapefile, any CRS")
     f.add_argument("--label-field", default="label")
     f.add_argument("--layer")
-    f.add_argument("--method", choices=("auto", "prototype", "logistic"), default="auto")
+    f.add_argument("--method", choices=("auto", "prototype", "logistic", "logistic_std", "knn"), default="auto",
+                   help="auto: the best of every classifier by spatial-block CV (its accuracy by nested CV)")
     f.add_argument("--block-km", type=finite, help="spatial block edge for held-out accuracy (default 6 tiles)")
     f.add_argument("--folds", type=int, default=5)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--max-features-per-class", type=int, help="train each fold on at most N features per class")
     f.add_argument("--out", help="folder for the class-map GeoTIFFs and tiles.geojson")
+    _level_arg(f)
     _area_args(f, finite)
     f.set_defaults(func=cmd_fewshot)
 

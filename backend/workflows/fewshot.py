@@ -2,10 +2,14 @@
 
 Features (any CRS) -> the indexed tiles under them (tile centre inside a polygon;
 for a point, or a polygon smaller than a tile, the tile containing it) -> a light
-classifier over their stored vectors (prototypes or logistic regression, the
-better by cross-validation with whole spatial blocks held out) -> every tile
-classified. Every tile of one feature lands in the block of the feature's
-centroid, so a polygon never sits on both sides of a split.
+classifier over their stored vectors (prototypes, logistic regression on raw or
+standardised features over a small C grid, k-NN: the best by cross-validation
+with whole spatial blocks held out; its accuracy measured by nested
+cross-validation, :mod:`.selection`) -> every tile classified. Every tile of one feature lands in the block of the feature's
+centroid, so a polygon never sits on both sides of a split. With ``level="region"``
+the items are the index's stored regions: a region trains when its box centre lies
+in a labelled polygon, and a point (or a polygon holding no region centre) trains the
+smallest region containing it (:mod:`.region_level`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError, NotFoundError
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
-from . import classifiers
+from . import classifiers, region_level, selection
 from .labelling import Labelling, respond
 from .tiles import TileTable, area_mask, load_tiles, parse_area
 
@@ -158,24 +162,31 @@ def default_block_km(table: TileTable) -> float:
 
 
 def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: int | None = None) -> ClassifyResponse:
-    """Learn from ``req``'s labelled layer, report held-out accuracy, classify every tile."""
+    """Learn from ``req``'s labelled layer, report held-out accuracy, classify every tile (or stored region)."""
     t0 = time.perf_counter()
     from ..raster import geometry
 
     geometry.parse_crs(req.out_crs)
+    if req.level == "region":
+        region_level.require_regions(store)
     area = parse_area(req.area.box, req.area.wkt, req.area.crs) if req.area is not None else None
     feats = read_labels(req)
     table = load_tiles(store)
-    rows, owner, labels = tiles_under(table, feats)
+    items: TileTable = table
+    if req.level == "region":
+        items = region_level.load_regions(store, table)
+        rows, owner, labels = region_level.regions_under(items, feats)  # type: ignore[arg-type]
+    else:
+        rows, owner, labels = tiles_under(table, feats)
     if not len(rows):
-        raise InputError(f"none of the {len(feats)} labelled feature(s) lies over an indexed tile",
+        raise InputError(f"none of the {len(feats)} labelled feature(s) lies over an indexed {req.level}",
                          "check the layer's CRS and that it covers the indexed scenes")
     classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise InputError(f"only one label ({classes[0]!r}) lies over the index: nothing to tell apart",
                          "label examples of at least two classes")
     y = np.array([classes.index(v) for v in labels.tolist()], dtype=np.int64)
-    x = table.vectors[rows]
+    x = items.vectors[rows]
     block_km = req.block_km or default_block_km(table)
     cent = [feats[j].geometry.centroid for j in owner.tolist()]
     blocks = classifiers.block_ids(np.array([c.y for c in cent]), np.array([c.x for c in cent]), block_km)
@@ -184,25 +195,26 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
     if max_features_per_class is not None:
         def limit(allowed: np.ndarray) -> np.ndarray:
             return _limit_features(owner, y, max_features_per_class, req.seed, allowed)
-    methods = ["prototype", "logistic"] if req.method == "auto" else [req.method]
+    methods = classifiers.candidates(req.method)
     cv = CrossValidation(method=methods[0], folds=int(len(np.unique(fold))), blocks=int(len(np.unique(blocks))),
                          block_km=round(block_km, 3), examples=int(len(rows)), features=int(len(np.unique(owner))))
     if cv.folds < 2:
         cv.note = "all examples fall in one spatial block: accuracy not measured (label more places)"
         log.warning(cv.note)
     else:
-        best = -1.0
-        for m in methods:
-            acc, per, _ = classifiers.cross_validate(x, y, fold, len(classes), m, limit=limit)
-            cv.accuracy[m] = round(acc, 4)
-            if acc > best:
-                best, cv.method = acc, m
-                cv.per_class = {classes[c]: round(v, 4) for c, v in per.items()}
+        sel = selection.select(x, y, fold, blocks, len(classes), methods, folds=req.folds, seed=req.seed, limit=limit)
+        cv.method = sel.method
+        cv.accuracy = {m: round(a, 4) for m, a in sel.accuracy.items()}
+        cv.nested_accuracy = round(sel.nested, 4) if sel.nested is not None else None
+        cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
+        cv.outer_choices = sel.outer_choices
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
-    target = table.take(area_mask(table, area))
+    target = items.take(area_mask(items, area))
     if not len(target):
-        raise InputError("no indexed tile is centred inside the area", "draw the area over indexed imagery")
-    lab = Labelling(target, classes, clf.scores(target.vectors))
+        raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
+    scores = clf.scores(target.vectors)
+    lab = (region_level.RegionLabelling(target, classes, scores, store)
+           if isinstance(target, region_level.RegionTable) else Labelling(target, classes, scores))
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=cv, took_ms=(time.perf_counter() - t0) * 1000)
 

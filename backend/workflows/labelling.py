@@ -3,7 +3,7 @@
 Zero-shot and few-shot classification both end in a :class:`Labelling`: every
 tile's scores over the classes. From it come the tile polygons (GeoJSON
 features), one class-map GeoTIFF per scene on the scene's own grid, and the
-response. Where tiles overlap, the pixel takes the class of the tile that
+response. Where tiles (or regions) overlap, the pixel takes the class of the one that
 scored highest.
 """
 
@@ -60,12 +60,25 @@ class Labelling:
     classes: list[str]
     scores: np.ndarray
 
+    #: What one item is ("tile" here; "region" in :class:`.region_level.RegionLabelling`).
+    level = "tile"
+    #: Name of the written polygon layer (``<layer_name>.geojson``).
+    layer_name = "tiles"
+
     def __post_init__(self) -> None:
         order = np.argsort(-self.scores, axis=1)
         rows = np.arange(len(self.scores))
         self.best = order[:, 0] if len(self.scores) else np.zeros(0, dtype=int)
         self.score = self.scores[rows, self.best] if len(self.scores) else np.zeros(0)
         self.margin = (self.score - self.scores[rows, order[:, 1]]) if len(self.scores) else np.zeros(0)
+
+    def tile_count(self) -> int:
+        return len(self.table)
+
+    def pixel_box(self, i: int) -> tuple[int, int, int, int]:
+        """Item ``i`` in its scene's pixels: (col0, row0, col1, row1)."""
+        c, r, w, h = self.table.records[i].window
+        return c, r, c + w, r + h
 
     def counts(self) -> dict[str, int]:
         got = Counter(self.best.tolist())
@@ -102,10 +115,10 @@ class Labelling:
                 continue
             scene = got[0]
             arr = np.zeros((scene.height, scene.width), dtype=np.uint8)
-            for i in sorted(rows, key=lambda j: float(self.score[j])):  # the best-scoring tile wins overlaps
-                c, r, w, h = self.table.records[i].window
+            for i in sorted(rows, key=lambda j: float(self.score[j])):  # the best-scoring item wins overlaps
+                c, r, ce, re_ = self.pixel_box(i)
                 c0, r0 = max(0, c), max(0, r)
-                c1, r1 = min(scene.width, c + w), min(scene.height, r + h)
+                c1, r1 = min(scene.width, ce), min(scene.height, re_)
                 if c1 > c0 and r1 > r0:
                     arr[r0:r1, c0:c1] = int(self.best[i]) + 1
             path = out_dir / f"classmap_{_safe(scene.name)}_{scene_id[:8]}.tif"
@@ -142,12 +155,13 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
     if out_dir:
         folder = Path(out_dir).expanduser()
         maps = lab.write_class_maps(store, folder)
-        gj = folder / "tiles.geojson"
+        gj = folder / f"{lab.layer_name}.geojson"
         body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
         if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
             body["crs"] = {"type": "name", "properties": {"name": out_crs}}
         gj.write_text(json.dumps(body))
         geojson_path = str(gj)
     return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
-                            classes=lab.classes, counts=lab.counts(), tiles=len(lab.table), class_maps=maps,
+                            classes=lab.classes, counts=lab.counts(), tiles=lab.tile_count(), class_maps=maps,
+                            level=lab.level, regions=len(lab.table) if lab.level == "region" else 0,
                             geojson_path=geojson_path, cv=cv, took_ms=round(took_ms, 2))

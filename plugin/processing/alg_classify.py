@@ -9,6 +9,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputString,
     QgsProcessingParameterCrs,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFile,
@@ -21,7 +22,7 @@ from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text
 from ..workflow_params import Area, ClassifyParams, split_names
 from .common import connection, processing_error
-from .outputs import CLASS_FIELDS, features, fields_of
+from .outputs import CLASS_FIELDS, LEVELS, features, fields_of
 
 
 class ClassifyAlgorithm(QgsProcessingAlgorithm):
@@ -30,6 +31,7 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
     TEMPLATE = "TEMPLATE"
     EXTENT = "EXTENT"
     CRS = "CRS"
+    LEVEL = "LEVEL"
     OUTPUT_DIR = "OUTPUT_DIR"
     OUTPUT = "OUTPUT"
     CLASS_MAPS = "CLASS_MAPS"
@@ -44,7 +46,9 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         return ("Gives every tile of the GeoVec index INDEX (or those centred in EXTENT) the best of your "
                 "CLASSES (comma-separated; at least two), each a text prompt made from TEMPLATE. Outputs the "
                 "tiles with class, score and margin to the runner-up, and one class-map GeoTIFF per scene "
-                "(on the scene's grid) in OUTPUT_DIR.")
+                "(on the scene's grid) in OUTPUT_DIR. LEVEL region classifies the regions an index built with "
+                "--regions stores instead (one polygon per region box; each class-map pixel takes the best-scoring "
+                "region).")
 
     def createInstance(self) -> ClassifyAlgorithm:  # noqa: N802
         return ClassifyAlgorithm()
@@ -59,6 +63,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Only tiles in this extent", optional=True))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
                                                     optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Classify tiles, or the regions the index stores",
+                                                     LEVELS, defaultValue=0, optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, "Class maps folder"))
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Classified tiles",
                                                             QgsProcessing.TypeVectorPolygon))
@@ -79,7 +85,8 @@ class ClassifyAlgorithm(QgsProcessingAlgorithm):
             classes=tuple(split_names(self.parameterAsString(parameters, self.CLASSES, context))),
             template=self.parameterAsString(parameters, self.TEMPLATE, context) or "a satellite image of {label}",
             area=area, out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None,
-            out_crs=crs_to_text(crs))
+            out_crs=crs_to_text(crs),
+            level=LEVELS[self.parameterAsEnum(parameters, self.LEVEL, context)])
         try:
             resp = GeoVecClient(connection(), feedback).workflow("classify", params.to_request())
         except BackendError as e:

@@ -28,9 +28,9 @@ from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text
 from ..workflow_params import FewShotParams
 from .common import connection, processing_error
-from .outputs import CLASS_FIELDS, features, fields_of
+from .outputs import CLASS_FIELDS, LEVELS, features, fields_of
 
-METHODS = ["auto", "prototype", "logistic"]
+METHODS = ["auto", "prototype", "logistic", "logistic_std", "knn"]
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
 
@@ -56,6 +56,7 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
     METHOD = "METHOD"
     BLOCK_KM = "BLOCK_KM"
     CRS = "CRS"
+    LEVEL = "LEVEL"
     OUTPUT_DIR = "OUTPUT_DIR"
     OUTPUT = "OUTPUT"
     ACCURACY = "ACCURACY"
@@ -69,9 +70,12 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Learns classes from a labelled point or polygon layer (any CRS): the index's tiles under each "
-                "feature train a light classifier (prototypes or logistic regression, chosen by cross-validation "
-                "with whole spatial blocks held out). The held-out accuracy is reported before every tile is "
-                "classified; outputs the tiles and one class-map GeoTIFF per scene.")
+                "feature train a light classifier (prototypes, logistic regression, k-NN; chosen by cross-validation "
+                "with whole spatial blocks held out, its accuracy measured by nested cross-validation). The "
+                "held-out accuracy is reported before every tile is "
+                "classified; outputs the tiles and one class-map GeoTIFF per scene. LEVEL region learns from and "
+                "classifies the regions an index built with --regions stores (those centred in a labelled polygon, "
+                "or the smallest one holding a labelled point).")
 
     def createInstance(self) -> FewShotAlgorithm:  # noqa: N802
         return FewShotAlgorithm()
@@ -87,6 +91,8 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
                                                        QgsProcessingParameterNumber.Double, None, True, 0.001))
         self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
                                                     optional=True))
+        self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Classify tiles, or the regions the index stores",
+                                                     LEVELS, defaultValue=0, optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, "Class maps folder"))
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Classified tiles",
                                                             QgsProcessing.TypeVectorPolygon))
@@ -109,17 +115,25 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
             geojson=labelled_geojson(source, field, context),
             method=METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
             block_km=None if block in (None, "") else self.parameterAsDouble(parameters, self.BLOCK_KM, context),
-            out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None, out_crs=crs_to_text(crs))
+            out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None, out_crs=crs_to_text(crs),
+            level=LEVELS[self.parameterAsEnum(parameters, self.LEVEL, context)])
         try:
             resp = GeoVecClient(connection(), feedback).workflow("fewshot", params.to_request())
         except BackendError as e:
             raise processing_error(e) from e
         cv = resp.get("cv") or {}
-        acc = (cv.get("accuracy") or {}).get(cv.get("method"))
+        nested = cv.get("nested_accuracy")
+        acc = nested if nested is not None else (cv.get("accuracy") or {}).get(cv.get("method"))
         accs = ", ".join(f"{m} {a:.3f}" for m, a in (cv.get("accuracy") or {}).items()) or "not measured"
-        feedback.pushInfo(f"held-out accuracy ({cv.get('folds')} folds of whole {cv.get('block_km')} km blocks, "
-                          f"{cv.get('features')} features, {cv.get('examples')} tiles): {accs}; "
-                          f"using {cv.get('method')}")
+        where = (f"{cv.get('folds')} folds of whole {cv.get('block_km')} km blocks, {cv.get('features')} features, "
+                 f"{cv.get('examples')} {resp.get('level', 'tile')}s")
+        if nested is not None:
+            feedback.pushInfo(f"held-out accuracy of choosing the classifier ({where}; nested CV: inner folds choose, "
+                              f"outer folds score): {nested:.3f}")
+            feedback.pushInfo(f"per configuration on the same folds (their best is optimistic): {accs}; "
+                              f"using {cv.get('method')}")
+        else:
+            feedback.pushInfo(f"held-out accuracy ({where}): {accs}; using {cv.get('method')}")
         if cv.get("note"):
             feedback.reportError(cv["note"], False)
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(CLASS_FIELDS),

@@ -18,6 +18,8 @@ from ..hits import crs_from_text, geometry_from_geojson
 
 CLASS_FIELDS = (("class", QVariant.String), ("class_id", QVariant.Int), ("score", QVariant.Double),
                 ("margin", QVariant.Double), ("tile_id", QVariant.String), ("scene_id", QVariant.String))
+#: Classification levels (LEVEL parameter): tiles, or the regions an index built with --regions stores.
+LEVELS = ["tile", "region"]
 LOCATION_FIELDS = (("rank", QVariant.Int), ("score", QVariant.Double), ("best_score", QVariant.Double),
                    ("hits", QVariant.Int), ("lat", QVariant.Double), ("lon", QVariant.Double))
 

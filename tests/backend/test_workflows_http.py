@@ -88,8 +88,10 @@ def test_workflow_routes_bad_input(world) -> None:
     _bad(c.post("/v1/classify", json={"index": idx, "classes": []}), "class list is empty")
     _bad(c.post("/v1/classify", json={"index": idx, "classes": ["a"]}), "only one class")
     _bad(c.post("/v1/classify", json={"index": idx, "classes": ["a", "b", "A"]}), "duplicate class")
+    _bad(c.post("/v1/classify", json={"index": idx, "classes": ["a", "b"], "level": "region"}), "stores no regions")
     one = json.loads(label_layer(world["root"] / "one.geojson", CELLS[:3], crs="EPSG:4326").read_text())
     _bad(c.post("/v1/fewshot", json={"index": idx, "geojson": one}), "only one label")
+    _bad(c.post("/v1/fewshot", json={"index": idx, "geojson": one, "level": "region"}), "stores no regions")
     _bad(c.post("/v1/fewshot", json={"index": idx, "geojson": {"type": "FeatureCollection", "features": [1]}}),
          "not a list of GeoJSON features")
     _bad(c.post("/v1/ask", json={"index": idx, "box": tile_box(1, 1), "crs": CRS, "question": "q?", "answers": []}),

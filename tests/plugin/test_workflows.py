@@ -113,6 +113,9 @@ def test_processing_classify_bad_classes_is_a_processing_error(wf_index, use_ser
     with pytest.raises(QgsProcessingException, match="only one class"):
         processing.run("geovec:classify", {"INDEX": wf_index["index"], "CLASSES": "water", "OUTPUT": "memory:",
                                            "OUTPUT_DIR": "TEMPORARY_OUTPUT"})
+    with pytest.raises(QgsProcessingException, match="stores no regions"):  # LEVEL reaches the backend
+        processing.run("geovec:classify", {"INDEX": wf_index["index"], "CLASSES": "water, town", "LEVEL": 1,
+                                           "OUTPUT": "memory:", "OUTPUT_DIR": "TEMPORARY_OUTPUT"})
 
 
 def _labels_layer(crs: str = "EPSG:3857") -> QgsVectorLayer:
@@ -276,6 +279,9 @@ def test_workflow_bodies_match_the_backend_models(backend_python):
                                            out_dir="/o").to_request()),
         ("FewShotRequest", FewShotParams("/i", {"type": "FeatureCollection", "features": []}, block_km=1.0,
                                          out_dir="/o").to_request()),
+        ("ClassifyRequest", ClassifyParams("/i", ("a", "b"), level="region").to_request()),
+        ("FewShotRequest", FewShotParams("/i", {"type": "FeatureCollection", "features": []},
+                                         level="region").to_request()),
         ("RefineRequest", RefineParams("/i", ("t1",), ("t2",), query={"index": "/i", "text": "water"}).to_request()),
         ("RefineRequest", RefineParams("/i", ("t1",), (), vector=(0.1, 0.2), save_marks="/m.geojson",
                                        label="water").to_request()),
