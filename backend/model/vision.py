@@ -8,9 +8,10 @@ patch grid (tiles: the usual case), the packed sequence is simply ``(images, pat
 ``scaled_dot_product_attention`` call with the images as the batch dimension (no mask, so
 the flash / cuDNN kernels apply). The rotary tables are computed once for that grid.
 
-With ``compile=True`` one ``torch.compile``'d block function (dynamic shapes: the batch
-size varies) serves all blocks, fusing the element-wise work (fp32 rotary embedding,
-QuickGELU, layer norms). Batches of mixed grids, and gradient-checkpointed training, go
+With ``compile=True`` one ``torch.compile``'d block function serves all blocks and batch
+sizes (the batch dimension is dynamic; each image size gets its own graph), fusing the
+element-wise work (fp32 rotary embedding, QuickGELU, layer norms); a single image runs
+the batched block eagerly. Batches of mixed grids, and gradient-checkpointed training, go
 through transformers' own forward unchanged.
 
 The math is transformers' (same modules, same weights, same fp32 rotary), only the
@@ -21,6 +22,7 @@ batching differs. Both options default to off: ``GEOVEC_BATCHED_VISION=1`` and
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import types
@@ -87,9 +89,23 @@ def block_forward(blk: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     return x + blk.mlp(blk.norm2(x))
 
 
+@functools.lru_cache(maxsize=1)
 def _compiled_block() -> Any:
-    """One compiled block function for every block and batch size (module weights are graph inputs)."""
-    return torch.compile(block_forward, dynamic=True)
+    """One compiled block function for every model and block (module weights are graph inputs, so the
+    32 blocks share one graph) and every batch size (the batch dimension is marked dynamic at each call).
+
+    Made once per process: dynamo keeps its graphs per compiled function, so switching the option
+    off and on again reuses them instead of compiling again.
+    """
+    return torch.compile(block_forward)
+
+
+def _compiled_step(compiled: Any) -> Any:
+    def step(blk: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.mark_dynamic(x, 0)
+        return compiled(blk, x, cos, sin)
+
+    return step
 
 
 def _uniform_grid(grid_thw: torch.Tensor) -> tuple[int, int] | None:
@@ -114,7 +130,8 @@ def _fast_forward(self: Any, hidden_states: torch.Tensor, grid_thw: torch.Tensor
     emb = torch.cat((emb, emb), dim=-1).float()
     cos, sin = emb.cos(), emb.sin()
     x = x.view(frames, h * w, -1)
-    step = state["compiled"] or block_forward
+    # one image runs eager: a batch of 1 would need a graph of its own (dynamo specialises sizes 0 and 1)
+    step = _compiled_step(state["compiled"]) if state["compiled"] is not None and frames > 1 else block_forward
     try:
         for blk in self.blocks:
             x = step(blk, x, cos, sin)
@@ -164,9 +181,9 @@ def vision_mode(model: Any) -> str:
     return "batched+compile" if state["compiled"] is not None else "batched"
 
 
-def warm_up(embedder: Any, batch_sizes: tuple[int, ...] = (1, 2)) -> None:
-    """Run the vision tower on blank images at ``batch_sizes`` (compiles it: the dynamic graph is built
-    at the second distinct batch size); raises :class:`CompileError` when compiling fails."""
+def warm_up(embedder: Any, batch_sizes: tuple[int, ...] = (2,)) -> None:
+    """Embed blank images at ``batch_sizes`` and this embedder's image size (compiles the vision blocks
+    for it); raises :class:`CompileError` when compiling fails."""
     import numpy as np
 
     from ..types import EmbedInput
