@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from geovec.backend.demo import write_sample_folder
 from geovec.backend.errors import InputError
 from geovec.backend.model import forward as fwd
 from geovec.backend.model.embedder import load_embedder
@@ -140,6 +144,20 @@ def test_compile_failure_is_a_clean_error(sharp_dir) -> None:
     finally:
         torch._dynamo.reset()
     assert "GEOVEC_COMPILE" in err.value.hint
+
+
+def test_cli_compile_flag_fails_cleanly(sharp_dir, tmp_path: Path) -> None:
+    """``geovec index --compile`` reaches the compiler (none here): one error line naming the flag, no traceback."""
+    folder = write_sample_folder(tmp_path / "rasters", size=64)
+    env = {**os.environ, "CXX": "/nonexistent/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0",
+           "GEOVEC_TOKEN_FILE": "/nonexistent/geovec-server.json"}
+    env.pop("GEOVEC_COMPILE", None)
+    proc = subprocess.run([sys.executable, "-m", "geovec.backend", "index", str(folder), "--index",
+                           str(tmp_path / "idx"), "--model", str(sharp_dir), "--tile-size", "32", "--no-progress",
+                           "--compile"], capture_output=True, text=True, timeout=300, env=env)
+    err = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert err[-1].startswith("geovec: error: torch.compile of the vision blocks failed") and "--compile" in err[-1]
 
 
 @pytest.mark.slow
