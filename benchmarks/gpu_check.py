@@ -126,6 +126,7 @@ def forward_variants(emb, args, n: int, sync) -> list[dict[str, object]]:
     tiles = [rng.integers(0, 255, (args.tile_size, args.tile_size, 3), dtype=np.uint8) for _ in range(n)]
     batch = emb._on_device(emb.prepare([EmbedInput(emb.instructions["tile"], image=t) for t in tiles]))
     rows: list[dict[str, object]] = []
+    ref = None  # the first variant's vectors: the others must give the same (up to bf16 rounding)
     for name in args.variants:
         batched, compiled = VARIANTS[name]
         row: dict[str, object] = {"variant": name}
@@ -142,8 +143,11 @@ def forward_variants(emb, args, n: int, sync) -> list[dict[str, object]]:
                 print(f"compile warm-up: {row['warmup_s']:.1f} s, {row['graphs']} graph(s) for "
                       f"{len(fwd.backbone(emb.model).visual.blocks)} vision blocks")
             with torch.inference_mode():
-                fwd.forward_full(emb.model, emb.preset.positions, batch)  # kernels, allocator
+                vecs = fwd.forward_full(emb.model, emb.preset.positions, batch).float()  # kernels, allocator
                 sync()
+                if ref is None:
+                    ref = vecs
+                row["max_abs_diff"] = float((vecs - ref).abs().max())
                 t0 = time.perf_counter()
                 for _ in range(args.fwd_reps):
                     fwd.forward_full(emb.model, emb.preset.positions, batch)
@@ -199,7 +203,8 @@ def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> d
             row["mfu"] = (row["tiles_per_s"] * flops / peak) if peak else None
             warm = f", compile warm-up {row['warmup_s']:.1f} s" if row.get("warmup_s") is not None else ""
             print(f"forward {row['variant']:<9}: {fwd_n} tiles x {args.fwd_reps} in {row['seconds']:.2f} s = "
-                  f"{row['tiles_per_s']:.2f} tiles/s, MFU {mfu(row['tiles_per_s'])}{warm}")
+                  f"{row['tiles_per_s']:.2f} tiles/s, MFU {mfu(row['tiles_per_s'])}{warm}; "
+                  f"vectors max |diff| {row['max_abs_diff']:.1e} vs {forward[0]['variant']}")
     ok = [r for r in forward if "tiles_per_s" in r]
     best = max(ok, key=lambda r: r["tiles_per_s"])["variant"] if ok else "per-image"
     configure_vision(emb.model)  # the naive loop: transformers' own forward
@@ -268,7 +273,7 @@ def summary_table(runs: list[dict], label: str) -> list[str]:
             if "error" in f:
                 lines.append(f"{r['image']:<10} {what:<22} {'-':>9} {'-':>7}  failed: {str(f['error'])[:80]}")
                 continue
-            note = f"batch {r['forward_batch']}"
+            note = f"batch {r['forward_batch']}, max |diff| {f['max_abs_diff']:.0e}"
             if f.get("warmup_s") is not None:
                 note += f", compile warm-up {f['warmup_s']:.1f} s ({f.get('graphs')} graph(s))"
             lines.append(f"{r['image']:<10} {what:<22} {f['tiles_per_s']:>9.2f} {pct(f.get('mfu')):>7}  {note}")
