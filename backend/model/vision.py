@@ -101,6 +101,8 @@ def _compiled_block() -> Any:
 
 
 def _compiled_step(compiled: Any) -> Any:
+    import torch._dynamo
+
     def step(blk: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         torch._dynamo.mark_dynamic(x, 0)
         return compiled(blk, x, cos, sin)
@@ -127,8 +129,8 @@ def _fast_forward(self: Any, hidden_states: torch.Tensor, grid_thw: torch.Tensor
     frames = x.shape[0] // (h * w)
     one = torch.tensor([[1, h, w]], dtype=grid_thw.dtype, device=grid_thw.device)
     emb = self.rot_pos_emb(one)  # (patches, head_dim / 2), the same for every image of this grid
-    emb = torch.cat((emb, emb), dim=-1).float()
-    cos, sin = emb.cos(), emb.sin()
+    emb = torch.cat((emb, emb), dim=-1)
+    cos, sin = emb.cos().float(), emb.sin().float()  # in transformers' order (cos in the table's dtype)
     x = x.view(frames, h * w, -1)
     # one image runs eager: a batch of 1 would need a graph of its own (dynamo specialises sizes 0 and 1)
     step = _compiled_step(state["compiled"]) if state["compiled"] is not None and frames > 1 else block_forward
@@ -146,7 +148,7 @@ def _fast_forward(self: Any, hidden_states: torch.Tensor, grid_thw: torch.Tensor
 
 def _is_compile_error(e: BaseException) -> bool:
     """Whether ``e`` comes from dynamo / inductor rather than from running the model (e.g. out of memory)."""
-    if isinstance(e, torch.OutOfMemoryError):
+    if isinstance(e, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
         return False
     mod = type(e).__module__ or ""
     return mod.startswith(("torch._dynamo", "torch._inductor", "torch.fx", "torch._subclasses"))
