@@ -44,7 +44,8 @@ $(FLOOR)/.installed: pyproject.toml
 
 test-floor: setup $(FLOOR)/.installed
 	PYTHONPATH=$(abspath $(FLOOR)) $(BIN)/python -m pytest -q -p no:cacheprovider \
-	  tests/backend/test_model.py tests/backend/test_model_parity.py tests/backend/test_region_forward.py
+	  tests/backend/test_model.py tests/backend/test_model_parity.py tests/backend/test_region_forward.py \
+	  tests/backend/test_vision_fast.py
 
 test: test-backend test-floor test-plugin
 

@@ -185,6 +185,13 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
     if args.engine == "ray" and not args.model and not exists:
         raise UsageError("--model is required to create a new index (a preset, a local dir or a hub id)")
+    if args.compile:
+        if embedder is None:
+            raise UsageError("--compile works with the local engine; for Ray set GEOVEC_COMPILE=1 in the "
+                             "workers' environment")
+        from .model.vision import configure_vision
+
+        configure_vision(embedder.model, compile=True)
 
     cancel = threading.Event()
 
@@ -485,6 +492,8 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
     ix.add_argument("--device", default="auto")
     _model_options(ix)
+    ix.add_argument("--compile", action="store_true", help="torch.compile the vision tower (GPUs: faster after a "
+                    "warm-up of a minute or so; same as GEOVEC_COMPILE=1)")
     ix.add_argument("--image-size", type=int, help="image edge the model sees (default: the preset's; smaller is "
                     "faster; recorded in the index)")
     ix.add_argument("--force", action="store_true", help="add to an index built with another model anyway")

@@ -24,6 +24,7 @@ from .adapters import is_adapter_dir, merge_adapter
 from .encoder import META_FILE, Embedder
 from .identity import resolve_dtype, weights_fingerprint
 from .presets import PRESETS, ImagePolicy, get_preset
+from .vision import configure_vision, vision_options
 
 __all__ = ["Embedder", "load_embedder", "hub_reachable", "MIN_TRANSFORMERS", "MIN_PEFT"]
 
@@ -127,7 +128,8 @@ def _adapter_base(adapter_dir: Path, meta: dict[str, Any]) -> str:
 
 def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None, adapter: str | None = None,
                   dtype: str | None = "auto", image_size: int | None = None,
-                  torch_dtype: Any = None) -> Embedder:
+                  torch_dtype: Any = None, batched_vision: bool | None = None,
+                  compile: bool | None = None) -> Embedder:
     """Load an Embedder from a preset name, a hub id, a checkpoint folder or an adapter folder.
 
     Args:
@@ -139,11 +141,17 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
             else fp32), ``bf16``, ``fp16`` or ``fp32``; the weights load straight into it.
         image_size: edge in pixels the preset's images are sized to (default: the preset's).
         torch_dtype: a torch dtype, overriding ``dtype``.
+        batched_vision: one attention call per vision block for a batch of equal-size images
+            (default: ``GEOVEC_BATCHED_VISION``, off); see :mod:`.vision`.
+        compile: ``torch.compile`` the vision blocks (implies ``batched_vision``; default:
+            ``GEOVEC_COMPILE``, off). Compiling happens at the first forward, which raises
+            :class:`~.vision.CompileError` if it fails.
     """
     check_versions()
     if not spec or not str(spec).strip():
         raise InputError("no model given", f"pass --model; {_GET_A_MODEL}")
     dev = _resolve_device(device)
+    batched_vision, compile = vision_options(batched_vision, compile)
     path = Path(spec).expanduser()
     meta: dict[str, Any] = {}
     local_folders: list[Path] = []
@@ -168,7 +176,7 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
             if not (cache / META_FILE).exists():
                 write_tiny_model(cache)
             return load_embedder(str(cache), device=device, dtype=dtype, image_size=image_size,
-                                 torch_dtype=torch_dtype)
+                                 torch_dtype=torch_dtype, batched_vision=batched_vision, compile=compile)
         base, adapter = pre.base_model, adapter or pre.adapter
         checkpoint = pre.name
     elif path.exists() or spec.startswith((".", "/", "~")):
@@ -182,6 +190,7 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
     target = torch_dtype or resolve_dtype(dtype, dev.type, cuda_dtype=pre.cuda_dtype)
     model, processor, folders = _from_pretrained(base, adapter, target, dev)
     local_folders.extend(folders)
+    configure_vision(model, batched=batched_vision, compile=compile)
     fingerprint = weights_fingerprint(*local_folders)
     log.info("loaded %s (preset %s, %s, images %s) on %s", checkpoint, pre.name, target, pre.image.describe(), dev)
     return Embedder(model, processor, pre, device=dev, checkpoint_id=checkpoint, fingerprint=fingerprint,
