@@ -348,8 +348,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(p.numel() for p in emb.model.parameters()) / 1e9:.2f} B params, {dtype}, images "
               f"{emb.preset.image.describe()}; built {build_s:.1f} s, loaded {load_s:.1f} s")
 
-        n_scenes = max(1, -(-args.tiles // ((1024 // args.tile_size) ** 2)))
-        folder = write_rasters(work / "rasters", n_scenes, 1024)
+        import numpy as np
+
+        # one scene holding every tile: the pipeline cuts batches per scene, so small scenes would cap them
+        side = int(np.ceil(np.sqrt(args.tiles))) * args.tile_size
+        folder = write_rasters(work / "rasters", 1, side)
+        print(f"data: one synthetic {side} x {side} px scene, {args.tile_size} px tiles")
         base_emb = emb
         runs = []
         for size in args.image_sizes:
