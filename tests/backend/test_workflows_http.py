@@ -25,9 +25,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_e
     write_two_class_scene(root / "rasters")
     idx = root / "idx"
     index_folder(root / "rasters", idx, tiny_embedder, params=TilingParams(tile_size=TILE), batch_size=16)
+    ridx = root / "ridx"  # the same tiles with 5 stored regions each
+    index_folder(root / "rasters", ridx, tiny_embedder, params=TilingParams(tile_size=TILE), batch_size=16,
+                 regions="grid=1,2;overlap=0.25")
     srv = ServerProc(root / "srv", model=tiny_model_dir, roots=[root, tiny_model_dir]).start()
     with srv.client() as c:
-        yield {"root": root, "idx": str(idx), "c": c}
+        yield {"root": root, "idx": str(idx), "ridx": str(ridx), "c": c}
     assert srv.stop() == 0
 
 
@@ -80,6 +83,22 @@ def test_every_workflow_route_answers(world) -> None:
                                       "answers": ["water", "buildings"]}))
     assert [a["rank"] for a in ans["answers"]] == [1, 2]
     assert _digest(idx) == before
+
+
+def test_region_level_classification_over_http(world) -> None:
+    c, ridx, root = world["c"], world["ridx"], world["root"]
+    before = _digest(ridx)
+    got = _ok(c.post("/v1/classify", json={"index": ridx, "classes": ["water", "town"], "level": "region",
+                                           "out_dir": str(root / "rmaps")}))
+    assert got["level"] == "region" and got["regions"] == 32 * 5 == len(got["features"]) and got["tiles"] == 32
+    props = [f["properties"] for f in got["features"]]
+    assert all(p["level"] == "region" and len(p["bbox_image"]) == 4 and p["class"] in ("water", "town") for p in props)
+    assert sum(got["counts"].values()) == 32 * 5 and (root / "rmaps" / "regions.geojson").is_file()
+    labels = json.loads(label_layer(root / "rl.geojson", CELLS, crs="EPSG:4326").read_text())
+    got = _ok(c.post("/v1/fewshot", json={"index": ridx, "geojson": labels, "block_km": 0.32, "level": "region",
+                                          "return_features": False}))
+    assert got["level"] == "region" and got["regions"] == 32 * 5 and got["cv"]["examples"] > 32
+    assert _digest(ridx) == before  # classifying reads the index, never writes it
 
 
 def test_workflow_routes_bad_input(world) -> None:
