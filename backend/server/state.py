@@ -9,8 +9,10 @@
   path -> read-only IndexStore, reopened when the index's sidecar changes (a job
   checkpointed), keeping the previous one until the new one opens. Replaced
   stores are closed after a grace period, so a search still running on one
-  never sees it closed. Each store it opens is pre-warmed in a background thread
-  (``index.prewarm``: the SQLite pages a search reads), stopped when it is retired.
+  never sees it closed. Each index is pre-warmed once, when its path is first
+  opened, in a background thread (``index.prewarm``: the SQLite pages a search
+  reads); reopening after a checkpoint does not read it again. The warm-up stops
+  when the path is dropped from the cache.
 """
 
 from __future__ import annotations
@@ -233,8 +235,8 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
         self._lock = threading.RLock()
         self.recheck_s = recheck_s
         self.prewarm = prewarm
-        #: id(store) -> the event that stops its background warm-up (see ``index.prewarm``)
-        self.warming: dict[int, threading.Event] = {}
+        #: index path -> the event that stops its background warm-up (see ``index.prewarm``)
+        self.warming: dict[str, threading.Event] = {}
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -259,23 +261,20 @@ class StoreCache(MutableMapping[str, "IndexStore"]):
             old = self._stores.get(key)
             self._stores[key] = (store, _stamp(key), time.monotonic())
             if old is not None and old[0] is not store:
-                self._retire(old[0])
-            if self.prewarm and id(store) not in self.warming:
+                self._retired.append((time.monotonic(), old[0]))
+            if self.prewarm and key not in self.warming:  # the same file: a reopened store needs no second pass
                 from ..index import prewarm
                 from ..index.files import DB
 
-                self.warming[id(store)] = prewarm.start(store.path / DB)
+                self.warming[key] = prewarm.start(store.path / DB)
             self._sweep()
-
-    def _retire(self, store: IndexStore) -> None:
-        stop = self.warming.pop(id(store), None)
-        if stop is not None:
-            stop.set()
-        self._retired.append((time.monotonic(), store))
 
     def __delitem__(self, key: str) -> None:
         with self._lock:
-            self._retire(self._stores.pop(key)[0])
+            self._retired.append((time.monotonic(), self._stores.pop(key)[0]))
+            stop = self.warming.pop(key, None)
+            if stop is not None:
+                stop.set()
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._stores))

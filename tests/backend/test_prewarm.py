@@ -66,14 +66,18 @@ def test_store_cache_warms_the_stores_it_opens_and_stops_on_close(index: Path, t
     a, b = IndexStore.open(index), IndexStore.open(copy)
     cache[str(index)] = a
     cache[str(copy)] = b
-    stop_a, stop_b = cache.warming[id(a)], cache.warming[id(b)]
+    stop_a, stop_b = cache.warming[str(index)], cache.warming[str(copy)]
     assert not stop_a.is_set() and not stop_b.is_set()
     deadline = time.monotonic() + 30
     while any(t.name == "geovec-prewarm" for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(t.name == "geovec-prewarm" for t in threading.enumerate()), "the warm-up never finished"
+    a2 = IndexStore.open(index)  # reopened after a checkpoint: the same file, no second warm-up
+    cache[str(index)] = a2
+    assert cache.warming[str(index)] is stop_a
+    assert not any(t.name == "geovec-prewarm" for t in threading.enumerate())
     del cache[str(copy)]  # retired: its warm-up is told to stop
-    assert stop_b.is_set() and id(b) not in cache.warming and not stop_a.is_set()
+    assert stop_b.is_set() and str(copy) not in cache.warming and not stop_a.is_set()
     cache.close_all()
     assert stop_a.is_set() and not cache.warming
     off = StoreCache(prewarm=False)
