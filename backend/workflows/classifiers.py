@@ -119,6 +119,14 @@ def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, 
     return (theta[: d * k].reshape(d, k).astype(np.float32), theta[d * k:].astype(np.float32), absent)
 
 
+def _probabilities(z: np.ndarray, absent: np.ndarray) -> np.ndarray:
+    """Softmax of the logits ``z`` (n, classes); classes ``absent`` from the training set get 0."""
+    z[:, absent] = -1e9
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return np.asarray(p / p.sum(axis=1, keepdims=True))
+
+
 class Logistic:
     """Multinomial logistic regression, class-balanced, L2 weight ``l2``; scores are probabilities."""
 
@@ -132,11 +140,7 @@ class Logistic:
         return self
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.w + self.b
-        z[:, self.absent] = -1e9
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return np.asarray(p / p.sum(axis=1, keepdims=True))
+        return _probabilities(x @ self.w + self.b, self.absent)
 
 
 class StandardLogistic:
@@ -153,11 +157,7 @@ class StandardLogistic:
         return self
 
     def scores(self, x: np.ndarray) -> np.ndarray:
-        z = ((x - self.mu) / self.sd) @ self.w + self.b
-        z[:, self.absent] = -1e9
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return np.asarray(p / p.sum(axis=1, keepdims=True))
+        return _probabilities(((x - self.mu) / self.sd) @ self.w + self.b, self.absent)
 
 
 class KNearest:

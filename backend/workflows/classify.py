@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from ..schemas_workflows import ClassifyRequest, ClassifyResponse
 from ..types import EmbedInput
-from .labelling import Labelling, check_classes, respond
-from .region_level import RegionLabelling, RegionTable, load_regions, require_regions
+from .labelling import check_classes, respond
+from .region_level import labelling, load_regions, require_regions
 from .tiles import TileTable, area_mask, load_tiles, normalise, parse_area
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ def zero_shot(store: IndexStore, embedder: Embedder, req: ClassifyRequest) -> Cl
     if not len(table):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = table.vectors @ prompts.T
-    lab = (RegionLabelling(table, classes, scores, store) if isinstance(table, RegionTable)
-           else Labelling(table, classes, scores))
+    lab = labelling(table, classes, scores, store)
     log.info("zero-shot: %d %ss into %d classes", len(table), req.level, len(classes))
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=None, took_ms=(time.perf_counter() - t0) * 1000)

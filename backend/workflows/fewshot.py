@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import InputError, NotFoundError
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
 from . import classifiers, region_level, selection
-from .labelling import Labelling, respond
+from .labelling import respond
 from .tiles import TileTable, area_mask, load_tiles, parse_area
 
 if TYPE_CHECKING:
@@ -213,8 +213,7 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
     if not len(target):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = clf.scores(target.vectors)
-    lab = (region_level.RegionLabelling(target, classes, scores, store)
-           if isinstance(target, region_level.RegionTable) else Labelling(target, classes, scores))
+    lab = region_level.labelling(target, classes, scores, store)
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=cv, took_ms=(time.perf_counter() - t0) * 1000)
 

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from ..types import Box
 
 
+WGS84 = "EPSG:4326"  # the CRS of RegionTable.polygons
+
+
 class Labelled(Protocol):
     """A labelled feature (:class:`.fewshot.LabelFeature`): its class and WGS84 geometry."""
 
@@ -83,7 +86,7 @@ def load_regions(store: IndexStore, tiles: TileTable) -> RegionTable:
     boxes = [tuple(float(v) for v in r.box) for r in rows]
     tile_size = index_tiling(store).tile_size
     hits = [RegionHit(rec, box, 0.0) for rec, box in zip(records, boxes, strict=True)]  # type: ignore[arg-type]
-    polys = np.array(region_polygons(_Scenes(store), hits, tile_size, "EPSG:4326") if hits else [], dtype=object)
+    polys = np.array(region_polygons(_Scenes(store), hits, tile_size, WGS84) if hits else [], dtype=object)
     cx, cy = (shapely.get_coordinates(shapely.centroid(polys)).T if len(polys)
               else (np.zeros(0), np.zeros(0)))
     return RegionTable(records, normalise(vecs), np.asarray(cy, dtype=float), np.asarray(cx, dtype=float),
@@ -136,9 +139,11 @@ class RegionLabelling(Labelling):
         if not len(self.table):
             return []
         assert self.store is not None
-        scenes = _Scenes(self.store)
-        hits = [RegionHit(rec, box, 0.0) for rec, box in zip(self.table.records, self.table.boxes, strict=True)]
-        rings = _region_rings(scenes, hits, self.table.tile_size, out_crs)
+        if out_crs == WGS84:  # the polygons load_regions made: no second transform
+            rings = [[list(xy) for xy in p.exterior.coords] for p in self.table.polygons]
+        else:
+            hits = [RegionHit(rec, box, 0.0) for rec, box in zip(self.table.records, self.table.boxes, strict=True)]
+            rings = _region_rings(_Scenes(self.store), hits, self.table.tile_size, out_crs)
         out = []
         for i, rec in enumerate(self.table.records):
             out.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [rings[i]]}, "properties": {
@@ -147,3 +152,10 @@ class RegionLabelling(Labelling):
                 "level": "region", "tile_id": rec.tile_id, "scene_id": rec.scene_id, "window": list(rec.window),
                 "bbox_image": [round(float(v), 3) for v in self.table.boxes[i]]}})
         return out
+
+
+def labelling(table: TileTable, classes: list[str], scores: np.ndarray, store: IndexStore) -> Labelling:
+    """The :class:`Labelling` of ``table``'s items: :class:`RegionLabelling` for regions, else per tile."""
+    if isinstance(table, RegionTable):
+        return RegionLabelling(table, classes, scores, store)
+    return Labelling(table, classes, scores)

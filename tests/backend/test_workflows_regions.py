@@ -19,7 +19,7 @@ from geovec.backend.types import EmbedInput, TilingParams
 from geovec.backend.workflows import service
 from geovec.backend.workflows.tiles import load_tiles
 from tests.backend.test_workflows import _digest
-from tests.backend.wfdata import CELLS, CRS, ORIGIN, RES, SIZE_H, SIZE_W, TILE, label_layer, tile_box
+from tests.backend.wfdata import CELLS, CRS, ORIGIN, RES, TILE, label_layer, tile_box, write_two_class_scene
 
 SPEC = "grid=1,2;overlap=0.25"  # 5 regions per tile: the whole tile and 4 overlapping quarters
 PER_TILE = 5
@@ -27,20 +27,12 @@ EDGE = 72  # water left of this column, town right of it: tile column 4 (px 64-8
 LABELS = [c for c in CELLS if c[0] != 4]  # examples only from tiles of one class
 
 
-def write_scene(folder: Path) -> Path:
-    from geovec.backend.demo import pattern, write_geotiff
-
-    rgb = np.concatenate([pattern("water", SIZE_H, EDGE, seed=1), pattern("urban", SIZE_H, SIZE_W - EDGE, seed=2)],
-                         axis=2)
-    return write_geotiff(folder / "two.tif", (rgb * 255).astype("uint8"), crs=CRS, origin=ORIGIN, res=RES)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, tiny_embedder):
     root = tmp_path_factory.mktemp("wf-regions")
     folder = root / "rasters"
     folder.mkdir()
-    write_scene(folder)
+    write_two_class_scene(folder, edge=EDGE)
     idx, plain = root / "idx", root / "plain"
     s = index_folder(folder, idx, tiny_embedder, params=TilingParams(tile_size=TILE), batch_size=16, regions=SPEC)
     assert s.tiles == 32 and not s.errors

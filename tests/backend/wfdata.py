@@ -14,10 +14,10 @@ ORIGIN = (400000.0, 3300000.0)  # UTM 17N, upper-left corner
 CRS = "EPSG:32617"
 
 
-def write_two_class_scene(folder: Path) -> Path:
-    """``folder/two.tif``: 128 x 64 px at 10 m; columns < 64 water, >= 64 urban."""
-    rgb = np.concatenate([pattern("water", SIZE_H, SIZE_W // 2, seed=1),
-                          pattern("urban", SIZE_H, SIZE_W // 2, seed=2)], axis=2)
+def write_two_class_scene(folder: Path, edge: int = SIZE_W // 2) -> Path:
+    """``folder/two.tif``: 128 x 64 px at 10 m; columns < ``edge`` (64) water, >= ``edge`` urban."""
+    rgb = np.concatenate([pattern("water", SIZE_H, edge, seed=1),
+                          pattern("urban", SIZE_H, SIZE_W - edge, seed=2)], axis=2)
     return write_geotiff(folder / "two.tif", (rgb * 255).astype("uint8"), crs=CRS, origin=ORIGIN, res=RES)
 
 
