@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from .paths import ABSOLUTE_PATH, shown
+from .vector_codec import B64_DOC
 
 #: Text that may hold a file name that is not valid UTF-8: its bytes are kept as ``\xNN`` escapes.
 ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
@@ -267,11 +268,14 @@ class EmbedItem(_Model):
 class EmbedRequest(_Model):
     inputs: list[EmbedItem] = Field(min_length=1, max_length=256)
     model: str | None = None
+    vector_encoding: Literal["json", "b64"] = Field("json", description=(
+        "how the reply carries vectors: json = `vectors` (float lists), b64 = `vectors_b64` (" + B64_DOC + ")"))
 
 
 class EmbedResponse(BaseModel):
     dim: int
-    vectors: list[list[float]]
+    vectors: list[list[float]] = Field(default_factory=list, description="empty with vector_encoding=b64")
+    vectors_b64: list[str] | None = Field(None, description="with vector_encoding=b64: each vector as " + B64_DOC)
 
 
 class ModelInfo(BaseModel):

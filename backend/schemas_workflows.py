@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, _Model
+from .vector_codec import B64_DOC, from_b64
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
            "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
@@ -24,6 +25,25 @@ def _exactly_one(**kinds: str) -> ConfigDict:
     """Model config whose JSON schema states "exactly one of these fields, non-null" (the validator's rule)."""
     return ConfigDict(extra="forbid", json_schema_extra={
         "oneOf": [{"required": [name], "properties": {name: {"type": kind}}} for name, kind in kinds.items()]})
+
+
+def _vector_b64(data: Any) -> Any:
+    """Before validation: ``vector_b64`` (base64 float32) decoded into ``vector``, so the rest reads one field."""
+    if not isinstance(data, dict) or data.get("vector_b64") is None:
+        return data
+    if data.get("vector") is not None:
+        raise ValueError("give vector (a float list) or vector_b64 (base64 float32), not both")
+    text = data["vector_b64"]
+    if not isinstance(text, str):
+        raise ValueError(f"vector_b64 must be a base64 string, got {type(text).__name__}")
+    return {**{k: v for k, v in data.items() if k != "vector_b64"}, "vector": from_b64(text)}
+
+
+#: Field of requests that carry a vector: base64 instead of a JSON list.
+_VECTOR_B64 = Field(None, description=B64_DOC + "; instead of `vector`")
+#: Field of requests whose replies carry vectors: how to write them.
+_ENCODING = Field("json", description="how the reply carries vectors: json = float lists, b64 = the `*_b64` "
+                                      "fields (" + B64_DOC + ")")
 
 
 def _finite_list(v: list[float] | None) -> list[float] | None:
@@ -149,11 +169,13 @@ class ClassifyResponse(BaseModel):
 class RefineRequest(_Model):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
-    model_config = _exactly_one(query="object", vector="array")
+    model_config = _exactly_one(query="object", vector="array", vector_b64="string")
 
     index: AbsPath
     query: SearchRequest | None = Field(None, description="the first round's query (embedded once)")
     vector: list[float] | None = Field(None, max_length=16384, description="the original query vector instead")
+    vector_b64: str | None = _VECTOR_B64
+    vector_encoding: Literal["json", "b64"] = _ENCODING
     good: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked good")
     bad: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked bad")
     k: int = Field(10, ge=1, le=1000)
@@ -169,30 +191,39 @@ class RefineRequest(_Model):
 
     _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_b64(cls, data: Any) -> Any:
+        return _vector_b64(data)
+
     @model_validator(mode="after")
     def _one_query(self) -> RefineRequest:
         if (self.query is None) == (self.vector is None):
-            raise ValueError("give exactly one of query (the original search) or vector")
+            raise ValueError("give exactly one of query (the original search), vector or vector_b64")
         return self
 
 
 class RefineResponse(SearchResponse):
     """The refined hits, plus the vectors to send back next round."""
 
-    query_vector: list[float] = Field(default_factory=list, description="the original query vector (send it back)")
+    query_vector: list[float] = Field(default_factory=list, description="the original query vector (send it back); "
+                                                                       "empty with vector_encoding=b64")
     refined_vector: list[float] = Field(default_factory=list)
+    query_vector_b64: str | None = Field(None, description="with vector_encoding=b64: query_vector as " + B64_DOC)
+    refined_vector_b64: str | None = Field(None, description="with vector_encoding=b64: refined_vector as " + B64_DOC)
     marks_path: str | None = None
 
 
 class LocateRequest(_Model):
     """Where is this? A box/point query, an image or a vector -> ranked candidate locations."""
 
-    model_config = _exactly_one(query="object", image_b64="string", vector="array")
+    model_config = _exactly_one(query="object", image_b64="string", vector="array", vector_b64="string")
 
     index: AbsPath
     query: SearchRequest | None = None
     image_b64: str | None = Field(None, max_length=8_000_000, description="PNG/JPEG bytes, base64")
     vector: list[float] | None = Field(None, max_length=16384)
+    vector_b64: str | None = _VECTOR_B64
     k: int = Field(50, ge=1, le=5000, description="hits clustered into locations")
     radius_km: float | None = Field(None, gt=0, le=20_000, description="cluster radius; default 3 tile diagonals")
     max_locations: int = Field(10, ge=1, le=1000)
@@ -200,11 +231,16 @@ class LocateRequest(_Model):
 
     _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_b64(cls, data: Any) -> Any:
+        return _vector_b64(data)
+
     @model_validator(mode="after")
     def _one_query(self) -> LocateRequest:
         given = [n for n in ("query", "image_b64", "vector") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of query, image_b64, vector (got {given or 'none'})")
+            raise ValueError(f"give exactly one of query, image_b64, vector or vector_b64 (got {given or 'none'})")
         return self
 
 
@@ -248,11 +284,25 @@ class AskResponse(BaseModel):
 class VectorSearchRequest(_Model):
     """Search an index with an embedding (from ``/v1/embed``, a notebook or a refine round)."""
 
+    model_config = _exactly_one(vector="array", vector_b64="string")
+
     index: AbsPath
-    vector: list[float] = Field(min_length=1, max_length=16384)
+    vector: list[float] | None = Field(None, min_length=1, max_length=16384)
+    vector_b64: str | None = _VECTOR_B64
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     near: NearQuery | None = None
     out_crs: str = "EPSG:4326"
 
     _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_b64(cls, data: Any) -> Any:
+        return _vector_b64(data)
+
+    @model_validator(mode="after")
+    def _given(self) -> VectorSearchRequest:
+        if self.vector is None:
+            raise ValueError("give vector (a float list) or vector_b64 (base64 float32)")
+        return self

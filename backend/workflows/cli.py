@@ -20,6 +20,7 @@ def _kv(text: str) -> tuple[str, str]:
 def read_vector(path: str) -> list[float]:
     """An embedding from a .npy file, a JSON list, or an /v1/embed response (its first vector)."""
     from ..errors import InputError, NotFoundError
+    from ..vector_codec import from_b64
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -30,7 +31,9 @@ def read_vector(path: str) -> list[float]:
         else:
             body: Any = json.loads(p.read_text())
             if isinstance(body, dict):
-                body = body.get("vectors", [body.get("vector") or body.get("query_vector")])[0]
+                b64 = body.get("vector_b64") or body.get("query_vector_b64") or (body.get("vectors_b64") or [None])[0]
+                body = from_b64(b64, path) if isinstance(b64, str) else \
+                    (body.get("vectors") or [body.get("vector") or body.get("query_vector")])[0]
             arr = np.asarray(body, dtype=np.float32)
     except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
         raise InputError(f"{path} holds no readable vector: {e}", "give a .npy array or a JSON list of numbers") from e

@@ -22,12 +22,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError, ModelMismatchError
 from ..schemas_workflows import RefineRequest, RefineResponse
+from ..vector_codec import to_b64
 from .tiles import normalise
 
 if TYPE_CHECKING:
@@ -107,11 +108,14 @@ def refine(store: IndexStore, req: RefineRequest, query_vector: np.ndarray) -> R
     for i, h in enumerate(hits):
         h.rank = i + 1
     marks_path = save_marks(store, req) if req.save_marks else None
+    if req.vector_encoding == "b64":
+        vectors: dict[str, Any] = {"query_vector_b64": to_b64(q), "refined_vector_b64": to_b64(d)}
+    else:
+        vectors = {"query_vector": [float(v) for v in q], "refined_vector": [float(v) for v in d]}
     return RefineResponse(
         features=[hit_feature(h, req.out_crs) for h in hits], crs=req.out_crs,  # type: ignore[misc]
         query={"kind": "refine", "good": len(req.good), "bad": len(req.bad)},
-        took_ms=round((time.perf_counter() - t0) * 1000, 2), query_vector=[float(v) for v in q],
-        refined_vector=[float(v) for v in d], marks_path=marks_path)
+        took_ms=round((time.perf_counter() - t0) * 1000, 2), marks_path=marks_path, **vectors)
 
 
 def save_marks(store: IndexStore, req: RefineRequest) -> str:

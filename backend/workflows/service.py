@@ -150,6 +150,7 @@ def run_vector_search(req: VectorSearchRequest, store_cache: Cache = None) -> Se
     t0 = time.perf_counter()
     geometry.parse_crs(req.out_crs)
     with _store(req.index, store_cache) as store:
+        assert req.vector is not None  # the request's validator: vector or vector_b64
         vec = _vector(req.vector, store, "vector")
         hits = find_hits(store, vec, k=req.k, min_score=req.min_score, near=req.near)
         return SearchResponse(features=[hit_feature(h, req.out_crs) for h in hits], crs=req.out_crs,  # type: ignore[misc]

@@ -122,3 +122,40 @@ def test_workflow_routes_bad_input(world) -> None:
     r = c.post("/v1/classify", json={"index": "/etc", "classes": ["a", "b"]})
     assert r.status_code == 403 and "outside the folders" in r.json()["detail"]
     assert _digest(idx) == before
+
+
+def test_vectors_as_base64_float32(world) -> None:
+    """vector_b64 in, *_b64 out: the same hits as the JSON float lists; a bad one is a 422 naming it."""
+    from geovec.backend.vector_codec import from_b64, to_b64
+
+    c, idx = world["c"], world["idx"]
+    emb = _ok(c.post("/v1/embed", json={"inputs": [{"instruction": "text_query", "text": "water"}]}))
+    emb64 = _ok(c.post("/v1/embed", json={"inputs": [{"instruction": "text_query", "text": "water"}],
+                                          "vector_encoding": "b64"}))
+    vec = emb["vectors"][0]
+    assert emb64["vectors"] == [] and len(emb64["vectors_b64"]) == 1
+    raw = base64.b64decode(emb64["vectors_b64"][0])
+    assert np.allclose(np.frombuffer(raw, dtype="<f4"), np.asarray(vec, np.float32), atol=1e-6)
+    as_list = _ok(c.post("/v1/search/vector", json={"index": idx, "vector": vec, "k": 6}))
+    as_b64 = _ok(c.post("/v1/search/vector", json={"index": idx, "vector_b64": to_b64(vec), "k": 6}))
+    assert [f["properties"]["tile_id"] for f in as_b64["features"]] == \
+        [f["properties"]["tile_id"] for f in as_list["features"]]
+    good = [as_list["features"][0]["properties"]["tile_id"]]
+    r_list = _ok(c.post("/v1/refine", json={"index": idx, "vector": vec, "good": good, "k": 5}))
+    r_b64 = _ok(c.post("/v1/refine", json={"index": idx, "vector_b64": to_b64(vec), "good": good, "k": 5,
+                                           "vector_encoding": "b64"}))
+    assert r_b64["query_vector"] == [] and r_b64["refined_vector"] == []
+    assert np.allclose(from_b64(r_b64["query_vector_b64"]), r_list["query_vector"], atol=1e-6)
+    assert np.allclose(from_b64(r_b64["refined_vector_b64"]), r_list["refined_vector"], atol=1e-6)
+    assert [f["properties"]["tile_id"] for f in r_b64["features"]] == \
+        [f["properties"]["tile_id"] for f in r_list["features"]]
+    loc = _ok(c.post("/v1/locate", json={"index": idx, "vector_b64": to_b64(vec), "k": 5}))
+    assert loc["features"]
+    _bad(c.post("/v1/search/vector", json={"index": idx, "vector_b64": "not base64!"}), "vector_b64 is not valid base64")
+    _bad(c.post("/v1/search/vector", json={"index": idx, "vector_b64": "AAA="}), "not a whole number")
+    _bad(c.post("/v1/search/vector", json={"index": idx, "vector": vec, "vector_b64": to_b64(vec)}), "not both")
+    _bad(c.post("/v1/search/vector", json={"index": idx}), "give vector")
+    nan = base64.b64encode(np.full(64, np.nan, "<f4").tobytes()).decode()
+    _bad(c.post("/v1/search/vector", json={"index": idx, "vector_b64": nan}), "NaN or infinite")
+    r = c.post("/v1/search/vector", json={"index": idx, "vector_b64": to_b64([0.5] * 8)})
+    assert r.status_code == 409 and "8 values" in r.json()["detail"]

@@ -13,6 +13,7 @@ from fastapi import APIRouter
 
 from ...errors import InputError
 from ...schemas import EmbedItem, EmbedRequest, EmbedResponse
+from ...vector_codec import to_b64
 from ..deps import ERRORS, State
 
 router = APIRouter(tags=["embed"], responses=ERRORS)
@@ -78,4 +79,6 @@ def embed(body: EmbedRequest, state: State) -> EmbedResponse:
     inputs = [dataclasses.replace(inp, instruction=instructions.get(inp.instruction, inp.instruction))
               for inp in inputs]
     vectors = emb.encode(inputs, batch_size=8)
+    if body.vector_encoding == "b64":
+        return EmbedResponse(dim=int(emb.dim), vectors_b64=[to_b64(row) for row in vectors])
     return EmbedResponse(dim=int(emb.dim), vectors=[[float(x) for x in row] for row in vectors])
