@@ -293,6 +293,13 @@ class Health(BaseModel):
     gpu_free_mb: float | None = None
     model_loaded: bool
     model: str | None = None
+    model_state: Literal["none", "loading", "ready", "failed"] = Field(
+        "none", description="the resident model: none yet, loading (see load_*), ready, or failed (see load_error)")
+    load_step: int = Field(0, description="step of the load under way (1-based; load_steps when ready)")
+    load_steps: int = Field(0, description="steps a load goes through")
+    load_stage: str = Field("", description="what the load is doing now, e.g. 'reading weights and building the model'")
+    load_seconds: float = Field(0.0, description="seconds the load has taken so far (or took)")
+    load_error: str = Field("", description="why the last load failed (model_state=failed); a request retries it")
 
 
 # Server-only request bodies (added with the HTTP API; the CLI does not need them).

@@ -295,7 +295,7 @@ class BackendManager(QObject):
         self.connection, self.health = conn, health
         _current = conn
         self._misses = 0
-        self._heartbeat.start()
+        self._heartbeat.start(1000 if health.get("model_state") == "loading" else 5000)
         self.ready.emit(conn)
 
     def _fail(self, message: str, hint: str) -> None:
@@ -317,6 +317,8 @@ class BackendManager(QObject):
             self._misses = 0
             changed = data != self.health
             self.health = data
+            # while the model loads, follow it every second (the dock shows the step); else every 5 s
+            self._heartbeat.setInterval(1000 if data.get("model_state") == "loading" else 5000)
             if changed:
                 self.ready.emit(conn)
         elif error is not None and error.code == "unreachable":

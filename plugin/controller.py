@@ -32,7 +32,19 @@ def status_line(health: dict) -> str:
     if health.get("gpu_free_mb") is not None:
         gpu += f" ({health['gpu_free_mb'] / 1024:.1f} GiB free)"
     model = health.get("model") or "none loaded"
-    return f"Backend {health.get('version', '?')} · model: {model} · device: {health.get('device', '?')} · {gpu}"
+    return f"Backend {health.get('version', '?')} · model: {model}{load_note(health)} · " \
+           f"device: {health.get('device', '?')} · {gpu}"
+
+
+def load_note(health: dict) -> str:
+    """' (loading, step 2/2: reading weights…, 12 s)' while the model loads, ' (failed: why)' after a failed load."""
+    state = health.get("model_state")
+    if state == "loading":
+        return (f" (loading, step {health.get('load_step', '?')}/{health.get('load_steps', '?')}: "
+                f"{health.get('load_stage') or 'starting'}, {float(health.get('load_seconds') or 0):.0f} s)")
+    if state == "failed":
+        return f" (load failed: {health.get('load_error') or 'see the backend log'})"
+    return ""
 
 
 class Controller(QObject):

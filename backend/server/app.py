@@ -132,6 +132,8 @@ def create_app(settings: Settings) -> FastAPI:
             write_token_file(settings)
         log.info("GeoVec %s serving on %s (model %s, device %s)", __version__, settings.url or "(no url)",
                  settings.model or "none yet", settings.device)
+        if settings.preload:  # after the token file: /v1/health answers while the model loads
+            state.models.preload()
         try:
             yield
         finally:

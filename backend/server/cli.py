@@ -37,6 +37,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
     p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
     p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.add_argument("--preload", action="store_true", default=None,
+                   help="start loading --model at once, in the background; /v1/health reports its progress")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="stop gracefully once process PID has exited (set by clients that start the server)")
     p.set_defaults(func=run_serve)
@@ -94,7 +96,7 @@ def run_serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, device=args.device, model=args.model, dtype=args.dtype,
             image_size=args.image_size,
             allow_remote=args.allow_remote, log_level=args.log_level, token_file=args.token_file,
-            data_dir=args.data_dir, auto_resume=False if args.no_resume else None)
+            data_dir=args.data_dir, auto_resume=False if args.no_resume else None, preload=args.preload)
     except (GeoVecError, ValueError) as e:
         print(f"geovec serve: {e}", file=sys.stderr)
         return 2

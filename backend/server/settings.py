@@ -56,6 +56,7 @@ class Settings(BaseModel):
     log_dir: Path
     max_body: int = Field(1 << 20, ge=1024, description="request body cap in bytes")
     auto_resume: bool = Field(True, description="resume interrupted jobs when the server starts")
+    preload: bool = Field(False, description="start loading `model` when the server starts (health shows progress)")
     model_wait_s: float = Field(60.0, gt=0, description="longest a request waits for the busy model (then 409 busy)")
     allowed_roots: list[Path] = Field(default_factory=list,
                                       description="if set, every folder/index/raster path must lie under one")
@@ -68,7 +69,7 @@ class Settings(BaseModel):
 
         Variables: GEOVEC_HOST, GEOVEC_PORT, GEOVEC_DEVICE, GEOVEC_MODEL, GEOVEC_DTYPE, GEOVEC_IMAGE_SIZE, GEOVEC_ALLOW_REMOTE,
         GEOVEC_LOG_LEVEL, GEOVEC_TOKEN_FILE, GEOVEC_DATA_DIR, GEOVEC_LOG_DIR, GEOVEC_MAX_BODY,
-        GEOVEC_AUTO_RESUME, GEOVEC_ALLOWED_ROOTS (os.pathsep-separated), GEOVEC_MODEL_WAIT_S.
+        GEOVEC_AUTO_RESUME, GEOVEC_PRELOAD, GEOVEC_ALLOWED_ROOTS (os.pathsep-separated), GEOVEC_MODEL_WAIT_S.
         """
         import platformdirs
 
@@ -99,7 +100,7 @@ class Settings(BaseModel):
         except ValueError as e:
             raise InputError(f"bad GEOVEC_PORT/GEOVEC_MAX_BODY/GEOVEC_IMAGE_SIZE/GEOVEC_MODEL_WAIT_S: {e}",
                              "set a number") from e
-        for var, key in {"ALLOW_REMOTE": "allow_remote", "AUTO_RESUME": "auto_resume"}.items():
+        for var, key in {"ALLOW_REMOTE": "allow_remote", "AUTO_RESUME": "auto_resume", "PRELOAD": "preload"}.items():
             if get(var):
                 values[key] = _bool(get(var))  # type: ignore[arg-type]
         if get("ALLOWED_ROOTS"):

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BusyError, InputError, NotFoundError
+from .loading import LoadProgress
 from .paths import check_path
 from .settings import Settings
 
@@ -122,6 +123,7 @@ class ModelSlot:
         self._spec: str | None = None
         self._device: str | None = None
         self._users = 0
+        self.progress = LoadProgress()
 
     @property
     def loaded(self) -> bool:
@@ -176,12 +178,38 @@ class ModelSlot:
 
             t0 = time.monotonic()
             log.info("loading model %s on %s", want, dev)
-            self._embedder = load_embedder(want, device=dev, dtype=self.settings.dtype,
-                                           image_size=self.settings.image_size)
+            self.progress.begin(want)
+            try:
+                self.progress.enter(1)
+                import torch  # noqa: F401 - the slow imports, as their own step
+                import transformers  # noqa: F401
+
+                self.progress.enter(2)
+                self._embedder = load_embedder(want, device=dev, dtype=self.settings.dtype,
+                                               image_size=self.settings.image_size)
+            except BaseException as e:
+                self.progress.fail(str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+                raise
+            self.progress.done()
             self._spec, self._device = want, dev
             log.info("model %s loaded on %s in %.1f s (dim %d)", want, self._embedder.device,
                      time.monotonic() - t0, self._embedder.dim)
             return self._serialised()
+
+    def preload(self) -> threading.Thread | None:
+        """Load the configured model in a background thread (``geovec serve --preload``); health shows progress."""
+        if not self.settings.model:
+            return None
+
+        def run() -> None:
+            try:
+                self.get()
+            except Exception as e:  # noqa: BLE001 - recorded for /v1/health; a request retries the load
+                log.error("preloading model %s failed: %s", self.settings.model, e)
+
+        t = threading.Thread(target=run, name="model-preload", daemon=True)
+        t.start()
+        return t
 
     def _serialised(self) -> SerialisedEmbedder:
         assert self._embedder is not None
@@ -212,6 +240,7 @@ class ModelSlot:
         log.info("unloading model %s", self._spec)
         self._embedder = None
         self._spec = None
+        self.progress.dropped()
         gc.collect()
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

@@ -26,7 +26,7 @@ def health_of(state: State) -> Health:
             pass
     slot = state.models
     return Health(version=__version__, device=slot.device(), gpu_name=gpu_name, gpu_free_mb=gpu_free,
-                  model_loaded=slot.loaded, model=slot.spec)
+                  model_loaded=slot.loaded, model=slot.spec, **slot.progress.report())
 
 
 @router.get("/health", response_model=Health, responses={403: {"model": ErrorBody}})
