@@ -5,7 +5,8 @@ weights fingerprint, dtype, image policy). Searching or re-indexing with another
 model would mix vectors of two spaces and return meaningless hits, so it is refused
 with :class:`ModelMismatchError` naming both, unless forced. The image policy is
 not a reason to refuse: queries are embedded at the size the index was built with.
-A different dtype only moves vectors by ~1e-4 (cosine 0.9999), so it is logged.
+A different float dtype only moves vectors by ~1e-4 (cosine 0.9999), so it is logged;
+int8 (quantised linear layers) moves them more, so that is a warning.
 """
 
 from __future__ import annotations
@@ -65,8 +66,13 @@ def check_identity(recorded: dict[str, Any], current: dict[str, Any], *, index: 
         raise ModelMismatchError(msg, "use the index's model (--model), or --force to search anyway "
                                       "(hits may be meaningless)")
     if recorded.get("dtype") and current.get("dtype") and recorded["dtype"] != current["dtype"]:
-        log.info("index %s was built in %s, the model runs in %s (vectors differ by ~1e-4)", index,
-                 recorded["dtype"], current["dtype"])
+        if "int8" in (recorded["dtype"], current["dtype"]):  # quantised: vectors move more than a float dtype's
+            log.warning("index %s was built in %s, the model runs in %s (int8 vectors differ from float ones "
+                        "by up to ~1e-2 in cosine; hits may reorder slightly)", index, recorded["dtype"],
+                        current["dtype"])
+        else:
+            log.info("index %s was built in %s, the model runs in %s (vectors differ by ~1e-4)", index,
+                     recorded["dtype"], current["dtype"])
 
 
 def bind(embedder: Embedder, meta: dict[str, Any], *, index: str, force: bool = False) -> Embedder:

@@ -441,8 +441,9 @@ def _add_serve(sub: Any) -> None:
 
 
 def _model_options(p: Any) -> None:
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto",
-                   help="weights dtype (auto: bf16 on GPUs and bf16-capable CPUs, else fp32)")
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32", "int8"), default="auto",
+                   help="weights dtype (auto: bf16 on GPUs and bf16-capable CPUs, else fp32; int8: CPU, "
+                        "linear layers quantised)")
 
 
 def build_parser(command: str | None = None) -> Parser:

@@ -7,8 +7,17 @@ peak RSS is that configuration's own): load time, peak and steady RSS, dim, and 
 per tile / text query / region (16 boxes on one tile, prefix-shared) / point query.
 Then tiles/s through ``geovec index`` against a naive per-tile loop, same tiles, same run.
 
+``--compare fp32 int8 bf16`` (with ``--sizes`` and ``--index-tiles 0`` to skip the rest):
+tiles/s of each dtype at ``--compare-size`` (448) on ``--compare-tiles`` tiles, each in
+a fresh process, and the cosine of each dtype's vectors against the first dtype's
+(fp32) for tiles, text queries and region boxes. Random weights: the cosines show how
+far quantisation moves a 2B network's outputs with these weight statistics, not
+retrieval quality with trained weights.
+
     .venv/bin/python benchmarks/bench_fullsize.py [--dir DIR] [--dtypes fp32 bf16]
         [--sizes 1344 448] [--index-size 448] [--index-tiles 8] [--threads N]
+    flock /tmp/geovec-fullsize.lock .venv/bin/python benchmarks/bench_fullsize.py --sizes --index-tiles 0 \
+        --compare fp32 int8 bf16 --compare-tiles 2
 
 Random weights: only speed and memory mean anything. On a 2-core CPU the preset's 1344 px
 costs minutes per tile; ``--sizes 448`` alone is the quick run.
@@ -106,6 +115,64 @@ def naive_child(ckpt: str, folder: str, dtype: str, size: int, threads: int | No
     return {"tiles": n, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def compare_child(ckpt: str, dtype: str, size: int, tiles: int, out: str, threads: int | None) -> dict[str, object]:
+    """Encode ``tiles`` tiles (timed, after one warm-up tile), 3 texts and 4 boxes; vectors to ``out`` (.npz)."""
+    import numpy as np
+    import torch
+
+    from geovec.backend.model.embedder import load_embedder
+    from geovec.backend.types import EmbedInput
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    emb = load_embedder(ckpt, device="cpu", dtype=dtype, image_size=size)
+    load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for _ in range(tiles)]
+    ins = emb.instructions
+    emb.encode([EmbedInput(ins["tile"], image=imgs[0])])  # warm-up
+    t0 = time.perf_counter()
+    tile_vecs = np.concatenate([emb.encode([EmbedInput(ins["tile"], image=im)]) for im in imgs])
+    tile_s = time.perf_counter() - t0
+    texts = ["circular storage tanks next to the pier", "a river delta", "dense urban blocks"]
+    text_vecs = emb.encode([EmbedInput(ins["text_query"], text=t) for t in texts])
+    boxes = [(0, 0, 128, 128), (128, 0, 256, 128), (64, 64, 192, 192), (0, 128, 256, 256)]
+    box_vecs = emb.encode_regions(imgs[0], boxes)
+    np.savez(out, tiles=tile_vecs, texts=text_vecs, boxes=box_vecs)
+    return {"dtype": emb.identity["dtype"], "size": size, "tiles": tiles, "tile_s": round(tile_s, 3),
+            "load_s": round(load_s, 1), "peak_mb": round(_peak_mb()), "threads": torch.get_num_threads()}
+
+
+def compare(args: argparse.Namespace, ckpt: Path, work: Path, env: dict[str, str], threads: list[str]) -> None:
+    """Tiles/s per dtype and cosines of each dtype's vectors against the first's, one run."""
+    import numpy as np
+
+    print(f"dtype comparison at {args.compare_size} px, {args.compare_tiles} timed tiles each (after one warm-up), "
+          f"3 texts, 4 boxes on one tile; each dtype in a fresh process; load now {os.getloadavg()[0]:.2f}")
+    res, vecs = [], []
+    for dtype in args.compare:
+        out = work / f"vecs-{dtype}.npz"
+        r = _run([__file__, "--compare-child", str(ckpt), dtype, str(args.compare_size), str(args.compare_tiles),
+                  str(out), *threads], env)
+        res.append(r)
+        vecs.append(dict(np.load(out)))
+    base = res[0]
+    print(f"{'dtype':>5} {'tiles/s':>8} {'s/tile':>7} {'speed-up':>9} {'load s':>7} {'peak MB':>8}   "
+          f"cosine vs {base['dtype']}: tiles / texts / boxes (min)")
+    for r, v in zip(res, vecs, strict=True):
+        rate = r["tiles"] / r["tile_s"]  # type: ignore[operator]
+        cos = []
+        for kind in ("tiles", "texts", "boxes"):
+            a, b = vecs[0][kind], v[kind]
+            c = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            cos.append(f"{c.min():.4f}")
+        speed = base["tile_s"] / r["tile_s"]  # type: ignore[operator]
+        print(f"{r['dtype']:>5} {rate:8.3f} {r['tile_s'] / r['tiles']:7.1f} {speed:8.2f}x {r['load_s']:>7} "  # type: ignore[operator]
+              f"{r['peak_mb']:>8}   {' / '.join(cos)}   ({r['threads']} threads)", flush=True)
+    print(f"load at the end {os.getloadavg()[0]:.2f}; random weights: cosines measure numeric drift only")
+
+
 def _run(args: list[str], env: dict[str, str]) -> dict[str, object]:
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -117,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", help="checkpoint folder (built there if missing; default: a temporary one)")
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1344, 448])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[1344, 448])
     ap.add_argument("--index-size", type=int, default=448, help="image size of the indexing comparison")
     ap.add_argument("--index-dtype", default="bf16")
     ap.add_argument("--index-tiles", type=int, default=8, help="tiles in the indexing comparison (0: skip it)")
@@ -125,7 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--child", nargs=3, metavar=("CKPT", "DTYPE", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--naive", nargs=4, metavar=("CKPT", "FOLDER", "DTYPE", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--compare", nargs="*", default=[], help="dtypes to compare (first = reference), e.g. fp32 int8 bf16")
+    ap.add_argument("--compare-size", type=int, default=448)
+    ap.add_argument("--compare-tiles", type=int, default=2)
+    ap.add_argument("--compare-child", nargs=5, metavar=("CKPT", "DTYPE", "SIZE", "TILES", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.compare_child:
+        ck, dtype, size, tiles, out = args.compare_child
+        print(json.dumps(compare_child(ck, dtype, int(size), int(tiles), out, args.threads)))
+        return 0
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]), args.reps, args.threads)))
         return 0
@@ -149,14 +224,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built {ckpt} in {time.perf_counter() - t0:.0f} s "
                   f"({sum(f.stat().st_size for f in ckpt.glob('*.safetensors')) / 1e9:.2f} GB)")
         print("model: Qwen2-VL-2B architecture, random weights (vlm2vec-qwen2vl-2b preset layout), CPU")
-        print(f"{'dtype':>5} {'image':>6} {'load s':>7} {'peak MB':>8} {'steady MB':>9} {'tile s':>7} "
-              f"{'text s':>7} {'16 regions s':>12} {'point s':>8}")
+        if args.sizes:
+            print(f"{'dtype':>5} {'image':>6} {'load s':>7} {'peak MB':>8} {'steady MB':>9} {'tile s':>7} "
+                  f"{'text s':>7} {'16 regions s':>12} {'point s':>8}")
         for size in args.sizes:
             for dtype in args.dtypes:
                 r = _run([__file__, "--child", str(ckpt), dtype, str(size), "--reps", str(args.reps), *threads], env)
                 print(f"{r['dtype']:>5} {r['size']:>6} {r['load_s']:>7} {r['peak_mb']:>8} {r['steady_mb']:>9} "
                       f"{r['tile_s']:>7} {r['text_s']:>7} {r['regions16_s']:>12} {r['point_s']:>8}   (dim {r['dim']}, "
                       f"{r['threads']} threads)", flush=True)
+        if args.compare:
+            compare(args, ckpt, work, env, threads)
         if args.index_tiles:
             folder = work / "rasters"
             folder.mkdir()

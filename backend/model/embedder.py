@@ -139,6 +139,7 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
         adapter: a LoRA adapter (folder or hub id) merged into the base at load.
         dtype: ``auto`` (the preset's CUDA dtype on GPUs, bf16 on CPUs with native bf16,
             else fp32), ``bf16``, ``fp16`` or ``fp32``; the weights load straight into it.
+            ``int8`` (CPU): fp32 weights whose linear layers are then quantised (:mod:`.quantize`).
         image_size: edge in pixels the preset's images are sized to (default: the preset's).
         torch_dtype: a torch dtype, overriding ``dtype``.
         batched_vision: one attention call per vision block for a batch of equal-size images
@@ -189,6 +190,10 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
     pre = _saved_image(pre.with_instructions(meta.get("instructions")), meta).with_image_size(image_size)
     target = torch_dtype or resolve_dtype(dtype, dev.type, cuda_dtype=pre.cuda_dtype)
     model, processor, folders = _from_pretrained(base, adapter, target, dev)
+    if torch_dtype is None and (dtype or "").lower() == "int8":
+        from .quantize import quantize_int8
+
+        model = quantize_int8(model)
     local_folders.extend(folders)
     configure_vision(model, batched=batched_vision, compile=compile)
     fingerprint = weights_fingerprint(*local_folders)

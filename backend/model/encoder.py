@@ -22,6 +22,7 @@ from ..types import Box, EmbedInput
 from . import forward as fwd
 from . import pixels
 from .identity import dtype_name
+from .quantize import dtype_label
 from .presets import QWEN2VL_IMAGE, ImagePolicy, Preset
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Embedder:
     def identity(self) -> dict[str, Any]:
         """What an index records to bind itself to this model (preset, checkpoint, weights, dtype, image)."""
         return {"preset": self.preset.name, "checkpoint": self.checkpoint_id, "fingerprint": self.fingerprint,
-                "dtype": dtype_name(self.dtype), "image": self.preset.image.to_dict()}
+                "dtype": dtype_label(self.model, dtype_name(self.dtype)), "image": self.preset.image.to_dict()}
 
     def with_image(self, image: Any) -> Embedder:
         """The same weights with another image policy (an :class:`ImagePolicy` or its dict)."""

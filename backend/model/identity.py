@@ -20,7 +20,7 @@ from ..errors import InputError
 _SAMPLES = 64
 _BLOCK = 4096
 _SMALL = 1 << 20  # files up to this size are hashed whole
-DTYPES = ("auto", "bf16", "fp16", "fp32")
+DTYPES = ("auto", "bf16", "fp16", "fp32", "int8")
 
 
 def _hash_file(h: Any, path: Path) -> None:
@@ -64,9 +64,11 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_dtype(name: str | None, device_type: str, *, cuda_dtype: str = "bf16") -> Any:
-    """``auto|bf16|fp16|fp32`` -> a torch dtype for ``device_type``.
+    """``auto|bf16|fp16|fp32|int8`` -> a torch dtype for ``device_type``.
 
     auto: the preset's CUDA dtype on CUDA, bf16 on CPUs with native bf16, else fp32.
+    int8 (CPU only): fp32, the dtype the weights load in before their linear layers are
+    quantised (:mod:`.quantize`).
     """
     import torch
 
@@ -76,9 +78,14 @@ def resolve_dtype(name: str | None, device_type: str, *, cuda_dtype: str = "bf16
         if device_type == "cuda":
             return table[cuda_dtype]
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if name == "int8":
+        if device_type != "cpu":
+            raise InputError(f"dtype int8 is a CPU option, not for {device_type}",
+                             "use --device cpu with --dtype int8, or bf16/fp16 on a GPU")
+        return torch.float32
     if name not in table:
         raise InputError(f"dtype {name!r} is not one of {', '.join(DTYPES)}",
-                         "use auto (bf16 on GPUs and bf16-capable CPUs, else fp32), bf16, fp16 or fp32")
+                         "use auto (bf16 on GPUs and bf16-capable CPUs, else fp32), bf16, fp16, fp32 or int8 (CPU)")
     if name == "fp16" and device_type == "cpu":
         raise InputError("dtype fp16 on CPU is slow and inaccurate in PyTorch", "use --dtype bf16 or fp32 on CPU")
     return table[name]

@@ -28,7 +28,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--port", type=int, default=None, help="TCP port (default 0 = a random free port)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default=None)
     p.add_argument("--model", default=None, help="model loaded on first use: preset, local dir or hub id")
-    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=None,
+    p.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32", "int8"), default=None,
                    help="weights dtype (default auto: bf16 on GPUs and bf16-capable CPUs, else fp32)")
     p.add_argument("--image-size", type=int, default=None, help="image edge the model sees (default: the preset's)")
     p.add_argument("--allow-remote", action="store_true", default=None,

@@ -45,7 +45,7 @@ class Settings(BaseModel):
     port: int = Field(0, ge=0, le=65535, description="0 = a random free port")
     device: Literal["auto", "cuda", "cpu"] = "auto"
     model: str | None = Field(None, description="model loaded on first use (preset, local dir or hub id)")
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+    dtype: Literal["auto", "bf16", "fp16", "fp32", "int8"] = Field(
         "auto", description="weights dtype: auto = bf16 on GPUs (GME: fp16) and bf16-capable CPUs, else fp32")
     image_size: int | None = Field(None, ge=28, le=4096,
                                    description="image edge the model sees (default: the preset's; smaller is faster)")
