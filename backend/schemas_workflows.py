@@ -39,11 +39,15 @@ def _vector_b64(data: Any) -> Any:
     return {**{k: v for k, v in data.items() if k != "vector_b64"}, "vector": from_b64(text)}
 
 
-#: Field of requests that carry a vector: base64 instead of a JSON list.
-_VECTOR_B64 = Field(None, description=B64_DOC + "; instead of `vector`")
-#: Field of requests whose replies carry vectors: how to write them.
-_ENCODING = Field("json", description="how the reply carries vectors: json = float lists, b64 = the `*_b64` "
-                                      "fields (" + B64_DOC + ")")
+def _vector_b64_field() -> Any:
+    """Field of requests that carry a vector: base64 instead of a JSON list."""
+    return Field(None, description=B64_DOC + "; instead of `vector`")
+
+
+def _encoding_field() -> Any:
+    """Field of requests whose replies carry vectors: how to write them."""
+    return Field("json", description="how the reply carries vectors: json = float lists, b64 = the `*_b64` "
+                                     "fields (" + B64_DOC + ")")
 
 
 def _finite_list(v: list[float] | None) -> list[float] | None:
@@ -174,8 +178,8 @@ class RefineRequest(_Model):
     index: AbsPath
     query: SearchRequest | None = Field(None, description="the first round's query (embedded once)")
     vector: list[float] | None = Field(None, max_length=16384, description="the original query vector instead")
-    vector_b64: str | None = _VECTOR_B64
-    vector_encoding: Literal["json", "b64"] = _ENCODING
+    vector_b64: str | None = _vector_b64_field()
+    vector_encoding: Literal["json", "b64"] = _encoding_field()
     good: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked good")
     bad: list[str] = Field(default_factory=list, max_length=10_000, description="tile ids marked bad")
     k: int = Field(10, ge=1, le=1000)
@@ -223,7 +227,7 @@ class LocateRequest(_Model):
     query: SearchRequest | None = None
     image_b64: str | None = Field(None, max_length=8_000_000, description="PNG/JPEG bytes, base64")
     vector: list[float] | None = Field(None, max_length=16384)
-    vector_b64: str | None = _VECTOR_B64
+    vector_b64: str | None = _vector_b64_field()
     k: int = Field(50, ge=1, le=5000, description="hits clustered into locations")
     radius_km: float | None = Field(None, gt=0, le=20_000, description="cluster radius; default 3 tile diagonals")
     max_locations: int = Field(10, ge=1, le=1000)
@@ -288,7 +292,7 @@ class VectorSearchRequest(_Model):
 
     index: AbsPath
     vector: list[float] | None = Field(None, min_length=1, max_length=16384)
-    vector_b64: str | None = _VECTOR_B64
+    vector_b64: str | None = _vector_b64_field()
     k: int = Field(10, ge=1, le=1000)
     min_score: float | None = Field(None, ge=-1.0, le=1.0)
     near: NearQuery | None = None
