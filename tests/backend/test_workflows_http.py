@@ -159,3 +159,8 @@ def test_vectors_as_base64_float32(world) -> None:
     _bad(c.post("/v1/search/vector", json={"index": idx, "vector_b64": nan}), "NaN or infinite")
     r = c.post("/v1/search/vector", json={"index": idx, "vector_b64": to_b64([0.5] * 8)})
     assert r.status_code == 409 and "8 values" in r.json()["detail"]
+    from geovec.backend.workflows.cli import read_vector  # `geovec search --vector FILE` reads b64 replies too
+
+    for name, body in (("embed", emb64), ("refine", r_b64)):
+        (world["root"] / f"{name}.json").write_text(json.dumps(body))
+        assert np.allclose(read_vector(str(world["root"] / f"{name}.json")), vec, atol=1e-6)
