@@ -156,11 +156,11 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
         store_cache: path -> open IndexStore, reused across calls (the server keeps one).
     """
     from .binding import bind
-    from .region_search import check, run
-    from .search import build_query
+    from .search.query import build_query
+    from .search.run import check, run
 
     if req.indexes:
-        from .multi import search_indexes
+        from .search.multi import search_indexes
 
         if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes:
             raise InputError(f"region search, --rerank, --within and --scene take one index, not {1 + len(req.indexes)}",

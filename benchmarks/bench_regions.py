@@ -102,9 +102,9 @@ def build(path: Path, dist: Distribution, tiles: int, per_tile: int, grid: int) 
 
 
 def part_search(args: argparse.Namespace, tmp: Path) -> None:
-    from geovec.backend import region_search as rs
     from geovec.backend.schemas import SearchRequest
-    from geovec.backend.search import Query
+    from geovec.backend.search import run as rs
+    from geovec.backend.search.query import Query
 
     dist = Distribution("clustered-lowrank", args.dim, intrinsic=32, clusters=100, spread=0.5, noise=0.1, seed=0)
     print(f"vectors: {dist.describe()}")
@@ -154,13 +154,13 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def part_rerank(args: argparse.Namespace, tmp: Path) -> None:
-    from geovec.backend import region_search as rs
     from geovec.backend.demo import write_scene
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
     from geovec.backend.pipeline import index_folder
     from geovec.backend.schemas import SearchRequest
-    from geovec.backend.search import build_query
+    from geovec.backend.search import run as rs
+    from geovec.backend.search.query import build_query
     from geovec.backend.types import TilingParams
 
     emb = load_embedder(str(write_tiny_model(tmp / "tiny")), device="cpu")

@@ -75,8 +75,8 @@ def load_regions(store: IndexStore, tiles: TileTable) -> RegionTable:
     """Every stored region of the tiles in ``tiles``, with unit vectors and WGS84 box polygons."""
     import shapely
 
-    from ..region_search import RegionHit, _Scenes, region_polygons
-    from ..search import index_tiling
+    from ..search.query import index_tiling
+    from ..search.run import RegionHit, _Scenes, region_polygons
 
     require_regions(store)
     labels = store.tile_labels([r.tile_id for r in tiles.records])
@@ -134,7 +134,7 @@ class RegionLabelling(Labelling):
 
     def features(self, out_crs: str) -> list[dict[str, Any]]:
         """One GeoJSON Feature per region (its box in ``out_crs``)."""
-        from ..region_search import RegionHit, _region_rings, _Scenes
+        from ..search.run import RegionHit, _region_rings, _Scenes
 
         if not len(self.table):
             return []

@@ -96,7 +96,7 @@ def run_refine(req: RefineRequest, embedder: EmbedderLike | None = None, store_c
     with _store(req.index, store_cache) as store:
         if req.vector is not None:
             return refine(store, req, _vector(req.vector, store, "vector"))
-        from ..search import build_query
+        from ..search.query import build_query
 
         assert req.query is not None
         build_query(store, req.query.model_copy(update={"index": req.index}))  # validate before the model
@@ -107,7 +107,7 @@ def run_refine(req: RefineRequest, embedder: EmbedderLike | None = None, store_c
 def run_locate(req: LocateRequest, embedder: EmbedderLike | None = None, store_cache: Cache = None,
                image: np.ndarray | None = None) -> LocateResponse:
     """Where is this? ``image`` is ``req.image_b64`` already decoded (the route decodes it)."""
-    from ..search import build_query, find_hits, image_query
+    from ..search.query import build_query, find_hits, image_query
     from .geolocate import locate
 
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def run_ask(req: AskRequest, embedder: EmbedderLike | None = None, store_cache: 
 def run_vector_search(req: VectorSearchRequest, store_cache: Cache = None) -> SearchResponse:
     """Search ``req.index`` with an embedding (no model needed)."""
     from ..raster import geometry
-    from ..search import find_hits, hit_feature
+    from ..search.query import find_hits, hit_feature
 
     t0 = time.perf_counter()
     geometry.parse_crs(req.out_crs)

@@ -1,7 +1,7 @@
 """``geovec`` command line (``python -m geovec.backend`` is the same).
 
 Sub-commands: ``model tiny``, ``index``, ``search``, ``export``, ``info``, the workflows
-(``classify``, ``fewshot``, ``refine``, ``locate``, ``ask``: ``backend/workflows/cli.py``); ``serve``
+(``classify``, ``fewshot``, ``refine``, ``locate``, ``ask``: ``cli/workflows.py``); ``serve``
 (from ``backend/server/cli.py``) when the server's dependencies are installed; and the
 commands other packages register in the ``geovec.commands`` entry-point group
 (``train`` and ``eval`` from ``geovec.training``, see ``commands.py``). Every failure exits non-zero with one
@@ -23,12 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .cli_common import UsageError
-from .cli_common import validated as _validated
+from ..errors import GeoVecError
+from ..jsonsafe import model_json
+from ..paths import one_line
 from .commands import add_registered
-from .errors import GeoVecError
-from .jsonsafe import model_json
-from .paths import one_line
+from .common import UsageError
+from .common import validated as _validated
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def _group(text: str) -> tuple[str, list[str]]:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from .model.tiny import write_tiny_model
-    from .paths import uniform_modes
+    from ..model.tiny import write_tiny_model
+    from ..paths import uniform_modes
 
     path = write_tiny_model(Path(args.dir).expanduser(), seed=args.seed)
     uniform_modes(path)
@@ -96,7 +96,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_model_fullsize(args: argparse.Namespace) -> int:
-    from .model.fullsize import write_fullsize_model
+    from ..model.fullsize import write_fullsize_model
 
     path = write_fullsize_model(Path(args.dir).expanduser(), preset=args.preset, seed=args.seed, device=args.device)
     print(f"random Qwen2-VL-2B-sized model written to {path} (to measure speed and memory: its hits are "
@@ -131,7 +131,7 @@ class _TqdmProgress:
 
 def _tiling_fields(args: argparse.Namespace) -> dict[str, Any]:
     """Tiling options given on the command line; the rest from the existing index, else the defaults."""
-    from .service import SIDECAR, read_sidecar
+    from ..service import SIDECAR, read_sidecar
 
     stored: dict[str, Any] = {}
     if (Path(args.index).expanduser() / SIDECAR).exists():
@@ -142,11 +142,11 @@ def _tiling_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from .schemas import IndexRequest, TilingOptions
-    from .service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
+    from ..schemas import IndexRequest, TilingOptions
+    from ..service import SIDECAR, load_model, model_for_index, read_sidecar, run_index
 
     if args.regions is not None:
-        from .regions import RegionSpec
+        from ..regions import RegionSpec
 
         RegionSpec.parse(args.regions)  # a bad spec fails before anything is touched
     if args.from_parquet:
@@ -161,7 +161,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                      groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
                      regions=args.regions)
     if not Path(args.folder).expanduser().is_dir():
-        from .errors import NotFoundError
+        from ..errors import NotFoundError
 
         raise NotFoundError(f"folder {args.folder!r} does not exist or is not a folder",
                             "give a folder containing .tif/.tiff/.vrt rasters")
@@ -173,7 +173,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                              f"{args.image_size} (vectors at another size do not compare); drop --image-size "
                              "or use a new --index")
     if args.engine == "ray":
-        from .ray_engine import connect
+        from ..ray_engine import connect
 
         connect(args.address)  # a wrong address fails before any model is loaded
         embedder: Any = None
@@ -189,7 +189,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if embedder is None:
             raise UsageError("--compile works with the local engine; for Ray set GEOVEC_COMPILE=1 in the "
                              "workers' environment")
-        from .model.vision import configure_vision
+        from ..model.vision import configure_vision
 
         configure_vision(embedder.model, compile=True)
 
@@ -205,7 +205,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     bar = _TqdmProgress(not args.no_progress and not args.json)
     try:
         if args.engine == "ray":
-            from .ray_engine import run_index_ray
+            from ..ray_engine import run_index_ray
 
             summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
                                     actors=args.actors, dtype=args.dtype, image_size=args.image_size)
@@ -237,7 +237,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _import_parquet(args: argparse.Namespace) -> int:
-    from .geoparquet import import_geoparquet
+    from ..geoparquet import import_geoparquet
 
     if args.folder:
         raise UsageError("give FOLDER or --from-parquet FILE, not both")
@@ -251,7 +251,7 @@ def _import_parquet(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .geoparquet import export_geoparquet
+    from ..geoparquet import export_geoparquet
 
     n = export_geoparquet(args.index, args.out)
     print(f"wrote {n} tile(s) with footprints and vectors to {args.out} ({args.format})")
@@ -259,7 +259,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _repair(index: str) -> None:
-    from .index.repair import repair_index
+    from ..index.repair import repair_index
 
     repair_index(index)
     print(f"repaired {index}", file=sys.stderr)
@@ -270,8 +270,8 @@ TILING_DEFAULTS: dict[str, Any] = {"tile_size": 256, "overlap": 0.0, "resolution
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .schemas import SearchRequest
-    from .service import model_for_index, run_search
+    from ..schemas import SearchRequest
+    from ..service import model_for_index, run_search
 
     fields: dict[str, Any] = {"index": _abs(args.index[0]), "indexes": [_abs(i) for i in args.index[1:]], "k": args.k,
                               "min_score": args.min_score,
@@ -305,7 +305,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         _check_writable(args.geojson)  # before the (maybe slow) search, not after it
     resp = None
     if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
-        from .server.client import search_via_server
+        from ..server.client import search_via_server
 
         resp = search_via_server(req, args.server or None)
     elif not args.local and not args.model:  # a running `geovec serve` answers without reloading the model
@@ -314,7 +314,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
-        from .cli_regions import geojson_with_regions
+        from .regions import geojson_with_regions
 
         Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1), encoding="utf-8")
     if args.json:
@@ -338,8 +338,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_via_running_server(req: Any) -> Any:
     """The answer of a running ``geovec serve`` (None when none answers, or its model is not the index's)."""
-    from .errors import ModelMismatchError, ModelUnavailableError
-    from .server.client import running_server, search_via_server
+    from ..errors import ModelMismatchError, ModelUnavailableError
+    from ..server.client import running_server, search_via_server
 
     url = running_server()
     if url is None:
@@ -354,15 +354,15 @@ def _search_via_running_server(req: Any) -> Any:
 
 
 def _region_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli_regions import region_fields
+    from .regions import region_fields
 
     return region_fields(args)
 
 
 def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
-    from .schemas_workflows import VectorSearchRequest
-    from .workflows.cli import _print_hits, read_vector
-    from .workflows.service import run_vector_search
+    from ..schemas_workflows import VectorSearchRequest
+    from ..workflows.service import run_vector_search
+    from .workflows import _print_hits, read_vector
 
     if fields.get("indexes"):
         raise UsageError("--vector searches one index; give one --index")
@@ -373,7 +373,7 @@ def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .service import index_info
+    from ..service import index_info
 
     info = index_info(args.index)
     if args.json:
@@ -395,7 +395,7 @@ def _verify(index: str, as_json: bool) -> bool:
     """Run ``verify_index`` and print its report (JSON on stderr with --json); True when ok."""
     from dataclasses import asdict
 
-    from .index.verify import verify_index
+    from ..index.verify import verify_index
 
     report = verify_index(index)
     if as_json:
@@ -411,7 +411,7 @@ def _check_writable(path: str) -> None:
     """InputError unless ``path`` can be created or written (nothing is left behind when it was absent)."""
     import os
 
-    from .errors import InputError
+    from ..errors import InputError
 
     p = Path(path).expanduser()
     existed = p.exists()
@@ -433,7 +433,7 @@ def _check_writable(path: str) -> None:
 def _add_serve(sub: Any) -> None:
     """Add ``serve`` when the server's dependencies are installed."""
     try:
-        from .server.cli import add_serve_parser
+        from ..server.cli import add_serve_parser
 
         add_serve_parser(sub)
     except ImportError as e:
@@ -529,7 +529,7 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
     se.add_argument("--json", action="store_true")
     se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
-    from .cli_regions import add_region_search_args
+    from .regions import add_region_search_args
 
     add_region_search_args(se)
     se.add_argument("--server", nargs="?", const="", metavar="URL",
@@ -550,7 +550,7 @@ def build_parser(command: str | None = None) -> Parser:
     inf.set_defaults(func=cmd_info)
 
     if command in (None, *WORKFLOWS):
-        from .workflows.cli import add_workflow_parsers
+        from .workflows import add_workflow_parsers
 
         add_workflow_parsers(sub, _finite)
     if command in (None, "serve"):

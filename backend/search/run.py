@@ -23,18 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from ..regions import RegionSpec, grid_boxes, nms, scale_boxes
+from ..schemas import NearQuery, SearchRequest, SearchResponse
+from ..types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord
 from .filters import EXACT_MAX, TileFilter, tile_filter
-from .regions import RegionSpec, grid_boxes, nms, scale_boxes
-from .schemas import NearQuery, SearchRequest, SearchResponse
-from .search import Query, _overlaps, find_hits, hit_feature, index_tiling, tile_properties
-from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord
+from .query import Query, _overlaps, find_hits, hit_feature, index_tiling, tile_properties
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def stored_candidates(store: IndexStore, rvec: np.ndarray, records: dict[int, Ti
 def rerank_candidates(store: IndexStore, embedder: Embedder, rvec: np.ndarray, records: list[TileRecord],
                       target_m: float | None, scenes: _Scenes) -> list[RegionHit]:
     """Embed candidates of ``records`` at query time (grid, or boxes of ``target_m`` for a drawn box)."""
-    from .raster.tiling import read_tile
+    from ..raster.tiling import read_tile
 
     tiling = index_tiling(store)
     size = tiling.tile_size
@@ -194,7 +194,7 @@ def _region_rings(scenes: _Scenes, hits: list[RegionHit], tile_size: int, crs: s
     Regions are at most a tile across, so their four corners are transformed (edges stay straight
     to well under a pixel at that scale).
     """
-    from .raster import geometry
+    from ..raster import geometry
 
     out: list[list[list[float]]] = [[] for _ in hits]
     by_scene: dict[str, list[int]] = {}
@@ -246,7 +246,7 @@ def _not_excluded(scenes: _Scenes, h: RegionHit, tile_size: int, exclude: BaseGe
 # ---- the search ----------------------------------------------------------------------------------
 def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     """Validate the region/filter parts of ``req`` against ``store`` (no model); the tile filter if any."""
-    from .raster import geometry
+    from ..raster import geometry
 
     geometry.parse_crs(req.out_crs)
     if req.level == "region" and store.regions_spec is None and req.rerank is None:

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, NotFoundError, OutOfBoundsError
-from .schemas import NearQuery, SearchRequest, SearchResponse
-from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord, TilingParams, Window
+from ..errors import InputError, NotFoundError, OutOfBoundsError
+from ..schemas import NearQuery, SearchRequest, SearchResponse
+from ..types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord, TilingParams, Window
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
     the indexed scene that contains the query coordinates (where several do: the
     finest ground resolution, then the most bands).
     """
-    from .raster import geometry
+    from ..raster import geometry
 
     if req.raster:
         found = store.scene_for_path(req.raster)
@@ -72,8 +72,8 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
             return found
         if not Path(req.raster).exists():
             raise NotFoundError(f"raster {req.raster!r} does not exist", "give the path of a raster file")
-        from .raster.scan import open_scene
-        from .raster.stretch import compute_stretch
+        from ..raster.scan import open_scene
+        from ..raster.stretch import compute_stretch
 
         scene = open_scene(req.raster, bands=tiling.bands)
         log.info("raster %s is not in the index; computing its stretch", req.raster)
@@ -112,7 +112,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
 
 
 def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, float]:
-    from .raster import geometry
+    from ..raster import geometry
 
     cols, rows = geometry.to_pixels(scene, [x], [y], crs)
     col, row = float(np.asarray(cols).ravel()[0]), float(np.asarray(rows).ravel()[0])
@@ -128,9 +128,9 @@ def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, flo
 
 def build_query(store: IndexStore, req: SearchRequest) -> Query:
     """Validate ``req`` against the index and build the query (reads pixels, no model)."""
-    from .pipeline import native_tile_size
-    from .raster import geometry
-    from .raster.tiling import read_tile
+    from ..pipeline import native_tile_size
+    from ..raster import geometry
+    from ..raster.tiling import read_tile
 
     latlon = (float(req.latlon[0]), float(req.latlon[1])) if req.latlon is not None else None
     if req.mode == "text":
@@ -189,9 +189,9 @@ def read_image_file(path: str) -> np.ndarray:
     except Exception:  # noqa: BLE001 - not a picture PIL reads: try it as a raster
         pass
     try:
-        from .raster.scan import open_scene
-        from .raster.stretch import compute_stretch
-        from .raster.tiling import read_tile
+        from ..raster.scan import open_scene
+        from ..raster.stretch import compute_stretch
+        from ..raster.tiling import read_tile
 
         scene = open_scene(str(p))
         side = max(scene.width, scene.height)
@@ -213,11 +213,11 @@ def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
 def find_hits(store: IndexStore, vector: np.ndarray, *, k: int, min_score: float | None = None,
               exclude_wgs84: BaseGeometry | None = None, near: NearQuery | None = None) -> list[Hit]:
     """Nearest tiles to ``vector``, dropping those below ``min_score`` or overlapping ``exclude_wgs84``;
-    ``near`` filters / re-ranks them by distance to a centre (see ``workflows.location``)."""
+    ``near`` filters / re-ranks them by distance to a centre (see :mod:`.location`)."""
     from shapely import wkt
 
     if near is not None:
-        from .workflows.location import near_hits
+        from .location import near_hits
 
         excl = exclude_wgs84
         keep = None if excl is None else (lambda rec: not _overlaps(wkt.loads(rec.footprint_wgs84), excl))
@@ -249,7 +249,7 @@ def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
     """One hit as a GeoJSON Feature dict with its footprint in ``out_crs``."""
     from shapely.geometry import box, mapping
 
-    from .raster import geometry
+    from ..raster import geometry
 
     rec: TileRecord = hit.record
     native = box(*rec.bounds)
@@ -282,7 +282,7 @@ def run_query(store: IndexStore, embedder: Embedder, query: Query, *, k: int = 1
               min_score: float | None = None, out_crs: str = "EPSG:4326",
               near: NearQuery | None = None) -> SearchResponse:
     """Embed ``query``, search ``store`` and return the hits as a GeoJSON FeatureCollection."""
-    from .raster import geometry
+    from ..raster import geometry
 
     t0 = time.perf_counter()
     geometry.parse_crs(out_crs)  # a bad out_crs fails before the model runs

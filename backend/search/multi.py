@@ -2,8 +2,8 @@
 
 :class:`MultiStore` offers the read side of :class:`~geovec.backend.index.store.IndexStore`
 that queries use (``search``, ``count``, ``meta``, ``scenes``, ``scene``,
-``scene_for_path``), so :func:`geovec.backend.search.build_query` and
-:func:`~geovec.backend.search.find_hits` run on it unchanged. ``search`` asks each
+``scene_for_path``), so :func:`geovec.backend.search.query.build_query` and
+:func:`~geovec.backend.search.query.find_hits` run on it unchanged. ``search`` asks each
 index for its own top ``k`` and merges them by cosine similarity (the global top ``k``
 is always among them); a tile stored in two indexes counts once. Every index must
 have the same model (dim, preset, checkpoint); box and point queries also need the
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, ModelMismatchError
-from .types import Scene, Stretch, TileRecord
+from ..errors import InputError, ModelMismatchError
+from ..types import Scene, Stretch, TileRecord
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
+    from ..index.store import IndexStore
 
 
 class MultiStore:
@@ -31,7 +31,7 @@ class MultiStore:
     def __init__(self, stores: Sequence[IndexStore], *, force: bool = False) -> None:
         if not stores:
             raise InputError("no index to search", "give at least one --index")
-        from .binding import check_identity, describe, recorded_identity
+        from ..binding import check_identity, describe, recorded_identity
 
         first = stores[0]
         mine = recorded_identity(first.meta or {})
@@ -158,8 +158,8 @@ def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callab
 
     ``resolve`` and ``open_index`` are the service's (passed in: the service imports this module).
     """
-    from .binding import bind
-    from .search import build_query, run_query
+    from ..binding import bind
+    from .query import build_query, run_query
 
     paths = list(dict.fromkeys([req.index, *req.indexes]))  # the same index twice counts once
     stores: list[IndexStore] = []
