@@ -77,7 +77,7 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
 
     from .index import db
     from .index.files import DB
-    from .service import read_sidecar
+    from .loading import read_sidecar
 
     pa, pq = _pa()
     meta = read_sidecar(index)
@@ -272,7 +272,7 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
         if model is None:
             raise InputError(f"{p.name} was not written by GeoVec, so it does not name its model",
                              "pass --model with the model that computed its vectors")
-        from .service import load_model
+        from .loading import load_model
 
         emb = load_model(model, device="cpu")
         dim, preset, checkpoint, identity = int(emb.dim), emb.preset.name, emb.checkpoint_id, dict(emb.identity)

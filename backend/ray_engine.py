@@ -409,8 +409,8 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     from .binding import recorded_identity
     from .errors import NotFoundError
     from .index.files import SIDECAR
+    from .loading import read_sidecar, tiling_params
     from .model.presets import get_preset
-    from .service import read_sidecar, tiling_params
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",

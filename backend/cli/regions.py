@@ -21,7 +21,7 @@ def _positive(text: str) -> int:
 
 def add_region_search_args(se: argparse.ArgumentParser) -> None:
     """Add --level, --rerank, --regions-per-hit, --nms-iou, --within, --within-crs, --scene."""
-    from ..search.run import DEFAULT_RERANK
+    from ..search.candidates import DEFAULT_RERANK
 
     se.add_argument("--level", choices=("tile", "region"), default="tile",
                     help="rank tiles with their best regions (default) or rank regions")

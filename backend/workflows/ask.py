@@ -22,7 +22,7 @@ from ..types import EmbedInput
 if TYPE_CHECKING:
     from ..index.store import IndexStore
     from ..model.embedder import Embedder
-    from ..search.query import Query
+    from ..search import Query
 
 
 def check_answers(req: AskRequest) -> list[str]:
@@ -41,7 +41,7 @@ def check_answers(req: AskRequest) -> list[str]:
 
 def region(store: IndexStore, req: AskRequest) -> Query:
     """The region query of ``req.box`` (reads pixels, no model)."""
-    from ..search.query import build_query
+    from ..search import build_query
 
     check_answers(req)
     return build_query(store, SearchRequest(index=req.index, box=req.box, crs=req.crs, raster=req.raster))

@@ -91,7 +91,7 @@ def check_marks(req: RefineRequest) -> None:
 
 def refine(store: IndexStore, req: RefineRequest, query_vector: np.ndarray) -> RefineResponse:
     """One feedback round against ``store`` from the original ``query_vector``."""
-    from ..search.query import find_hits, hit_feature
+    from ..search import find_hits, hit_feature
 
     t0 = time.perf_counter()
     check_marks(req)
@@ -140,7 +140,7 @@ def save_marks(store: IndexStore, req: RefineRequest) -> str:
 
 def query_vector(store: IndexStore, embedder: Embedder, req: RefineRequest) -> np.ndarray:
     """The original query's vector: ``req.vector``, else ``req.query`` embedded."""
-    from ..search.query import build_query
+    from ..search import build_query
 
     if req.vector is not None:
         return np.asarray(req.vector, dtype=np.float32)

@@ -164,7 +164,7 @@ def test_compositional_queries_are_one_embedding(env, capsys, tiny_embedder) -> 
     assert mixed["query"]["text"] == "next to water" and "text" not in plain["query"]
     assert [f["properties"]["score"] for f in plain["features"]] != [f["properties"]["score"] for f in mixed["features"]]
     # the box+text query vector is one EmbedInput(region_query, image, bbox, text)
-    from geovec.backend.search.query import build_query
+    from geovec.backend.search import build_query
 
     with IndexStore.open(env["idx"]) as st:
         req = SearchRequest(index=str(env["idx"]), box=[float(v) for v in LAKE_BOX], crs="EPSG:32617",
@@ -204,9 +204,9 @@ def test_within_and_scene_filters(env, capsys, monkeypatch) -> None:
     assert len(scenes["features"]) == 8
     assert {Path(f["properties"]["source"]).stem for f in scenes["features"]} == {"forest_albers", "town_ncsp_ftUS"}
     # a large filter goes through hnswlib with a filter: same hits as exact scoring
-    import geovec.backend.search.run as rs
+    import geovec.backend.search.filters as filters
 
-    monkeypatch.setattr(rs, "EXACT_MAX", 0)
+    monkeypatch.setattr(filters, "EXACT_MAX", 0)
     via_hnsw = _search(capsys, "--index", str(env["idx"]), "--text", "water", "--k", "20", "--within", LAKE_WKT)
     assert [f["properties"]["tile_id"] for f in via_hnsw["features"]] == [f["properties"]["tile_id"]
                                                                           for f in lake["features"]]
