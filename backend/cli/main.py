@@ -362,13 +362,13 @@ def _region_fields(args: argparse.Namespace) -> dict[str, Any]:
 def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
     from ..schemas_workflows import VectorSearchRequest
     from ..workflows.service import run_vector_search
-    from .workflows import _print_hits, read_vector
+    from .workflows import print_hits, read_vector
 
     if fields.get("indexes"):
         raise UsageError("--vector searches one index; give one --index")
     keep = {k: fields[k] for k in ("index", "k", "min_score", "out_crs", "near") if k in fields}
     req = _validated(VectorSearchRequest, **keep, vector=read_vector(args.vector))
-    _print_hits(run_vector_search(req), args)
+    print_hits(run_vector_search(req), args)
     return 0
 
 

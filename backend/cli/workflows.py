@@ -124,7 +124,7 @@ def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _print_hits(resp: Any, args: argparse.Namespace) -> None:
+def print_hits(resp: Any, args: argparse.Namespace) -> None:
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
     if args.json:
@@ -158,7 +158,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     resp = run_refine(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
     if args.save_vector:
         Path(args.save_vector).expanduser().write_text(json.dumps({"query_vector": resp.query_vector}))
-    _print_hits(resp, args)
+    print_hits(resp, args)
     if resp.marks_path and not args.json:
         print(f"marks written to {resp.marks_path} (geovec train reads it: labels: {resp.marks_path})")
     return 0
