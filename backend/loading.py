@@ -38,6 +38,7 @@ def load_model(spec: str, *, device: str = "auto", preset: str | None = None, dt
             _models[key] = load_embedder(spec, device=device, preset=preset, dtype=dtype, image_size=image_size)
         return _models[key]
 
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The validated index sidecar (index.json); NotFoundError / IndexCorruptError with hints."""
     p = Path(path).expanduser()
@@ -45,6 +46,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
                             "build one with: geovec index FOLDER --index DIR --model MODEL")
     return files.read_sidecar(p)
+
 
 def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto",
                     dtype: str = "auto") -> Embedder:
@@ -74,6 +76,7 @@ def model_for_index(path: str | Path, *, model: str | None = None, device: str =
     image = (meta.get("model") or {}).get("image")
     return emb.with_image(image) if isinstance(image, dict) and image != emb.identity.get("image") else emb
 
+
 def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:
     """Open the index at ``path`` read-only (reused from ``cache`` when given)."""
     key = str(Path(path).expanduser().resolve())
@@ -86,6 +89,7 @@ def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | Non
         cache[key] = store
     return store
 
+
 def tiling_params(opts: Any) -> TilingParams:
     """TilingParams from :class:`TilingOptions` (or any object with the same fields)."""
     return TilingParams(
@@ -93,6 +97,7 @@ def tiling_params(opts: Any) -> TilingParams:
         min_valid_fraction=float(opts.min_valid_fraction),
         bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
     )
+
 
 def resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
     """``embedder`` (called if it is a callable giving one), else ``model`` loaded, else the index's own model."""

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .model.embedder import Embedder
     from .pipeline import ProgressEvent
 
+
 __all__ = ["SIDECAR", "EmbedderLike", "index_info", "load_model", "model_for_index", "open_index", "read_sidecar",
            "resolve_embedder", "run_index", "run_search", "tiling_params"]
 
@@ -68,6 +69,7 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
                         force=bool(getattr(req, "force", False)),
                         regions=req.regions, batch_tokens=req.batch_tokens)
 
+
 def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
                store_cache: MutableMapping[str, IndexStore] | None = None) -> SearchResponse:
     """Answer ``req``. Input is validated (index, raster, box, CRS) before the model is resolved.
@@ -91,6 +93,7 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
     finally:
         if store_cache is None:
             store.close()
+
 
 def index_info(path: str | Path) -> IndexInfo:
     """Describe the index at ``path`` (validates sidecar and files on the way)."""

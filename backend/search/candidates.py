@@ -40,6 +40,7 @@ def size_ok(box: Box, gsd: float, target_m: float | None) -> bool:
     size = math.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)) * gsd
     return target_m / SCALE_RATIO <= size <= target_m * SCALE_RATIO
 
+
 def stored_candidates(store: IndexStore, rvec: np.ndarray, records: dict[int, TileRecord],
                       target_m: float | None) -> list[RegionHit]:
     """Every stored candidate of the tiles (label -> record), scored exactly; sized like ``target_m`` if given."""
@@ -50,6 +51,7 @@ def stored_candidates(store: IndexStore, rvec: np.ndarray, records: dict[int, Ti
     out = [RegionHit(records[r.tile_label], r.box, float(s)) for r, s in zip(rows, scores, strict=True)]
     sized = [h for h in out if size_ok(h.box, h.record.gsd, target_m)]
     return sized or out  # no stored candidate of that size: the nearest sizes are all there is
+
 
 def rerank_candidates(store: IndexStore, embedder: Embedder, rvec: np.ndarray, records: list[TileRecord],
                       target_m: float | None, scenes: Scenes) -> list[RegionHit]:
@@ -76,6 +78,7 @@ def rerank_candidates(store: IndexStore, embedder: Embedder, rvec: np.ndarray, r
         out += [RegionHit(rec, b, float(s)) for b, s in zip(boxes, scores, strict=True)]
     return out
 
+
 def best_per_tile(cands: list[RegionHit], *, iou: float, limit: int | None) -> dict[str, list[RegionHit]]:
     """Per tile: NMS over its candidates, best first, at most ``limit``."""
     by_tile: dict[str, list[RegionHit]] = {}
@@ -86,6 +89,7 @@ def best_per_tile(cands: list[RegionHit], *, iou: float, limit: int | None) -> d
         keep = nms([c.box for c in cs], [c.score for c in cs], iou_threshold=iou, limit=limit)
         out[tid] = [cs[i] for i in keep]
     return out
+
 
 def rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest, flt: TileFilter | None,
                   tvec: np.ndarray, rvec: np.ndarray, target_m: float | None, scenes: Scenes, tile_size: int,
@@ -121,6 +125,7 @@ def rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Searc
         if len(out) >= req.k or want >= store.region_count:
             return out
         want = min(store.region_count, want * 4)
+
 
 def _finish(cands: list[RegionHit], req: SearchRequest, scenes: Scenes, tile_size: int,
             exclude: BaseGeometry | None, *, nms_done: bool = False) -> list[RegionHit]:

@@ -28,6 +28,7 @@ def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
     geom = geometry.reproject_geometry(native, rec.crs_wkt, out_crs)
     return {"type": "Feature", "geometry": mapping(geom), "properties": tile_properties(hit)}
 
+
 def tile_properties(hit: Hit) -> dict[str, Any]:
     """The GeoJSON properties of a tile hit (see :class:`~geovec.backend.schemas.SearchResponse`)."""
     rec: TileRecord = hit.record
@@ -65,6 +66,7 @@ class Scenes:
             self._cache[scene_id] = got
         return self._cache[scene_id]
 
+
 def region_rings(scenes: Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[list[list[float]]]:
     """The boxes of ``hits`` as closed rings in ``crs``: one coordinate transform per scene for all of them.
 
@@ -93,20 +95,24 @@ def region_rings(scenes: Scenes, hits: list[RegionHit], tile_size: int, crs: str
             out[i] = ring + [ring[0]]
     return out
 
+
 def region_polygons(scenes: Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[Any]:
     """The boxes of ``hits`` as shapely polygons in ``crs``."""
     from shapely.geometry import Polygon
 
     return [Polygon(r) for r in region_rings(scenes, hits, tile_size, crs)]
 
+
 def region_geometry(scenes: Scenes, rec: TileRecord, box: Box, tile_size: int, crs: str) -> Any:
     return region_polygons(scenes, [RegionHit(rec, box, 0.0)], tile_size, crs)[0]
+
 
 def region_dicts(scenes: Scenes, hits: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:
     """``{"rank", "score", "bbox_image", "geometry"}`` per hit (rank = position in ``hits``)."""
     rings = region_rings(scenes, hits, tile_size, crs)
     return [{"rank": i + 1, "score": round(h.score, 6), "bbox_image": [round(float(v), 3) for v in h.box],
              "geometry": {"type": "Polygon", "coordinates": [ring]}} for i, (h, ring) in enumerate(zip(hits, rings, strict=True))]
+
 
 def not_excluded(scenes: Scenes, h: RegionHit, tile_size: int, exclude: BaseGeometry | None) -> bool:
     """Whether region ``h`` stays clear of ``exclude`` (its tile does, or its own box does)."""
@@ -115,6 +121,7 @@ def not_excluded(scenes: Scenes, h: RegionHit, tile_size: int, exclude: BaseGeom
     if exclude is None or not overlaps(wkt.loads(h.record.footprint_wgs84), exclude):
         return True
     return not overlaps(region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), exclude)
+
 
 def region_features(scenes: Scenes, ranked: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:
     """Ranked regions as GeoJSON features: each box's polygon, with its tile's properties."""

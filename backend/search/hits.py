@@ -108,6 +108,7 @@ def tile_hits(store: IndexStore, vec: np.ndarray, k: int, *, flt: TileFilter | N
     return _take(store.search(vec.reshape(1, -1), min(len(ids), k * 4 + 16), filter=lambda t: t in ids)[0],
                  k, min_score, exclude)
 
+
 def _take(ranked: Any, k: int, min_score: float | None, exclude: BaseGeometry | None) -> list[Hit]:
     from shapely import wkt
 

@@ -49,9 +49,11 @@ class Query:
         instruction = embedder.preset.instructions[self.instruction_key]
         return EmbedInput(instruction, image=self.image, bbox=self.bbox, latlon=self.latlon, text=self.text)
 
+
 def index_tiling(store: IndexStore) -> TilingParams:
     """The tiling recorded in the index sidecar."""
     return TilingParams.from_dict((store.meta or {}).get("tiling") or {})
+
 
 def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -> tuple[Scene, Stretch]:
     """The scene a box/point query refers to, with the stretch used to index it.
@@ -106,6 +108,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
         "check --crs, or give the raster it was drawn on with --raster",
     )
 
+
 def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, float]:
     from ..raster import geometry
 
@@ -119,6 +122,7 @@ def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, flo
             f"point ({x}, {y}) falls at pixel ({col:.1f}, {row:.1f}), outside scene {scene.name} "
             f"(0..{scene.width} x 0..{scene.height})", "click inside the raster or check the CRS")
     return col, row
+
 
 def build_query(store: IndexStore, req: SearchRequest) -> Query:
     """Validate ``req`` against the index and build the query (reads pixels, no model)."""
@@ -162,10 +166,12 @@ def build_query(store: IndexStore, req: SearchRequest) -> Query:
                  info={"point": req.point, "crs": req.crs, "scene": scene.name, "window": list(window),
                        "latlon": list(latlon) if latlon else None})
 
+
 def image_query(image: np.ndarray, *, latlon: tuple[float, float] | None = None, text: str | None = None) -> Query:
     """A query by an image, embedded like an indexed tile (instruction ``tile``); with text: ``image_query``."""
     return Query("image", "tile" if text is None else "image_query", image=image, latlon=latlon, text=text,
                  info={"image": list(image.shape)})
+
 
 def read_image_file(path: str) -> np.ndarray:
     """An image file (PNG, JPEG, or a raster's first three bands) as (H, W, 3) uint8."""

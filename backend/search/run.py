@@ -81,6 +81,7 @@ def query_vectors(embedder: Embedder, query: Query) -> tuple[np.ndarray, np.ndar
     vecs = embedder.encode(inputs, batch_size=len(inputs))
     return vecs[0], vecs[-1]
 
+
 def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     """Validate the region/filter parts of ``req`` against ``store`` (no model); the tile filter if any."""
     from ..raster import geometry
@@ -94,7 +95,9 @@ def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
                          "search with level tile, or drop near")
     return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
 
+
 _UNSET: Any = object()
+
 
 def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
         flt: TileFilter | None = _UNSET) -> SearchResponse:
