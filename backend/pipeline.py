@@ -160,11 +160,13 @@ class Plan:
     removed: int = 0
 
 
-def native_tile_size(scene: Scene, params: TilingParams) -> int:
-    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``), as indexed."""
-    from .raster.tiling import GridSampler
+def __getattr__(name: str) -> Any:
+    """``native_tile_size`` moved to :mod:`geovec.backend.raster.tiling`; still importable from here for now."""
+    if name == "native_tile_size":
+        from .raster.tiling import native_tile_size
 
-    return GridSampler(scene, params).native_size
+        return native_tile_size
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _under(path: str, folder: Path) -> bool:
