@@ -26,8 +26,8 @@ from .types import TilingParams
 
 if TYPE_CHECKING:
     from .index.store import IndexStore
+    from .indexing import ProgressEvent
     from .model.embedder import Embedder
-    from .pipeline import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
         cancel: set it to stop after the current batch (summary.cancelled=True).
         workers: reader threads.
     """
-    from .pipeline import index_folder
+    from .indexing import index_folder
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",

@@ -156,9 +156,9 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
 def part_rerank(args: argparse.Namespace, tmp: Path) -> None:
     from geovec.backend import region_search as rs
     from geovec.backend.demo import write_scene
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
-    from geovec.backend.pipeline import index_folder
     from geovec.backend.schemas import SearchRequest
     from geovec.backend.search import build_query
     from geovec.backend.types import TilingParams

@@ -19,7 +19,7 @@ from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import IndexCorruptError, InputError
 from geovec.backend.index.repair import repair_index
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 SPEC = "grid=1,2;overlap=0.25"

@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import GeoVecError, InputError, NotFoundError
-from .pipeline_regions import RegionMaker, embed_regions
-from .schemas import FileError, IndexSummary
-from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams, Window
+from ..errors import GeoVecError, InputError, NotFoundError
+from ..schemas import FileError, IndexSummary
+from ..types import EmbedInput, Scene, Stretch, TileRecord, TilingParams, Window
+from .region_stage import RegionMaker, embed_regions
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Plan:
 def __getattr__(name: str) -> Any:
     """``native_tile_size`` moved to :mod:`geovec.backend.raster.tiling`; still importable from here for now."""
     if name == "native_tile_size":
-        from .raster.tiling import native_tile_size
+        from ..raster.tiling import native_tile_size
 
         return native_tile_size
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -228,8 +228,8 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
     A changed fingerprint drops the scene's tiles first; a partial scene resumes
     with its stored stretch, skipping the tile ids already stored.
     """
-    from .raster.stretch import compute_stretch
-    from .raster.tiling import GridSampler, tile_id
+    from ..raster.stretch import compute_stretch
+    from ..raster.tiling import GridSampler, tile_id
 
     status = store.scene_status(scene.scene_id)
     stretch: Stretch | None = None
@@ -313,7 +313,7 @@ class TileReader:
 
     def __init__(self, embedder: Embedder | None, params: TilingParams, *, instruction: str | None = None,
                  regions: RegionMaker | None = None) -> None:
-        from .raster.handles import DatasetCache
+        from ..raster.handles import DatasetCache
 
         self.embedder = embedder
         self.params = params
@@ -329,7 +329,7 @@ class TileReader:
     def read_window(self, scene: Scene, stretch: Stretch, window: Window,
                     keep_all: bool = False) -> tuple[TileRecord, np.ndarray] | None:
         """One window's record and image, or None when it is below ``min_valid_fraction`` (unless ``keep_all``)."""
-        from .raster.tiling import make_record, read_tile
+        from ..raster.tiling import make_record, read_tile
 
         img, vf = read_tile(scene, window, stretch, out_size=self.params.tile_size, handles=self.handles)
         if not keep_all and (vf < self.params.min_valid_fraction or vf <= 0.0):
@@ -455,7 +455,7 @@ StageRunner = Callable[["IndexStore", Any, Sequence[ScenePlan], TilingParams, in
 
 def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams, *,
                 force: bool = False) -> IndexStore:
-    from .index.store import IndexStore
+    from ..index.store import IndexStore
 
     store = IndexStore.open_or_create(
         index_path, dim=embedder.dim, preset=embedder.preset.name, checkpoint=embedder.checkpoint_id,
@@ -513,7 +513,7 @@ def index_folder(
             checkpointed, and the summary returned with ``cancelled=True``.
         force: add to an index built with another model (same dimension) anyway.
         runner: runs read -> embed -> write for the planned scenes (default: this
-            process, a thread pool for reads; :mod:`geovec.backend.ray_engine` runs
+            process, a thread pool for reads; :mod:`geovec.backend.indexing.ray_engine` runs
             them as Ray Data stages). ``embedder`` then only needs ``dim``, ``preset``,
             ``checkpoint_id``, ``identity`` and ``with_image`` (see ``RemoteModel``).
         regions: a region SPEC (see :class:`~geovec.backend.regions.RegionSpec`; '' = the
@@ -527,9 +527,9 @@ def index_folder(
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
     """
-    from .pipeline_regions import setup_regions
-    from .raster.scan import scan_folder
-    from .regions import RegionSpec
+    from ..raster.scan import scan_folder
+    from ..regions import RegionSpec
+    from .region_stage import setup_regions
 
     t0 = time.monotonic()
     if regions is not None:
