@@ -11,6 +11,7 @@ Sits above ``raster``, ``model`` and ``index``; the service, CLI and server call
 
 from __future__ import annotations
 
-from .stages import ProgressEvent, index_folder
+from .run import index_folder
+from .stages import ProgressEvent
 
 __all__ = ["ProgressEvent", "index_folder"]

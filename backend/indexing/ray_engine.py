@@ -9,11 +9,11 @@ all their windows came back, a rerun skips stored tile ids. On the cluster:
 
 1. one row per batch of windows (``iter_batches``) ->
 2. ``map_batches(_ReadStage)``: reader actors (one CPU each) do the windowed reads,
-   stretch and valid-fraction filter with :class:`~geovec.backend.indexing.TileReader`
+   stretch and valid-fraction filter with :class:`~geovec.backend.indexing.stages.TileReader`
    (each keeps its scene's files open) and compute the tile records ->
 3. ``map_batches(_EmbedStage)``: model actors (``num_gpus=1`` each where the cluster
    has GPUs, else one CPU each) run ``Embedder.prepare`` + :func:`embed_batch` ->
-4. streamed back to the driver's :class:`~geovec.backend.indexing.TileWriter`.
+4. streamed back to the driver's :class:`~geovec.backend.indexing.stages.TileWriter`.
 
 Rasters and the model must be readable at the same paths on every node (a shared
 file system, or a hub id every node can download); the index lives on the driver.
@@ -34,7 +34,8 @@ import numpy as np
 from ..errors import GeoVecError, InputError
 from ..schemas import FileError, IndexSummary
 from ..types import EmbedInput, Scene, Stretch, TileRecord, TilingParams
-from .stages import RunProgress, ScenePlan, TileReader, TileWriter, embed_batch, iter_batches
+from .plan import ScenePlan, iter_batches
+from .stages import RunProgress, TileReader, TileWriter, embed_batch
 
 if TYPE_CHECKING:
     from ..index.store import IndexStore
@@ -232,7 +233,7 @@ class _EmbedStage:
 
 @dataclass
 class RayRunner:
-    """A :data:`~geovec.backend.indexing.StageRunner` that runs read and embed as Ray Data stages.
+    """A :data:`~geovec.backend.indexing.run.StageRunner` that runs read and embed as Ray Data stages.
 
     Args:
         model_spec: what model actors load (a checkpoint dir, preset or hub id readable on every node).
@@ -389,7 +390,7 @@ def index_folder_ray(folder: str, index_path: str, *, model_spec: str, params: T
         dtype, image_size: as ``load_embedder`` (``auto`` is resolved for the actors' device).
         Other arguments: as :func:`~geovec.backend.indexing.index_folder`.
     """
-    from .stages import index_folder
+    from .run import index_folder
 
     ray = connect(address)
     runner = RayRunner(model_spec, preset=preset, device=device, actors=actors, readers=readers, force=force)

@@ -1,44 +1,29 @@
-"""Index a folder of rasters: list windows -> read + preprocess -> embed -> write.
+"""Stages 2 to 4 of indexing, shared by the in-process runner (:mod:`.run`) and Ray (:mod:`.ray_engine`).
 
-The stages are small, separately callable pieces so a later runner (Ray Data, a
-multi-GPU job) can reuse them unchanged:
-
-* :func:`plan_scenes` decides per scene what to do (skip / resume / re-embed /
-  delete) and lists the windows still missing (:class:`ScenePlan`).
-* :func:`iter_batches` cuts the planned windows into :class:`BatchJob` s.
 * :class:`TileReader` reads one batch (windowed reads, stretch, valid-fraction
   filter) **and** runs the model's processor on it (``Embedder.prepare``); it is
-  thread-safe and runs in a worker pool, so the main thread only runs
-  ``forward``.
+  thread-safe and runs in a worker pool, so the main thread only runs ``forward``.
 * :func:`embed_batch` runs the model; :class:`TileWriter` adds vectors to the
   :class:`~geovec.backend.index.store.IndexStore` and checkpoints.
-
-:func:`index_folder` wires them with a bounded number of batches in flight, so
-memory stays flat however large the folder is.
+* :class:`RunProgress` counts a run and sends :class:`ProgressEvent` s;
+  :func:`torch_threads` shares the cores between torch and the reader threads.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import GeoVecError, InputError, NotFoundError
-from ..schemas import FileError, IndexSummary
 from ..types import EmbedInput, Scene, Stretch, TileRecord, TilingParams, Window
-from .region_stage import RegionMaker, embed_regions
+from .plan import BatchJob
+from .region_stage import RegionMaker
 
 if TYPE_CHECKING:
     from ..index.store import IndexStore
@@ -46,8 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 #: Seconds between periodic hnsw checkpoints while indexing (at least).
 CHECKPOINT_EVERY_S = 30.0
+
+
 #: The interval is also at least this many times the last checkpoint's duration (<= ~5 % of the run).
 CHECKPOINT_COST_RATIO = 20.0
 
@@ -119,27 +107,6 @@ class ProgressEvent:
 
 
 @dataclass
-class ScenePlan:
-    """What to index for one scene: the windows still missing from the index."""
-
-    scene: Scene
-    stretch: Stretch
-    windows: list[Window]
-    resumed: bool = False  # some tiles were already stored by an interrupted run
-    backfill: list[tuple[str, Window]] = field(default_factory=list)  # stored tiles lacking their regions
-
-
-@dataclass
-class BatchJob:
-    """Up to ``batch_size`` windows of one scene; ``last`` marks the scene's final batch."""
-
-    plan: ScenePlan
-    windows: list[Window]
-    last: bool
-    tile_ids: list[str] | None = None  # a region backfill batch: these stored tiles' windows
-
-
-@dataclass
 class PreparedBatch:
     """A batch read and preprocessed by a worker, ready for ``forward``."""
 
@@ -149,157 +116,6 @@ class PreparedBatch:
     skipped: int  # windows below min_valid_fraction
     error: str | None = None
     regions: list[tuple[list[Any], Any]] | None = None  # per record (or backfill tile): boxes, prepared prompts
-
-
-@dataclass
-class Plan:
-    """The outcome of :func:`plan_scenes`."""
-
-    scenes: list[ScenePlan] = field(default_factory=list)
-    unchanged: int = 0
-    removed: int = 0
-
-
-def __getattr__(name: str) -> Any:
-    """``native_tile_size`` moved to :mod:`geovec.backend.raster.tiling`; still importable from here for now."""
-    if name == "native_tile_size":
-        from ..raster.tiling import native_tile_size
-
-        return native_tile_size
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _under(path: str, folder: Path) -> bool:
-    try:
-        Path(path).resolve().relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
-def _gone(path: str) -> bool:
-    """True only when ``path`` provably no longer exists (a folder that cannot be read proves nothing)."""
-    try:
-        os.stat(path)
-        return False
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError:
-        return False
-
-
-def remove_vanished(store: IndexStore, scene_ids: set[str], *, folder: Path,
-                    keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
-                    keep_folders: Sequence[str] = (), seen: set[str] | None = None) -> int:
-    """Delete indexed scenes under ``folder`` that the scan no longer finds.
-
-    Scenes with a source in ``keep_paths`` (files still there but failing to open
-    now) or under one of ``keep_folders`` (folders the scan could not list) keep
-    their tiles; the scan reports those problems as per-file errors instead. With
-    ``seen`` (every file the scan found), a scene with a source the scan did not
-    see but that is not provably gone (it cannot be checked) is kept too.
-    Returns the number of scenes removed.
-    """
-    removed = 0
-    keep_dirs = [Path(d) for d in keep_folders]
-    for row in store.scenes():
-        sid = row["scene_id"]
-        sources = row.get("sources") or []
-        if isinstance(sources, str):
-            sources = json.loads(sources)
-        if sid in scene_ids or not sources or not all(_under(p, folder) for p in sources):
-            continue
-        if any(str(Path(p).resolve()) in keep_paths for p in sources):
-            continue
-        unseen = [p for p in sources if seen is not None and str(Path(p).resolve()) not in seen]
-        if any(_under(p, d) for p in sources for d in keep_dirs) or not all(_gone(p) for p in unseen):
-            log.warning("scene %s was not found by the scan but its files are not gone: kept",
-                        row.get("name", sid))
-            continue
-        n = store.delete_scene(sid)
-        removed += 1
-        log.info("removed vanished scene %s (%d tiles)", row.get("name", sid), n)
-    return removed
-
-
-def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePlan | None:
-    """What is left to do for ``scene``; None when it is complete and unchanged.
-
-    A changed fingerprint drops the scene's tiles first; a partial scene resumes
-    with its stored stretch, skipping the tile ids already stored.
-    """
-    from ..raster.stretch import compute_stretch
-    from ..raster.tiling import GridSampler, tile_id
-
-    status = store.scene_status(scene.scene_id)
-    stretch: Stretch | None = None
-    done: set[str] = set()
-    if status is not None:
-        fingerprint, state = status
-        if fingerprint != scene.fingerprint:
-            n = store.delete_scene(scene.scene_id)
-            log.info("scene %s changed: dropped %d tiles, re-embedding", scene.name, n)
-        elif state == "complete":
-            backfill = store.tiles_without_regions(scene.scene_id)
-            kept = store.scene(scene.scene_id) if backfill else None
-            return ScenePlan(scene, kept[1], [], backfill=backfill) if kept else None
-        else:
-            stored = store.scene(scene.scene_id)
-            stretch = stored[1] if stored else None
-            done = store.tile_ids(scene.scene_id)
-    resumed = bool(done)
-    if stretch is None:
-        stretch = compute_stretch(scene, percentiles=params.percentiles)
-        store.upsert_scene(scene, stretch)
-    windows = list(GridSampler(scene, params))
-    if done:
-        windows = [w for w in windows if tile_id(scene, w) not in done]
-    return ScenePlan(scene, stretch, windows, resumed, backfill=store.tiles_without_regions(scene.scene_id))
-
-
-def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path,
-                keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
-                errors: list[FileError] | None = None, keep_folders: Sequence[str] = (),
-                seen: set[str] | None = None) -> Plan:
-    """Stage 1: delete vanished scenes, then plan every scene (see :func:`plan_scene`).
-
-    A scene whose stretch or windows cannot be computed is appended to ``errors``
-    (raised if ``errors`` is None) and the run goes on.
-    """
-    plan = Plan()
-    plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths,
-                                   keep_folders=keep_folders, seen=seen)
-    for scene in scenes:
-        try:
-            sp = plan_scene(store, scene, params)
-        except Exception as e:  # noqa: BLE001 - one bad file never stops the run
-            if errors is None:
-                raise
-            msg = str(e) if isinstance(e, GeoVecError) else f"{type(e).__name__}: {e}"
-            errors.append(FileError(path=",".join(scene.sources), error=msg))
-            log.warning("scene %s: %s", scene.name, msg)
-            continue
-        if sp is None:
-            plan.unchanged += 1
-        else:
-            plan.scenes.append(sp)
-    return plan
-
-
-def iter_batches(plans: Sequence[ScenePlan], batch_size: int) -> Iterator[BatchJob]:
-    """Cut each scene's windows into batches; a scene with nothing left yields one empty last batch."""
-    for p in plans:
-        for i in range(0, len(p.backfill), batch_size):
-            part = p.backfill[i : i + batch_size]
-            yield BatchJob(p, [w for _, w in part], not p.windows and i + batch_size >= len(p.backfill),
-                           tile_ids=[t for t, _ in part])
-        if not p.windows:
-            if not p.backfill:
-                yield BatchJob(p, [], True)
-            continue
-        for i in range(0, len(p.windows), batch_size):
-            chunk = p.windows[i : i + batch_size]
-            yield BatchJob(p, chunk, i + batch_size >= len(p.windows))
 
 
 class TileReader:
@@ -445,207 +261,3 @@ class RunProgress:
                                   self.scenes_total, self.embedded, self.skipped, message))
         except Exception:  # a broken progress consumer must not kill the indexing run
             log.warning("progress callback failed", exc_info=True)
-
-
-#: ``(store, embedder, plans, params, batch_size, workers, cancel, progress, summary) -> None``: runs
-#: read -> embed -> write for the planned scenes, updating ``progress`` and ``summary``.
-StageRunner = Callable[["IndexStore", Any, Sequence[ScenePlan], TilingParams, int, int, threading.Event,
-                        RunProgress, IndexSummary], None]
-
-
-def _open_store(index_path: str | Path, embedder: Embedder, params: TilingParams, *,
-                force: bool = False) -> IndexStore:
-    from ..index.store import IndexStore
-
-    store = IndexStore.open_or_create(
-        index_path, dim=embedder.dim, preset=embedder.preset.name, checkpoint=embedder.checkpoint_id,
-        tiling=params.to_dict(), model=embedder.identity, force=force,
-    )
-    stored = (store.meta or {}).get("tiling")
-    if stored and TilingParams.from_dict(stored) != params:
-        store.close()
-        raise InputError(
-            f"index {index_path} was built with tiling {stored}, not {params.to_dict()}",
-            "index with the same --tile-size/--overlap/--resolution/--min-valid/--bands, or use a new --index",
-        )
-    return store
-
-
-def batch_for_tokens(embedder: Embedder, tile_size: int, batch_tokens: int, *, default: int) -> int:
-    """Tiles per batch so that a batch holds about ``batch_tokens`` tokens (1..1024)."""
-    counter = getattr(embedder, "tokens_per_image", None)
-    if counter is None:
-        return default
-    per = int(counter(tile_size, tile_size)) + 16  # + the prompt's text
-    n = max(1, min(1024, int(batch_tokens) // per))
-    log.info("%d tiles per batch (%d tokens each, budget %d)", n, per, batch_tokens)
-    return n
-
-
-def index_folder(
-    folder: str | Path,
-    index_path: str | Path,
-    embedder: Embedder,
-    *,
-    params: TilingParams,
-    groups: dict[str, list[str]] | None = None,
-    batch_size: int = 16,
-    workers: int = 2,
-    progress: Callable[[ProgressEvent], None] | None = None,
-    cancel: threading.Event | None = None,
-    force: bool = False,
-    runner: StageRunner | None = None,
-    regions: str | None = None,
-    batch_tokens: int | None = None,
-) -> IndexSummary:
-    """Index (or update) every raster under ``folder`` into the index at ``index_path``.
-
-    Args:
-        folder: folder scanned recursively for .tif/.tiff/.vrt.
-        index_path: index directory (created if absent).
-        embedder: the model; its preset/checkpoint must match an existing index.
-        params: tiling parameters (must equal the index's for an existing index).
-        groups: explicit scene name -> band files, on top of automatic grouping.
-        batch_size: tiles per forward pass.
-        workers: threads reading tiles and running the processor.
-        progress: called with a :class:`ProgressEvent` after every batch.
-        cancel: when set, the current batch is finished and written, the index
-            checkpointed, and the summary returned with ``cancelled=True``.
-        force: add to an index built with another model (same dimension) anyway.
-        runner: runs read -> embed -> write for the planned scenes (default: this
-            process, a thread pool for reads; :mod:`geovec.backend.indexing.ray_engine` runs
-            them as Ray Data stages). ``embedder`` then only needs ``dim``, ``preset``,
-            ``checkpoint_id``, ``identity`` and ``with_image`` (see ``RemoteModel``).
-        regions: a region SPEC (see :class:`~geovec.backend.regions.RegionSpec`; '' = the
-            default) to store candidate region vectors too; None keeps the index's own
-            (an index without regions stays without). Tiles already stored get theirs.
-            Regions are embedded by the in-process runner only.
-        batch_tokens: size batches by token count instead: as many tiles per forward as fit
-            this many image + prompt tokens (a GPU stays busy with small images and does not
-            run out of memory with large ones); overrides ``batch_size``.
-
-    Returns:
-        An :class:`IndexSummary`; per-file problems are in ``errors``.
-    """
-    from ..raster.scan import scan_folder
-    from ..regions import RegionSpec
-    from .region_stage import setup_regions
-
-    t0 = time.monotonic()
-    if regions is not None:
-        RegionSpec.parse(regions)  # bad input fails before the index is touched
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
-    root = root.resolve()
-    cancel = cancel or threading.Event()
-    scan = scan_folder(root, groups=groups, bands=params.bands)
-    summary = IndexSummary(errors=[FileError(path=p, error=r) for p, r in scan.errors])
-    error_paths = {str(Path(p).resolve()) for p, _ in scan.errors}
-
-    store = _open_store(index_path, embedder, params, force=force)
-    image = (store.meta.get("model") or {}).get("image")
-    if isinstance(image, dict) and image != embedder.identity.get("image"):
-        log.info("embedding at the index's image size %s", image)
-        embedder = embedder.with_image(image)
-    if batch_tokens:
-        batch_size = batch_for_tokens(embedder, params.tile_size, batch_tokens, default=batch_size)
-    try:
-        maker = setup_regions(store, embedder, regions, params.tile_size)
-        if maker is not None and runner is not None:
-            raise InputError(f"index {index_path} stores regions, which this runner does not embed",
-                             "index it in one process (without the distributed runner)")
-        plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
-                           errors=summary.errors, keep_folders=scan.unreadable, seen=scan.seen)
-        summary.scenes_skipped_unchanged = plan.unchanged
-        summary.scenes_removed = plan.removed
-        total = sum(len(p.windows) + len(p.backfill) for p in plan.scenes)
-        prog = RunProgress(total, len(plan.scenes), progress)
-        prog.emit(None, f"{len(plan.scenes)} scene(s), {total} tile(s) to index")
-        run = runner or functools.partial(_run_stages, maker=maker)
-        with torch_threads(embedder, workers):
-            run(store, embedder, plan.scenes, params, batch_size, workers, cancel, prog, summary)
-        summary.cancelled = cancel.is_set()
-        store.checkpoint()
-        prog.emit(None, "cancelled" if summary.cancelled else "done")
-    finally:
-        store.close()
-    summary.seconds = round(time.monotonic() - t0, 3)
-    return summary
-
-
-@contextmanager
-def reader_pool(reader: TileReader, workers: int) -> Iterator[ThreadPoolExecutor]:
-    """The read + prepare thread pool; on exit the reader's open datasets are closed."""
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="geovec-read") as pool:
-            yield pool
-    finally:
-        reader.close()
-
-
-def _run_stages(store: IndexStore, embedder: Embedder, plans: Sequence[ScenePlan], params: TilingParams,
-                batch_size: int, workers: int, cancel: threading.Event, prog: RunProgress,
-                summary: IndexSummary, maker: RegionMaker | None = None) -> None:
-    """Run read+prepare in a pool, forward on this thread, write in order, with bounded prefetch."""
-    reader = TileReader(embedder, params, regions=maker)
-    writer = TileWriter(store)
-    failed: set[str] = set()
-    counted: set[str] = set()
-    jobs = iter_batches(plans, batch_size)
-    pending: deque[Future[PreparedBatch]] = deque()
-    max_pending = max(2, workers * 2)
-    with reader_pool(reader, workers) as pool:
-        def fill() -> None:
-            while len(pending) < max_pending and not cancel.is_set():
-                job = next(jobs, None)
-                if job is None:
-                    return
-                pending.append(pool.submit(reader, job))
-
-        fill()
-        while pending:
-            batch = pending.popleft().result()
-            scene = batch.job.plan.scene
-            if scene.scene_id in failed:
-                prog.done += len(batch.job.windows)
-                fill()
-                continue
-            if batch.error is not None:
-                failed.add(scene.scene_id)
-                summary.errors.append(FileError(path=",".join(scene.sources), error=batch.error))
-                log.warning("scene %s: %s", scene.name, batch.error)
-                prog.done += len(batch.job.windows)
-                fill()
-                continue
-            regions = embed_regions(embedder, batch.regions) if batch.regions else None
-            backfill = batch.job.tile_ids is not None  # regions of tiles already stored
-            if backfill and regions:
-                summary.regions += store.add_regions(
-                    [(t, b, v) for t, (b, v) in zip(batch.job.tile_ids or [], regions, strict=True)])
-            elif batch.records:
-                vectors = embed_batch(embedder, batch.features)
-                writer.write(batch.records, vectors, regions)
-                summary.regions += sum(len(b) for b, _ in regions or [])
-            n = len(batch.job.windows)
-            tiles = 0 if backfill else len(batch.records)
-            prog.done += n
-            prog.embedded += tiles
-            prog.skipped += batch.skipped
-            summary.tiles += tiles
-            summary.tiles_skipped += batch.skipped
-            if scene.scene_id not in counted and not backfill:
-                counted.add(scene.scene_id)
-                summary.scenes += 1
-            if batch.job.last:
-                writer.complete(scene.scene_id)
-                prog.scenes_done += 1
-            prog.emit(scene.sources[0] if scene.sources else scene.name)
-            if cancel.is_set():
-                for f in pending:
-                    f.cancel()
-                pending.clear()
-                break
-            fill()
-    writer.checkpoint()

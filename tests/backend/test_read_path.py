@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from geovec.backend.demo import write_scene
-from geovec.backend.indexing.stages import (
-    BatchJob,
-    ScenePlan,
-    TileReader,
-    cpu_threads,
-    iter_batches,
-    torch_threads,
-)
+from geovec.backend.indexing.plan import BatchJob, ScenePlan, iter_batches
+from geovec.backend.indexing.stages import TileReader, cpu_threads, torch_threads
 from geovec.backend.raster.handles import DatasetCache
 from geovec.backend.raster.scan import scan_folder
 from geovec.backend.raster.stretch import compute_stretch

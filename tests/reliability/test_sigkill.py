@@ -27,7 +27,7 @@ PARAMS = TilingParams(tile_size=32)
 CHILD = r'''
 import os, signal, sys
 from pathlib import Path
-from geovec.backend.indexing import stages
+from geovec.backend.indexing import index_folder, stages
 from geovec.backend.index import files, store as store_mod
 from geovec.backend.model.embedder import load_embedder
 from geovec.backend.types import TilingParams
@@ -73,7 +73,7 @@ elif point == "after-commit":                    # tiles committed to SQLite, no
         return grown(cap, need)
     store_mod.grown_capacity = patched
 emb = load_embedder(model, device="cpu")
-stages.index_folder(folder, index, emb, params=TilingParams(tile_size=32), batch_size=4, workers=1)
+index_folder(folder, index, emb, params=TilingParams(tile_size=32), batch_size=4, workers=1)
 print("finished without being killed")
 '''
 
