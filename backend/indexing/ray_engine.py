@@ -409,9 +409,8 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
 
     from ..binding import recorded_identity
     from ..errors import NotFoundError
-    from ..index.files import SIDECAR
+    from ..index.files import SIDECAR, read_index_sidecar
     from ..model.presets import get_preset
-    from ..service import read_sidecar, tiling_params
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
@@ -420,7 +419,7 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     spec = req.model
     model: RemoteModel | None = None
     if not spec and (Path(req.index).expanduser() / SIDECAR).exists():
-        meta = read_sidecar(req.index)  # the index names its model: nothing to load on the driver
+        meta = read_index_sidecar(req.index)  # the index names its model: nothing to load on the driver
         spec, preset = meta.get("checkpoint") or meta.get("preset"), meta.get("preset")
         ident = recorded_identity(meta)
         if dtype and dtype != "auto":
@@ -430,7 +429,7 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     if not spec:
         raise InputError("no model given for a new index", "pass --model PATH_OR_ID_OR_PRESET")
     return index_folder_ray(req.folder, req.index, model_spec=str(spec), preset=preset, embedder=model,
-                            params=tiling_params(req.tiling), address=address, device=device,
+                            params=TilingParams.from_options(req.tiling), address=address, device=device,
                             dtype=dtype or "auto", image_size=image_size, actors=actors, readers=readers,
                             groups=req.groups, batch_size=req.batch_size, progress=progress, cancel=cancel,
                             force=bool(getattr(req, "force", False)))
