@@ -130,9 +130,10 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
             lat.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             assert len(feats) == args.k
-            assert store._r is not None
+            half = store.region_index.half
+            assert half is not None
             t1 = time.perf_counter()
-            store._r.index.knn_query(q.reshape(1, -1), k=args.k * 4 + 16)
+            half.index.knn_query(q.reshape(1, -1), k=args.k * 4 + 16)
             knn.append(time.perf_counter() - t1)
         return np.array(lat) * 1000, np.array(cpu) * 1000, np.array(knn) * 1000
 
