@@ -9,7 +9,7 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import InputError, ModelMismatchError, ModelUnavailableError, NotFoundError
+from .errors import InputError, ModelMismatchError, ModelUnavailableError
 from .index import files
 from .index.files import SIDECAR
 from .types import TilingParams
@@ -41,11 +41,7 @@ def load_model(spec: str, *, device: str = "auto", preset: str | None = None, dt
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The validated index sidecar (index.json); NotFoundError / IndexCorruptError with hints."""
-    p = Path(path).expanduser()
-    if not p.is_dir() or not (p / SIDECAR).exists():
-        raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
-                            "build one with: geovec index FOLDER --index DIR --model MODEL")
-    return files.read_sidecar(p)
+    return files.read_index_sidecar(path)
 
 
 def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -92,11 +88,7 @@ def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | Non
 
 def tiling_params(opts: Any) -> TilingParams:
     """TilingParams from :class:`TilingOptions` (or any object with the same fields)."""
-    return TilingParams(
-        tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
-        min_valid_fraction=float(opts.min_valid_fraction),
-        bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
-    )
+    return TilingParams.from_options(opts)
 
 
 def resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:

@@ -9,7 +9,7 @@ Stable entry points (the server imports these; keep their signatures):
 * :func:`run_search` - answer a :class:`SearchRequest` (-> :class:`SearchResponse`).
 * :func:`index_info` - describe an index (-> :class:`IndexInfo`).
 
-The loading functions live in :mod:`.loading` (the workflows and the indexing code use them too).
+The loading functions live in :mod:`.loading` (the workflows use them too).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from .schemas import IndexInfo, IndexRequest, IndexSummary, SearchRequest, Searc
 
 if TYPE_CHECKING:
     from .index.store import IndexStore
+    from .indexing import ProgressEvent
     from .model.embedder import Embedder
-    from .pipeline import ProgressEvent
 
 
 __all__ = ["SIDECAR", "EmbedderLike", "index_info", "load_model", "model_for_index", "open_index", "read_sidecar",
@@ -58,7 +58,7 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
         cancel: set it to stop after the current batch (summary.cancelled=True).
         workers: reader threads.
     """
-    from .pipeline import index_folder
+    from .indexing import index_folder
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",

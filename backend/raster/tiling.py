@@ -59,6 +59,11 @@ class GridSampler:
                 yield (c, r, self.native_size, self.native_size)
 
 
+def native_tile_size(scene: Scene, params: TilingParams) -> int:
+    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``), as indexed."""
+    return GridSampler(scene, params).native_size
+
+
 def _offsets(extent: int, size: int, stride: int) -> list[int]:
     if extent <= size:
         return [0]
@@ -181,8 +186,3 @@ def make_record(scene: Scene, window: Window | Sequence[int], *, valid_fraction:
         footprint_wgs84=footprint.wkt, center_lat=lat, center_lon=lon, gsd=float(gsd),
         valid_fraction=float(valid_fraction),
     )
-
-
-def native_tile_size(scene: Scene, params: TilingParams) -> int:
-    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``), as indexed."""
-    return GridSampler(scene, params).native_size
