@@ -26,6 +26,9 @@ from .vector_codec import B64_DOC
 ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
 
 
+#: Tiles whose region candidates a query-time rerank embeds when ``rerank`` is asked for without a number.
+DEFAULT_RERANK = 20
+
 #: Longest text (query, instruction) a request may carry, in characters; the model reads at most its
 #: own context of it (``model.truncate``). Longer text is a 422, so no request holds the model for long.
 MAX_TEXT_CHARS = 2000

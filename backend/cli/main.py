@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import warnings
@@ -185,12 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not verbose:
         warnings.filterwarnings("ignore")
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # no retry chatter: errors say it all
-        try:
-            import transformers  # noqa: F401  (quiet its warnings too, if it is importable)
-
-            transformers.logging.set_verbosity_error()
-        except Exception:  # noqa: BLE001
-            pass
+        # transformers reads this when (and if) a command imports it; importing it here to quiet it
+        # would cost seconds on commands that only talk to a running server
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         cmd = _command_of(argv)
         args = build_parser(cmd if cmd not in ("-h", "--help") else None).parse_args(argv)

@@ -21,7 +21,7 @@ def _positive(text: str) -> int:
 
 def add_region_search_args(se: argparse.ArgumentParser) -> None:
     """Add --level, --rerank, --regions-per-hit, --nms-iou, --within, --within-crs, --scene."""
-    from ..search.candidates import DEFAULT_RERANK
+    from ..schemas import DEFAULT_RERANK  # not from search/: the thin client path imports no numpy/hnswlib
 
     se.add_argument("--level", choices=("tile", "region"), default="tile",
                     help="rank tiles with their best regions (default) or rank regions")

@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 def cmd_search(args: argparse.Namespace) -> int:
     from ..schemas import SearchRequest
-    from ..service import model_for_index, run_search
 
     fields: dict[str, Any] = {"index": abs_path(args.index[0]), "indexes": [abs_path(i) for i in args.index[1:]], "k": args.k,
                               "min_score": args.min_score,
@@ -56,6 +55,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     elif not args.local and not args.model:  # a running `geovec serve` answers without reloading the model
         resp = _search_via_running_server(req)
     if resp is None:
+        from ..service import model_for_index, run_search
+
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
@@ -106,12 +107,19 @@ def _region_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _search_vector(args: argparse.Namespace, fields: dict[str, Any]) -> int:
     from ..schemas_workflows import VectorSearchRequest
-    from ..workflows.service import run_vector_search
     from .workflows import print_hits, read_vector
 
     if fields.get("indexes"):
         raise UsageError("--vector searches one index; give one --index")
     keep = {k: fields[k] for k in ("index", "k", "min_score", "out_crs", "near") if k in fields}
     req = validated(VectorSearchRequest, **keep, vector=read_vector(args.vector))
+    if args.server is not None:  # no model needed either way; the server has the index open
+        from ..schemas import SearchResponse
+        from ..server.client import call_via_server
+
+        print_hits(call_via_server("search/vector", req, SearchResponse, args.server or None), args)
+        return 0
+    from ..workflows.service import run_vector_search
+
     print_hits(run_vector_search(req), args)
     return 0

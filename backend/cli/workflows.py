@@ -1,13 +1,28 @@
-"""``geovec classify | fewshot | refine | locate | ask`` (added to the main parser by :mod:`.main`)."""
+"""``geovec classify | fewshot | refine | locate | ask`` (added to the main parser by :mod:`.main`).
+
+With ``--server [URL]`` a running ``geovec serve`` answers (its resident model, its open
+indexes): that path imports no torch, transformers, rasterio or hnswlib, so the command
+costs little more than the server's own answer.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from .common import abs_path
+
+
+def _answer(args: argparse.Namespace, route: str, req: Any, reply: Any, here: Callable[[], Any]) -> Any:
+    """``reply`` from ``POST /v1/<route>`` of a running server when ``--server`` was given, else ``here()``."""
+    if getattr(args, "server", None) is None:
+        return here()
+    from ..server.client import call_via_server
+
+    return call_via_server(route, req, reply, args.server or None)
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -19,6 +34,8 @@ def _kv(text: str) -> tuple[str, str]:
 
 def read_vector(path: str) -> list[float]:
     """An embedding from a .npy file, a JSON list, or an /v1/embed response (its first vector)."""
+    import numpy as np
+
     from ..errors import InputError, NotFoundError
     from ..vector_codec import from_b64
 
@@ -78,12 +95,10 @@ def _print_classified(resp: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..schemas_workflows import ClassifyRequest
-    from ..service import model_for_index
-    from ..workflows.service import run_classify
+    from ..schemas_workflows import ClassifyRequest, ClassifyResponse
     from .common import validated as _validated
 
-    fields: dict[str, Any] = {"index": args.index, "classes": args.classes, "out_dir": args.out,
+    fields: dict[str, Any] = {"index": abs_path(args.index), "classes": args.classes, "out_dir": abs_path(args.out),
                               "out_crs": args.out_crs, "return_features": False, "area": _area(args),
                               "level": args.level}
     if args.prompt:
@@ -93,35 +108,43 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.instruction is not None:
         fields["instruction"] = args.instruction
     req = _validated(ClassifyRequest, **fields)
-    resp = run_classify(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
-    _print_classified(resp, args)
+
+    def here() -> Any:
+        from ..service import model_for_index
+        from ..workflows.service import run_classify
+
+        return run_classify(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    _print_classified(_answer(args, "classify", req, ClassifyResponse, here), args)
     return 0
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from ..schemas_workflows import FewShotRequest
-    from ..workflows.service import run_fewshot
+    from ..schemas_workflows import ClassifyResponse, FewShotRequest
     from .common import validated as _validated
 
-    req = _validated(FewShotRequest, index=args.index, labels=args.labels, label_field=args.label_field,
-                     layer=args.layer, method=args.method, block_km=args.block_km, folds=args.folds, seed=args.seed,
-                     out_dir=args.out, out_crs=args.out_crs, return_features=False, area=_area(args),
-                     level=args.level)
-    resp = run_fewshot(req, max_features_per_class=args.max_features_per_class)
-    _print_classified(resp, args)
+    req = _validated(FewShotRequest, index=abs_path(args.index), labels=abs_path(args.labels),
+                     label_field=args.label_field, layer=args.layer, method=args.method, block_km=args.block_km,
+                     folds=args.folds, seed=args.seed, out_dir=abs_path(args.out), out_crs=args.out_crs,
+                     return_features=False, area=_area(args), level=args.level)
+
+    def here() -> Any:
+        from ..workflows.service import run_fewshot
+
+        return run_fewshot(req, max_features_per_class=args.max_features_per_class)
+    _print_classified(_answer(args, "fewshot", req, ClassifyResponse, here), args)
     return 0
 
 
 def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     from .common import UsageError
 
-    fields: dict[str, Any] = {"index": args.index}
+    fields: dict[str, Any] = {"index": abs_path(args.index)}
     if getattr(args, "text", None) is not None:
         fields["text"] = args.text
     elif args.box is not None:
-        fields.update(box=args.box, crs=args.crs, raster=args.raster)
+        fields.update(box=args.box, crs=args.crs, raster=abs_path(args.raster))
     elif args.point is not None:
-        fields.update(point=args.point, crs=args.crs, raster=args.raster)
+        fields.update(point=args.point, crs=args.crs, raster=abs_path(args.raster))
     if (args.box is not None or args.point is not None) and not args.crs:
         raise UsageError("--crs is required with --box/--point (e.g. EPSG:4326 or the raster's EPSG code)")
     return fields
@@ -142,23 +165,27 @@ def print_hits(resp: Any, args: argparse.Namespace) -> None:
 
 def cmd_refine(args: argparse.Namespace) -> int:
     from ..schemas import SearchRequest
-    from ..schemas_workflows import RefineRequest
-    from ..service import model_for_index
-    from ..workflows.service import run_refine
+    from ..schemas_workflows import RefineRequest, RefineResponse
     from .common import UsageError
     from .common import validated as _validated
 
     if (args.vector is None) == (args.text is None and args.box is None and args.point is None):
         raise UsageError("give the original query: --text/--box/--point, or --vector FILE")
-    fields: dict[str, Any] = {"index": args.index, "good": args.good or [], "bad": args.bad or [], "k": args.k,
-                              "exclude_marked": args.exclude_marked, "out_crs": args.out_crs,
-                              "save_marks": args.save_marks, "label": args.label, "bad_label": args.bad_label}
+    fields: dict[str, Any] = {"index": abs_path(args.index), "good": args.good or [], "bad": args.bad or [],
+                              "k": args.k, "exclude_marked": args.exclude_marked, "out_crs": args.out_crs,
+                              "save_marks": abs_path(args.save_marks), "label": args.label, "bad_label": args.bad_label}
     if args.vector is not None:
         fields["vector"] = read_vector(args.vector)
     else:
         fields["query"] = _validated(SearchRequest, **_search_fields(args))
     req = _validated(RefineRequest, **fields)
-    resp = run_refine(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+
+    def here() -> Any:
+        from ..service import model_for_index
+        from ..workflows.service import run_refine
+
+        return run_refine(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    resp = _answer(args, "refine", req, RefineResponse, here)
     if args.save_vector:
         Path(args.save_vector).expanduser().write_text(json.dumps({"query_vector": resp.query_vector}))
     print_hits(resp, args)
@@ -169,17 +196,25 @@ def cmd_refine(args: argparse.Namespace) -> int:
 
 def cmd_locate(args: argparse.Namespace) -> int:
     from ..schemas import SearchRequest
-    from ..schemas_workflows import LocateRequest
-    from ..service import model_for_index
-    from ..workflows.service import run_locate
+    from ..schemas_workflows import LocateRequest, LocateResponse
     from .common import validated as _validated
 
-    fields: dict[str, Any] = {"index": args.index, "k": args.k, "radius_km": args.radius_km,
+    fields: dict[str, Any] = {"index": abs_path(args.index), "k": args.k, "radius_km": args.radius_km,
                               "max_locations": args.max_locations, "out_crs": args.out_crs}
     image = None
     if args.vector is not None:
         fields["vector"] = read_vector(args.vector)
+    elif args.image is not None and args.server is not None:  # the server decodes the file's bytes
+        import base64
+
+        from ..errors import InputError
+
+        try:
+            fields["image_b64"] = base64.b64encode(Path(args.image).expanduser().read_bytes()).decode("ascii")
+        except OSError as e:
+            raise InputError(f"cannot read image {args.image!r}: {e}", "give a PNG or JPEG file") from e
     elif args.image is not None:
+        import numpy as np
         from PIL import Image
 
         from ..errors import InputError
@@ -197,7 +232,13 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
         raise UsageError("give what to locate: --box/--point (with --crs), --image FILE or --vector FILE")
     req = _validated(LocateRequest, **fields)
-    resp = run_locate(req, lambda: model_for_index(args.index, model=args.model, device=args.device), image=image)
+
+    def here() -> Any:
+        from ..service import model_for_index
+        from ..workflows.service import run_locate
+
+        return run_locate(req, lambda: model_for_index(args.index, model=args.model, device=args.device), image=image)
+    resp = _answer(args, "locate", req, LocateResponse, here)
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
     if args.json:
@@ -213,14 +254,18 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from ..schemas_workflows import AskRequest
-    from ..service import model_for_index
-    from ..workflows.service import run_ask
+    from ..schemas_workflows import AskRequest, AskResponse
     from .common import validated as _validated
 
-    req = _validated(AskRequest, index=args.index, box=args.box, crs=args.crs, raster=args.raster,
+    req = _validated(AskRequest, index=abs_path(args.index), box=args.box, crs=args.crs, raster=abs_path(args.raster),
                      question=args.question, answers=args.answers or [])
-    resp = run_ask(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+
+    def here() -> Any:
+        from ..service import model_for_index
+        from ..workflows.service import run_ask
+
+        return run_ask(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
+    resp = _answer(args, "ask", req, AskResponse, here)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return 0
@@ -233,6 +278,8 @@ def _common(p: argparse.ArgumentParser, *, model: bool = True) -> None:
     p.add_argument("--index", required=True)
     p.add_argument("--out-crs", default="EPSG:4326")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--server", nargs="?", const="", metavar="URL",
+                   help="ask a running `geovec serve` (default URL from its token file) instead of working here")
     if model:
         p.add_argument("--model", help="override the index's recorded model")
         p.add_argument("--device", default="auto")

@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Tiles whose candidates ``rerank`` scores when the request gives no number.
-DEFAULT_RERANK = 20
-
 #: Stored candidates of a box query are kept when their ground size is within this factor of the box's.
 SCALE_RATIO = 2.0
 

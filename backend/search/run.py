@@ -29,9 +29,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..loading import EmbedderLike
-from ..schemas import NearQuery, SearchRequest, SearchResponse
+from ..schemas import DEFAULT_RERANK, NearQuery, SearchRequest, SearchResponse
 from ..types import EmbedInput
-from .candidates import DEFAULT_RERANK, best_per_tile, rank_regions, rerank_candidates, stored_candidates
+from .candidates import best_per_tile, rank_regions, rerank_candidates, stored_candidates
 from .features import Scenes, hit_feature, not_excluded, region_dicts, region_features
 from .filters import TileFilter, tile_filter
 from .hits import RegionHit, find_hits, tile_hits

@@ -136,6 +136,21 @@ def running_server(token_file: str | Path | None = None, timeout: float = 0.5) -
     return url if r.status_code == 200 else None
 
 
+def call_via_server(route: str, req: Any, reply: type[Any], url: str | None = None, *,
+                    token_file: str | Path | None = None) -> Any:
+    """``reply`` parsed from ``POST /v1/<route>`` with ``req`` (a request model whose paths are absolute).
+
+    A ``vector`` goes as ``vector_b64`` (base64 float32: a quarter of the JSON text, parsed at once).
+    """
+    from ..vector_codec import to_b64
+
+    body = req.model_dump(exclude_none=True)
+    if isinstance(body.get("vector"), list):
+        body["vector_b64"] = to_b64(body.pop("vector"))
+    with Client(url, token_file=token_file) as c:
+        return reply(**c.call("POST", "/" + route, body))
+
+
 def search_via_server(req: SearchRequest, url: str | None = None, *, token_file: str | Path | None = None) -> SearchResponse:
     """What ``geovec search --server URL`` calls: the same SearchRequest, answered by the server.
 
