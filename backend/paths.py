@@ -365,7 +365,7 @@ def _recheck_fd(dfd: int, folder: Path, what: str) -> None:
     """The folder opened is the one checked (not a symlink or another folder swapped in since)."""
     st, want = os.fstat(dfd), os.stat(folder)
     if (st.st_dev, st.st_ino) != (want.st_dev, want.st_ino):
-        raise ForbiddenPathError(f"{what} folder {shown(str(folder))[:200]!r} changed while it was being opened",
+        raise WriteError(f"{what} folder {shown(str(folder))[:200]!r} changed while it was being opened",
                                  "retry; do not replace output folders while GeoVec writes to them")
 
 
