@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 from tests.backend.serverproc import ServerProc
 from tests.backend.test_server_hardening import vrt_of

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 from tests.backend.serverproc import ServerProc
 from tests.backend.wfdata import TILE, write_two_class_scene
