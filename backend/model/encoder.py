@@ -22,8 +22,8 @@ from ..types import Box, EmbedInput
 from . import forward as fwd
 from . import pixels
 from .identity import dtype_name
-from .quantize import dtype_label
 from .presets import QWEN2VL_IMAGE, ImagePolicy, Preset
+from .quantize import dtype_label
 
 log = logging.getLogger(__name__)
 

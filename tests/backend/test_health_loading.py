@@ -11,12 +11,12 @@ from tests.backend.serverproc import ServerProc
 
 
 def _states(srv: ServerProc, until: tuple[str, ...], timeout: float = 180.0) -> list[dict]:
-    """Poll health (no token, as the plugin does) until model_state is in ``until``; every answer, in order."""
+    """Poll health (with the token, as the plugin does) until model_state is in ``until``; every answer, in order."""
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         t0 = time.monotonic()
-        r = httpx.get(srv.url + "/v1/health", timeout=10)
+        r = httpx.get(srv.url + "/v1/health", timeout=10, headers={"Authorization": f"Bearer {srv.token}"})
         assert r.status_code == 200, r.text
         h = r.json()
         h["_answer_s"] = time.monotonic() - t0
@@ -40,6 +40,8 @@ def test_health_reports_the_load_then_ready_or_failed(tmp_path: Path, tiny_model
         assert first["load_stage"] and 1 <= first["load_step"] <= 2
         loading = [h for h in seen if h["model_state"] == "loading"]
         assert [h["load_step"] for h in loading] == sorted(h["load_step"] for h in loading)
+        bare = httpx.get(srv.url + "/v1/health", timeout=10).json()  # without the token: status and version only
+        assert set(bare) == {"status", "version"}, bare
         with srv.client() as c:  # the preloaded model answers at once
             r = c.post("/v1/embed", json={"inputs": [{"text": "water"}]})
             assert r.status_code == 200 and len(r.json()["vectors"][0]) == 64
