@@ -126,6 +126,9 @@ def test_workflow_routes_bad_input(world) -> None:
 
 def test_vectors_as_base64_float32(world) -> None:
     """vector_b64 in, *_b64 out: the same hits as the JSON float lists; a bad one is a 422 naming it."""
+    from geovec.backend.cli.workflows import (
+        read_vector,  # `geovec search --vector FILE` reads b64 replies too
+    )
     from geovec.backend.vector_codec import from_b64, to_b64
 
     c, idx = world["c"], world["idx"]
@@ -159,7 +162,6 @@ def test_vectors_as_base64_float32(world) -> None:
     _bad(c.post("/v1/search/vector", json={"index": idx, "vector_b64": nan}), "NaN or infinite")
     r = c.post("/v1/search/vector", json={"index": idx, "vector_b64": to_b64([0.5] * 8)})
     assert r.status_code == 409 and "8 values" in r.json()["detail"]
-    from geovec.backend.workflows.cli import read_vector  # `geovec search --vector FILE` reads b64 replies too
 
     for name, body in (("embed", emb64), ("refine", r_b64)):
         (world["root"] / f"{name}.json").write_text(json.dumps(body))
