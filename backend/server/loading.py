@@ -33,9 +33,12 @@ class LoadProgress:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def begin(self, model: str) -> None:
+        """A load of ``model`` is under way (step 0, "starting", until :meth:`enter`); keeps the start of one begun."""
         with self._lock:
+            if self.state != "loading":
+                self.started = time.monotonic()
             self.state, self.model, self.error = "loading", model, ""
-            self.step, self.stage, self.started, self.seconds = 0, "", time.monotonic(), 0.0
+            self.step, self.stage, self.seconds = 0, "starting", 0.0
 
     def enter(self, step: int) -> None:
         """Now on ``STEPS[step - 1]``."""

@@ -200,12 +200,14 @@ class ModelSlot:
         """Load the configured model in a background thread (``geovec serve --preload``); health shows progress."""
         if not self.settings.model:
             return None
+        self.progress.begin(self.settings.model)  # before the thread runs: health says "loading" from now on
 
         def run() -> None:
             try:
                 self.get()
             except Exception as e:  # noqa: BLE001 - recorded for /v1/health; a request retries the load
                 log.error("preloading model %s failed: %s", self.settings.model, e)
+                self.progress.fail(str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
 
         t = threading.Thread(target=run, name="model-preload", daemon=True)
         t.start()
