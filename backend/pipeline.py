@@ -495,6 +495,8 @@ def index_folder(
     runner: StageRunner | None = None,
     regions: str | None = None,
     batch_tokens: int | None = None,
+    date: str | None = None,
+    date_from_name: str | None = None,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
@@ -521,10 +523,15 @@ def index_folder(
         batch_tokens: size batches by token count instead: as many tiles per forward as fit
             this many image + prompt tokens (a GPU stays busy with small images and does not
             run out of memory with large ones); overrides ``batch_size``.
+        date: acquisition date of every scene scanned (overrides what is found; see
+            :mod:`geovec.backend.raster.dates`); ``date_from_name``: a pattern such as ``%Y%m%d``
+            that finds it in file names. Without either, scenes get the date found in their
+            metadata or names, once.
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
     """
+    from .index.dates import check_date_options, date_scenes
     from .pipeline_regions import setup_regions
     from .raster.scan import scan_folder
     from .regions import RegionSpec
@@ -532,6 +539,7 @@ def index_folder(
     t0 = time.monotonic()
     if regions is not None:
         RegionSpec.parse(regions)  # bad input fails before the index is touched
+    check_date_options(date, date_from_name)
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
@@ -557,6 +565,7 @@ def index_folder(
         plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
                            errors=summary.errors, keep_folders=scan.unreadable, seen=scan.seen)
         summary.scenes_skipped_unchanged = plan.unchanged
+        date_scenes(store, scan.scenes, date=date, pattern=date_from_name)
         summary.scenes_removed = plan.removed
         total = sum(len(p.windows) + len(p.backfill) for p in plan.scenes)
         prog = RunProgress(total, len(plan.scenes), progress)

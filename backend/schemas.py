@@ -71,6 +71,11 @@ class IndexRequest(_Model):
     regions: str | None = Field(None, max_length=4096, description=(
         "store candidate region vectors made by this SPEC ('' = default 'grid=1,2,3,4;overlap=0.25'); "
         "null keeps the index's own"))
+    date: str | None = Field(None, max_length=40, description=(
+        "acquisition date of every scene in the folder (YYYY-MM-DD[THH:MM:SS]); default: found in metadata or "
+        "file names"))
+    date_from_name: str | None = Field(None, max_length=200, description=(
+        "find each scene's date in its file name with this pattern, e.g. '%Y%m%d' (codes %Y %y %m %d %j %H %M %S)"))
 
 
 #: (lat, lon) ranges, stated in the document (the validators check the same).
@@ -147,6 +152,14 @@ class SearchRequest(_Model):
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
                                      "scenes (names or scene ids)")
     near: NearQuery | None = Field(None, description="filter / re-rank hits by distance to a centre")
+    date_from: str | None = Field(None, max_length=40, description="confine hits to scenes acquired on or after this "
+                                  "date (YYYY, YYYY-MM, YYYY-MM-DD...: from its start)")
+    date_to: str | None = Field(None, max_length=40, description="confine hits to scenes acquired up to this date "
+                                "(inclusive of its whole period: 2016-01 keeps all of January)")
+    other_dates: bool = Field(False, description="attach to each hit the tiles of other dates at the same place "
+                              "(`other_dates` property: date, score, tile_id)")
+    score_map: AbsPath | None = Field(None, description="also write the query's similarity to every tile as a "
+                                      "styled GeoTIFF per scene into this folder (absolute path)")
 
     @field_validator("text")
     @classmethod

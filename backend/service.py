@@ -132,7 +132,8 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
     return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
                         force=bool(getattr(req, "force", False)),
-                        regions=req.regions, batch_tokens=req.batch_tokens)
+                        regions=req.regions, batch_tokens=req.batch_tokens, date=req.date,
+                        date_from_name=req.date_from_name)
 
 
 def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
