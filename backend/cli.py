@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 WORKFLOWS = ("classify", "fewshot", "refine", "locate", "ask")
-BUILTIN = ("model", "index", "search", "export", "info", "serve", *WORKFLOWS)
+BUILTIN = ("model", "index", "search", "export", "info", "serve", "change", *WORKFLOWS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -553,6 +553,10 @@ def build_parser(command: str | None = None) -> Parser:
         from .workflows.cli import add_workflow_parsers
 
         add_workflow_parsers(sub, _finite)
+    if command in (None, "change"):
+        from .temporal.cli import add_change_parser
+
+        add_change_parser(sub, _finite)
     if command in (None, "serve"):
         _add_serve(sub)
     if command not in BUILTIN:  # train, eval, ...: added by other packages (see commands.py)

@@ -59,6 +59,9 @@ class TilePair:
     overlap: float
     change: float
     toward: float | None = None
+    before_vec: np.ndarray | None = field(default=None, repr=False)  # unit vectors
+    after_vec: np.ndarray | None = field(default=None, repr=False)
+    region: dict[str, Any] | None = None  # region level: the region's box and its geometry
 
     @property
     def key(self) -> float:
@@ -117,6 +120,9 @@ def _check_pair(b: Side, a: Side) -> None:
     """Bad pairs: another model or tiling, the same tiles twice, dates out of order."""
     from ..binding import check_identity, describe, recorded_identity
 
+    if b.window is not None and a.window is not None and a.window[0] < b.window[1]:
+        raise InputError(f"--before {b.spec!r} does not end before --after {a.spec!r} starts",
+                         "give the earlier date as --before and the later one as --after, without overlap")
     if b.store.path == a.store.path and set(b.scene_ids) == set(a.scene_ids):
         raise InputError(f"--before {b.spec!r} and --after {a.spec!r} are the same scenes",
                          "compare two different dates or indexes")
@@ -135,9 +141,6 @@ def _check_pair(b: Side, a: Side) -> None:
             raise InputError(f"--before {b.store.path} and --after {a.store.path} were tiled differently ("
                              + ", ".join(f"{k} {tb.get(k)} vs {ta.get(k)}" for k in diff) + ")",
                              "index both dates with the same --tile-size, --resolution and --bands")
-    if b.window is not None and a.window is not None and a.window[0] < b.window[1]:
-        raise InputError(f"--before {b.spec!r} does not end before --after {a.spec!r} starts",
-                         "give the earlier date as --before and the later one as --after, without overlap")
     bs, as_ = b.span, a.span
     if bs and as_ and parse_when(as_[0]) <= parse_when(bs[1]):
         raise InputError(f"the dates do not order: --before {b.spec!r} runs to {bs[1]}, --after {a.spec!r} starts "
@@ -190,8 +193,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(n, 1e-12)
 
 
-def plan_change(before: str, after: str, *, index: str | None = None, to_vector: np.ndarray | None = None,
-                to: str | None = None, min_overlap: float = 0.5,
+def plan_change(before: str, after: str, *, index: str | None = None, min_overlap: float = 0.5,
                 open_index: Callable[[str], IndexStore] | None = None) -> ChangeResult:
     """Pair and score the tiles of ``before`` and ``after`` (index paths or date ranges in ``index``).
 
@@ -218,17 +220,22 @@ def plan_change(before: str, after: str, *, index: str | None = None, to_vector:
     ai = np.array([p[1] for p in pairs_idx])
     vb, va = _unit(b.vectors[bi]), _unit(a.vectors[ai])
     change = 1.0 - np.sum(vb * va, axis=1)
-    toward = None
-    if to_vector is not None:
-        t = _unit(np.asarray(to_vector, np.float32).reshape(1, -1))
-        if t.shape[1] != vb.shape[1]:
-            raise InputError(f"the --to vector has {t.shape[1]} dimensions, the index {vb.shape[1]}",
-                             "embed the text with the index's model")
-        toward = (va @ t[0]) - (vb @ t[0])
-    pairs = [TilePair(b.records[i], a.records[j], iou, float(change[k]),
-                      None if toward is None else float(toward[k]))
+    pairs = [TilePair(b.records[i], a.records[j], iou, float(change[k]), before_vec=vb[k], after_vec=va[k])
              for k, (i, j, iou) in enumerate(pairs_idx)]
     pairs.sort(key=lambda p: -p.key)
-    res = ChangeResult(b, a, pairs, to=to, unmatched_after=len(a.records) - len(pairs))
+    res = ChangeResult(b, a, pairs, unmatched_after=len(a.records) - len(pairs))
     log.info("change %s -> %s: %d pairs, %d after tiles unmatched", before, after, len(pairs), res.unmatched_after)
     return res
+
+
+def rescore_toward(res: ChangeResult, text_vec: np.ndarray, text: str) -> None:
+    """Score every pair by how much closer its after vector is to ``text_vec`` than its before vector; re-rank."""
+    t = _unit(np.asarray(text_vec, np.float32).reshape(-1))
+    if res.pairs and res.pairs[0].after_vec is not None and t.shape[0] != res.pairs[0].after_vec.shape[0]:
+        raise InputError(f"the text vector has {t.shape[0]} dimensions, the index {res.pairs[0].after_vec.shape[0]}",
+                         "embed the text with the index's model")
+    for p in res.pairs:
+        assert p.before_vec is not None and p.after_vec is not None
+        p.toward = float(p.after_vec @ t - p.before_vec @ t)
+    res.to = text
+    res.pairs.sort(key=lambda p: -p.key)

@@ -33,6 +33,9 @@ def pair_properties(rank: int, p: TilePair, res: ChangeResult) -> dict[str, Any]
         "after_source": p.after.sources[0] if p.after.sources else None,
         "after_window": list(p.after.window), "center_lat": p.after.center_lat, "center_lon": p.after.center_lon,
     }
+    if p.region is not None:
+        props["level"] = "region"
+        props["region_box"] = p.region["box"]
     if p.toward is not None:
         props["toward"] = round(p.toward, 6)
         props["to"] = res.to
@@ -46,7 +49,7 @@ def features(res: ChangeResult, top: int | None = None) -> list[dict[str, Any]]:
 
     out = []
     for rank, p in enumerate(res.pairs[: top or None], start=1):
-        geom = mapping(wkt.loads(p.after.footprint_wgs84))
+        geom = mapping(wkt.loads(p.region["wkt"] if p.region is not None else p.after.footprint_wgs84))
         out.append({"type": "Feature", "geometry": geom, "properties": pair_properties(rank, p, res)})
     return out
 
@@ -81,7 +84,7 @@ def write_change(res: ChangeResult, out: str | Path, *, gpkg: bool = False) -> d
         scene = got[0]
         name = f"change_{safe_name(before[0].name, 40)}__{safe_name(scene.name, 40)}_{bsid[:6]}{asid[:6]}.tif"
         values = [p.key for p in pairs]
-        path = write_map(root / name, scene, [p.after.window for p in pairs], values, legend,
+        path = write_map(root / name, scene, [p.region["window"] if p.region else p.after.window for p in pairs], values, legend,
                          description=f"change {res.before.spec} -> {res.after.spec}")
         bd, ad = res.before.dates.get(bsid), res.after.dates.get(asid)
         maps.append({"path": str(path), "style": str(path.with_suffix(".qml")), "before_scene": before[0].name,
