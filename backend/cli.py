@@ -159,7 +159,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     groups = {name: [_abs(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
     req = _validated(IndexRequest, folder=_abs(args.folder), index=_abs(args.index), model=args.model, tiling=tiling,
                      groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
-                     regions=args.regions)
+                     regions=args.regions, date=args.date, date_from_name=args.date_from_name)
     if not Path(args.folder).expanduser().is_dir():
         from .errors import NotFoundError
 
@@ -278,6 +278,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     fields.update(_region_fields(args))
+    from .temporal.cli import print_score_maps, print_time, search_time_fields
+
+    fields.update(search_time_fields(args))
     if args.near is not None:
         fields["near"] = {"lat": args.near[0], "lon": args.near[1], "radius_km": args.radius_km,
                           "decay_km": args.decay_km}
@@ -326,11 +329,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         p = f.properties
         where = f"  [{p['index']}]" if p.get("index") else ""
         box = f"  box {tuple(p['bbox_image'])}" if p.get("level") == "region" else ""
+        when = f"  {p['acquired']}" if p.get("acquired") else ""
         print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
-              f"{p['center_lon']:.5f}  window {tuple(p['window'])}{box}  {p['source']}{where}")
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}{box}{when}  {p['source']}{where}")
+        print_time(p)
         if p.get("level") != "region":
             for r in p.get("regions") or []:
                 print(f"       region {r['rank']}  {r['score']:+.4f}  box {tuple(r['bbox_image'])}")
+    print_score_maps(resp.query)
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
@@ -384,8 +390,12 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
     reg = info.extra.get("regions")
     print(f"regions    {reg['count']} ({reg['spec']})" if reg else "regions    none (index with --regions to store them)")
+    dates = info.extra.get("dates")
+    print(f"dates      {dates['first']} .. {dates['last']} ({dates['dated']} dated, {dates['undated']} undated)"
+          if dates else "dates      none recorded (geovec index --date / --date-from-name)")
     for s in info.extra.get("scene_list", []):
-        print(f"  scene {one_line(str(s['name']))} [{s['status']}] {s['scene_id']}")
+        when = f" {s['acquired']} ({s['date_source']})" if s.get("acquired") else ""
+        print(f"  scene {one_line(str(s['name']))} [{s['status']}]{when} {s['scene_id']}")
     if args.verify and not _verify(args.index, False):
         return EXIT_ERROR
     return 0
@@ -489,6 +499,9 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--regions", nargs="?", const="", metavar="SPEC",
                     help="also store candidate region vectors (SPEC default 'grid=1,2,3,4;overlap=0.25'; "
                          "keys grid, overlap, max, min, layer=VECTOR_FILE); tiles already indexed get theirs")
+    from .temporal.cli import add_index_date_args, add_search_time_args
+
+    add_index_date_args(ix)
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
     ix.add_argument("--device", default="auto")
     _model_options(ix)
@@ -532,6 +545,7 @@ def build_parser(command: str | None = None) -> Parser:
     from .cli_regions import add_region_search_args
 
     add_region_search_args(se)
+    add_search_time_args(se)
     se.add_argument("--server", nargs="?", const="", metavar="URL",
                     help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)

@@ -122,19 +122,25 @@ def _shares_area(prepared: Any, area: BaseGeometry, footprint: BaseGeometry) -> 
 
 
 def tile_filter(store: IndexStore, *, within: str | None = None, within_crs: str = "EPSG:4326",
-                scenes: list[str] | None = None) -> TileFilter | None:
+                scenes: list[str] | None = None, date_from: str | None = None,
+                date_to: str | None = None) -> TileFilter | None:
     """The tiles a search may return under ``within``/``scenes``; None when neither is given.
 
     Raises:
         InputError: ``within`` is malformed, or covers no indexed scene (nothing to search).
         NotFoundError: a listed scene is not in the index.
     """
-    if within is None and not scenes:
+    if within is None and not scenes and date_from is None and date_to is None:
         return None
     from shapely import wkt
     from shapely.prepared import prep
 
+    from .temporal.hits import date_filter_scenes
+
     scene_ids = resolve_scenes(store, scenes) if scenes else None
+    dated = date_filter_scenes(store, date_from, date_to)  # scenes acquired in [date_from, date_to]
+    if dated is not None:
+        scene_ids = dated if scene_ids is None else [s for s in scene_ids if s in set(dated)]
     area = parse_within(within, within_crs) if within is not None else None
     rows = store.labels_within(area.bounds if area is not None else None, scene_ids)
     if area is not None:
@@ -143,11 +149,14 @@ def tile_filter(store: IndexStore, *, within: str | None = None, within_crs: str
     desc: dict[str, Any] = {}
     if scenes:
         desc["scenes"] = list(scenes)
+    if dated is not None:
+        desc.update(date_from=date_from, date_to=date_to, dated_scenes=len(dated))
     if within is not None:
         desc.update(within_crs=within_crs, within_bounds_wgs84=[round(v, 7) for v in area.bounds])  # type: ignore[union-attr]
     if not rows:
         what = (f"within {within[:80]!r} (in {within_crs})" if within is not None else "") + \
-            (f" scenes {scenes}" if scenes else "")
+            (f" scenes {scenes}" if scenes else "") + \
+            (f" dated {date_from or '...'} to {date_to or '...'}" if dated is not None else "")
         raise InputError(f"{what.strip()} covers no indexed scene of index {store.path}",
                          "draw the area over indexed imagery (check --within-crs), or list other scenes")
     desc["tiles"] = len(rows)

@@ -3,7 +3,8 @@
 One row per tile: ``tile_id``, ``scene_id``, ``sources``, ``window`` (native pixels),
 ``bounds`` and ``crs`` (native), ``center_lat``/``center_lon``, ``gsd``,
 ``valid_fraction``, ``geometry`` (the footprint, WKB, lon/lat WGS84 = OGC:CRS84),
-``bbox`` (its covering, GeoParquet 1.1) and ``embedding`` (float32 x dim). The file's
+``bbox`` (its covering, GeoParquet 1.1), ``embedding`` (float32 x dim) and the scene's
+``acquired`` date with its ``acquired_source`` (null when undated). The file's
 ``geo`` metadata follows GeoParquet 1.1; its ``geovec`` metadata records the model
 (dim, preset, checkpoint), the tiling and the scenes, so an import gives back an
 index that searches (and updates) like the original.
@@ -21,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ def _schema(pa: Any, dim: int) -> Any:
         ("crs", pa.dictionary(pa.int32(), pa.string())), ("center_lat", pa.float64()), ("center_lon", pa.float64()),
         ("gsd", pa.float64()), ("valid_fraction", pa.float64()), ("geometry", pa.binary()), ("bbox", bbox),
         ("embedding", pa.list_(pa.float32(), dim)),
+        ("acquired", pa.string()), ("acquired_source", pa.string()),
     ])
 
 
@@ -98,6 +101,10 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
                 "scenes": scenes}
         schema = _schema(pa, dim).with_metadata({b"geo": json.dumps(_geo_metadata()).encode(),
                                                  b"geovec": json.dumps(info).encode()})
+        try:  # acquisition dates (indexes made before them have no scene_dates table)
+            dates = {sid: (a, src) for sid, a, src in con.execute("SELECT scene_id, acquired, source FROM scene_dates")}
+        except sqlite3.OperationalError:
+            dates = {}
         cur = con.execute(f"SELECT {db.TILE_COLS}, vector FROM tiles ORDER BY label")
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             while True:
@@ -117,6 +124,8 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
                     "geometry": shapely.to_wkb(geoms).tolist(),
                     "bbox": [dict(zip(("xmin", "ymin", "xmax", "ymax"), v, strict=True)) for v in b.tolist()],
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
+                    "acquired": [dates.get(r.scene_id, (None, None))[0] for r in recs],
+                    "acquired_source": [dates.get(r.scene_id, (None, None))[1] for r in recs],
                 }
                 writer.write_table(pa.table(cols, schema=schema))
                 rows += len(recs)

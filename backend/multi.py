@@ -175,8 +175,13 @@ def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callab
         query = build_query(multi, req)  # type: ignore[arg-type]
         emb = bind(resolve(embedder, model=None, index=req.index), multi.meta, index=str(req.index), force=force)
         resp = run_query(multi, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)  # type: ignore[arg-type]
+        from .index.dates import read as read_dates
+
+        dates = {str(s.path): read_dates(s) for s in stores}
         for f in resp.features:
             f.properties["index"] = multi.index_of(f.properties["tile_id"])
+            d = dates.get(str(f.properties["index"]), {}).get(f.properties.get("scene_id", ""))
+            f.properties["acquired"], f.properties["date_source"] = (d.acquired, d.source) if d else (None, None)
         resp.query["indexes"] = [str(s.path) for s in stores]
         return resp
     finally:

@@ -255,7 +255,8 @@ def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     if req.near is not None and req.level != "tile":
         raise InputError("near (a radius / distance re-rank on tile centres) applies to tile hits",
                          "search with level tile, or drop near")
-    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
+    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes,
+                       date_from=req.date_from, date_to=req.date_to)
 
 
 _UNSET: Any = object()
@@ -307,6 +308,9 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
         info["filter"] = flt.description
     if target_m is not None:
         info["box_ground_size_m"] = round(target_m, 3)
+    from .temporal.hits import annotate  # dates of hits, other dates, score maps
+
+    annotate(store, features, tvec, req, flt.labels if flt is not None else None, info)
     return SearchResponse(features=features, crs=req.out_crs, query=info,  # type: ignore[arg-type]
                           took_ms=round((time.perf_counter() - t0) * 1000, 2))
 

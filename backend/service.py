@@ -163,8 +163,10 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
     if req.indexes:
         from .multi import search_indexes
 
-        if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes:
-            raise InputError(f"region search, --rerank, --within and --scene take one index, not {1 + len(req.indexes)}",
+        if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes or \
+                req.date_from or req.date_to or req.other_dates or req.score_map:
+            raise InputError(f"region search, --rerank, --within, --scene, --date-from/--date-to, --other-dates and "
+                             f"--score-map take one index, not {1 + len(req.indexes)}",
                              "search the indexes one at a time")
 
         return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder, open_index=open_index)
@@ -186,6 +188,11 @@ def index_info(path: str | Path) -> IndexInfo:
     try:
         meta = dict(store.meta or {})
         scenes = store.scenes()
+        from .index.dates import read as read_dates
+        from .index.dates import span
+
+        dates = read_dates(store)
+        first_last = span(dates.values())
         known = {"count", "dim", "space", "preset", "checkpoint", "tiling", "created", "updated"}
         return IndexInfo(
             path=str(Path(path).expanduser().resolve()), count=int(store.count), dim=int(store.dim),
@@ -193,8 +200,12 @@ def index_info(path: str | Path) -> IndexInfo:
             checkpoint=str(meta.get("checkpoint", "")), tiling=dict(meta.get("tiling") or {}),
             scenes=len(scenes), created=str(meta.get("created", "")), updated=str(meta.get("updated", "")),
             extra={**{k: v for k, v in meta.items() if k not in known},
-                   "scene_list": [{"scene_id": s.get("scene_id"), "name": s.get("name"), "status": s.get("status")}
-                                  for s in scenes]},
+                   "scene_list": [{"scene_id": s.get("scene_id"), "name": s.get("name"), "status": s.get("status"),
+                                   "acquired": dates[s["scene_id"]].acquired if s.get("scene_id") in dates else None,
+                                   "date_source": dates[s["scene_id"]].source if s.get("scene_id") in dates else None}
+                                  for s in scenes],
+                   "dates": {"first": first_last[0], "last": first_last[1], "dated": len(dates),
+                             "undated": len(scenes) - len(dates)} if first_last else None},
         )
     finally:
         store.close()

@@ -84,3 +84,40 @@ def add_change_parser(sub: Any, finite: Any) -> None:
     ch.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
     ch.add_argument("--json", action="store_true", help="print the summary as JSON")
     ch.set_defaults(func=cmd_change)
+
+
+def add_index_date_args(ix: argparse.ArgumentParser) -> None:
+    """``geovec index --date / --date-from-name``."""
+    d = ix.add_mutually_exclusive_group()
+    d.add_argument("--date", metavar="YYYY-MM-DD[THH:MM:SS]",
+                   help="acquisition date of every scene indexed now (default: from metadata or file names)")
+    d.add_argument("--date-from-name", metavar="PATTERN",
+                   help="find each scene's date in its file name, e.g. '%%Y%%m%%d' or 'L7_%%Y-%%j' "
+                        "(codes %%Y %%y %%m %%d %%j %%H %%M %%S)")
+
+
+def add_search_time_args(se: argparse.ArgumentParser) -> None:
+    """``geovec search --date-from/--date-to/--other-dates/--score-map``."""
+    se.add_argument("--date-from", metavar="DATE", help="only scenes acquired on or after DATE (2016, 2016-01, ...)")
+    se.add_argument("--date-to", metavar="DATE", help="only scenes acquired up to DATE (2016-01 = all of January)")
+    se.add_argument("--other-dates", action="store_true",
+                    help="list with each hit the tiles of other dates at the same place, with scores")
+    se.add_argument("--score-map", metavar="DIR",
+                    help="also write the query's similarity to every tile as a styled GeoTIFF per scene into DIR")
+
+
+def search_time_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return {"date_from": args.date_from, "date_to": args.date_to, "other_dates": bool(args.other_dates),
+            "score_map": _abs(args.score_map)}
+
+
+def print_time(props: dict[str, Any]) -> None:
+    """The date lines under a printed hit."""
+    for o in props.get("other_dates") or []:
+        print(f"       other date {o['acquired'] or 'undated'}  {o['score']:+.4f}  {o['tile_id']}  {o['source']}")
+
+
+def print_score_maps(query: dict[str, Any]) -> None:
+    for m in query.get("score_maps") or []:
+        print(f"score map {m['path']}  ({m['scene']}: {m['tiles']} tiles, {m['min']:+.4f} .. {m['max']:+.4f}; "
+              f"legend {Path(m['style']).name})")

@@ -26,6 +26,8 @@ def checked_search(body: SearchRequest, state: ServerState) -> SearchRequest:
         update["raster"] = str(check_path(body.raster, "raster", state.settings))
     if body.image is not None:
         update["image"] = str(check_path(body.image, "image", state.settings))
+    if body.score_map is not None:
+        update["score_map"] = str(check_path(body.score_map, "score map folder", state.settings))
     if body.within is not None and not body.within.lstrip().startswith("{") and len(body.within) < 4096 \
             and "(" not in body.within:  # a vector file path, not GeoJSON or WKT
         update["within"] = str(check_path(body.within.strip(), "within file", state.settings))
