@@ -31,7 +31,7 @@ def annotate(store: IndexStore, features: list[dict[str, Any]], vector: np.ndarr
         for f in features:
             rec = store.get(f["properties"]["tile_id"])
             f["properties"]["other_dates"] = other_dates(store, rec, vector, dates)
-    if getattr(req, "score_map", None):
+    if req.score_map:
         from .scoremap import write_score_maps
 
         title = repr(req.text) if req.text else f"the {req.mode} query"

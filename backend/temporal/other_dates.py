@@ -54,12 +54,13 @@ def other_dates(store: IndexStore, hit: TileRecord, query: np.ndarray, dates: di
     q = np.asarray(query, np.float32).reshape(-1)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     score = {lab: float(v @ q / max(float(np.linalg.norm(v)), 1e-12)) for lab, v in zip(got, vecs, strict=True)}
-    out = []
+    out: list[dict[str, Any]] = []
     for lab, r, iou in keep:
         d = dates.get(r.scene_id)
         out.append({"tile_id": r.tile_id, "scene_id": r.scene_id, "source": r.sources[0] if r.sources else None,
                     "acquired": d.acquired if d else None, "date_source": d.source if d else None,
                     "score": round(score.get(lab, float("nan")), 6), "overlap": round(iou, 4),
                     "window": list(r.window)})
-    out.sort(key=lambda x: (x["acquired"] is None, parse_when(x["acquired"]) if x["acquired"] else 0, x["tile_id"]))
+    out.sort(key=lambda x: (x["acquired"] is None, str(parse_when(x["acquired"])) if x["acquired"] else "",
+                            x["tile_id"]))
     return out

@@ -73,10 +73,10 @@ def write_score_maps(store: IndexStore, vector: np.ndarray, out: str | Path, *, 
     root.mkdir(parents=True, exist_ok=True)
     out_maps = []
     for sid in sorted(windows):
-        got = store.scene(sid)
-        if got is None:
+        found = store.scene(sid)
+        if found is None:
             continue
-        scene = got[0]
+        scene = found[0]
         path = write_map(root / f"score_{safe_name(scene.name)}_{sid[:8]}.tif", scene, windows[sid], values[sid],
                          legend, description=f"similarity to {title}")
         vs = values[sid]
