@@ -48,6 +48,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "locate": ("POST", "/v1/locate"),
     "ask": ("POST", "/v1/ask"),
     "search_vector": ("POST", "/v1/search/vector"),
+    "change": ("POST", "/v1/change"),  # compare dates (plugin/processing/alg_change.py)
 }
 
 
@@ -228,7 +229,7 @@ class GeoVecClient:
         return self.call(*self._route("search"), params.to_request())
 
     def workflow(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST`` one of the workflow routes (classify, fewshot, refine, locate, ask, search_vector)."""
+        """``POST`` one of the workflow routes (classify, fewshot, refine, locate, ask, search_vector, change)."""
         return self.call(*self._route(name), body)
 
 

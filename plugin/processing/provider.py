@@ -1,4 +1,4 @@
-"""GeoVecProvider: the Processing provider (indexing, search and the analyst workflows)."""
+"""GeoVecProvider: the Processing provider (indexing, search, the analyst workflows and change)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .alg_ask import AskAlgorithm
+from .alg_change import ChangeAlgorithm
 from .alg_classify import ClassifyAlgorithm
 from .alg_fewshot import FewShotAlgorithm
 from .alg_index import IndexFolderAlgorithm
@@ -31,5 +32,6 @@ class GeoVecProvider(QgsProcessingProvider):
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(IndexFolderAlgorithm())
         for alg in (SearchTextAlgorithm, SearchRegionsAlgorithm, SearchBoxAlgorithm, SearchPointAlgorithm,
-                    SimilarPerFeatureAlgorithm, ClassifyAlgorithm, FewShotAlgorithm, LocateAlgorithm, AskAlgorithm):
+                    SimilarPerFeatureAlgorithm, ClassifyAlgorithm, FewShotAlgorithm, LocateAlgorithm, AskAlgorithm,
+                    ChangeAlgorithm):
             self.addAlgorithm(alg())
