@@ -33,7 +33,8 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
 
 
 class AreaOptions(_Model):
-    """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
+    """Limit a workflow to the tiles whose centre lies in a box or polygon and/or whose scene's date lies in a
+    range (default: the whole index)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
         "required": ["box", "wkt"], "properties": {"box": {"type": "array"}, "wkt": {"type": "string"}}}})
@@ -41,6 +42,9 @@ class AreaOptions(_Model):
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     wkt: str | None = Field(None, max_length=1_000_000, description="polygon WKT in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/wkt")
+    date_from: str | None = Field(None, max_length=40, description="only scenes acquired on or after this date")
+    date_to: str | None = Field(None, max_length=40, description="only scenes acquired up to this date (inclusive "
+                                                                 "of its whole period)")
 
     _fin = field_validator("box")(classmethod(lambda cls, v: _finite_list(v)))
 

@@ -42,9 +42,10 @@ def read_vector(path: str) -> list[float]:
 
 
 def _area(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.area_box is None and args.area_wkt is None:
+    dates = {"date_from": getattr(args, "date_from", None), "date_to": getattr(args, "date_to", None)}
+    if args.area_box is None and args.area_wkt is None and not any(dates.values()):
         return None
-    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs}
+    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs, **dates}
 
 
 def _print_classified(resp: Any, args: argparse.Namespace) -> None:
@@ -240,6 +241,8 @@ def _area_args(p: argparse.ArgumentParser, finite: Any) -> None:
                    help="only tiles centred in this box")
     p.add_argument("--area-wkt", help="only tiles centred in this polygon (WKT)")
     p.add_argument("--area-crs", default="EPSG:4326", help="CRS of --area-box/--area-wkt")
+    p.add_argument("--date-from", metavar="DATE", help="only scenes acquired on or after DATE (2016, 2016-01, ...)")
+    p.add_argument("--date-to", metavar="DATE", help="only scenes acquired up to DATE (2016-01 = all of January)")
 
 
 def _level_arg(p: argparse.ArgumentParser) -> None:

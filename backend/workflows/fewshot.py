@@ -27,7 +27,7 @@ from ..errors import InputError, NotFoundError
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
 from . import classifiers, region_level, selection
 from .labelling import respond
-from .tiles import TileTable, area_mask, load_tiles, parse_area
+from .tiles import TileTable, area_mask, date_mask, load_tiles, parse_area
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -209,7 +209,7 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
         cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
         cv.outer_choices = sel.outer_choices
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
-    target = items.take(area_mask(items, area))
+    target = items.take(area_mask(items, area) & date_mask(store, items, req.area))
     if not len(target):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = clf.scores(target.vectors)

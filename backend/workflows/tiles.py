@@ -121,3 +121,17 @@ def parse_area(box: list[float] | None, wkt: str | None, crs: str) -> BaseGeomet
         if geom.is_empty or geom.area <= 0:
             raise InputError(f"area polygon {str(wkt)[:60]!r} has no area", "draw a polygon, not a line or point")
     return geometry.reproject_geometry(geom, geometry.parse_crs(crs), "EPSG:4326")
+
+
+def date_mask(store: IndexStore, table: TileTable, opts: Any) -> np.ndarray:
+    """Tiles whose scene was acquired within ``opts.date_from`` .. ``opts.date_to``; all when neither is set.
+
+    Raises:
+        InputError: a malformed date, or no scene of the index dated in that range.
+    """
+    if opts is None or (getattr(opts, "date_from", None) is None and getattr(opts, "date_to", None) is None):
+        return np.ones(len(table), dtype=bool)
+    from ..temporal.hits import date_filter_scenes
+
+    ids = set(date_filter_scenes(store, opts.date_from, opts.date_to) or [])
+    return np.array([r.scene_id in ids for r in table.records], dtype=bool)

@@ -81,6 +81,21 @@ def test_hits_dates_filter_other_dates_and_score_map(world: Path, capsys: pytest
     assert rc == 1 and "not a date" in err
 
 
+def test_classify_by_date(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Workflows take --date-from/--date-to too: only the scenes of those dates are classified."""
+    from geovec.backend.cli import main
+
+    rc = main(["classify", "--index", str(world / "idx"), "--classes", "water", "town", "--date-from", "2017",
+               "--date-to", "2017", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    resp = json.loads(cap.out)
+    assert resp["tiles"] == 8
+    rc = main(["classify", "--index", str(world / "idx"), "--classes", "water", "town", "--date-from", "2030"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no scene of index" in err and len(err.strip().splitlines()) == 1
+
+
 def test_info_and_geoparquet_show_dates(world: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     from geovec.backend.cli import main
