@@ -95,16 +95,19 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
     rows = 0
     try:
         con.execute("BEGIN")  # one snapshot: a writer meanwhile changes nothing we read
+        try:  # acquisition dates (indexes made before them have no scene_dates table)
+            dates = {sid: (a, src) for sid, a, src in con.execute("SELECT scene_id, acquired, source FROM scene_dates")}
+        except sqlite3.OperationalError:
+            dates = {}
         scenes = [db.scene_dict(r, 0) for r in con.execute(f"SELECT {db.SCENE_COLS} FROM scenes ORDER BY scene_id")]
+        for d in scenes:  # dates travel with the scenes, so an import keeps them
+            if d["scene_id"] in dates:
+                d["acquired"], d["acquired_source"] = dates[d["scene_id"]]
         info = {"format": FORMAT, "dim": dim, "space": meta.get("space", "cosine"), "preset": meta.get("preset"),
                 "checkpoint": meta.get("checkpoint"), "model": meta.get("model"), "tiling": meta.get("tiling"),
                 "scenes": scenes}
         schema = _schema(pa, dim).with_metadata({b"geo": json.dumps(_geo_metadata()).encode(),
                                                  b"geovec": json.dumps(info).encode()})
-        try:  # acquisition dates (indexes made before them have no scene_dates table)
-            dates = {sid: (a, src) for sid, a, src in con.execute("SELECT scene_id, acquired, source FROM scene_dates")}
-        except sqlite3.OperationalError:
-            dates = {}
         cur = con.execute(f"SELECT {db.TILE_COLS}, vector FROM tiles ORDER BY label")
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             while True:
@@ -307,6 +310,11 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
             summary.tiles += writer.write(recs, vecs)  # tile ids already stored are skipped
         for scene, _ in scenes:
             store.complete_scene(scene.scene_id)
+        from .index.dates import record
+        from .raster.dates import SceneDate
+
+        record(store, [(d["scene_id"], SceneDate(str(d["acquired"]), str(d.get("acquired_source") or "imported")))
+                       for d in (ours or {}).get("scenes", []) if d.get("acquired")])
         summary.scenes = len(scenes)
         writer.checkpoint()
     finally:

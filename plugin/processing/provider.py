@@ -15,6 +15,7 @@ from .alg_index import IndexFolderAlgorithm
 from .alg_locate import LocateAlgorithm
 from .alg_search_geom import SearchBoxAlgorithm, SearchPointAlgorithm, SimilarPerFeatureAlgorithm
 from .alg_search_text import SearchRegionsAlgorithm, SearchTextAlgorithm
+from .alg_time import OtherDatesAlgorithm, ScoreMapAlgorithm
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icon.svg"
 
@@ -33,5 +34,5 @@ class GeoVecProvider(QgsProcessingProvider):
         self.addAlgorithm(IndexFolderAlgorithm())
         for alg in (SearchTextAlgorithm, SearchRegionsAlgorithm, SearchBoxAlgorithm, SearchPointAlgorithm,
                     SimilarPerFeatureAlgorithm, ClassifyAlgorithm, FewShotAlgorithm, LocateAlgorithm, AskAlgorithm,
-                    ChangeAlgorithm):
+                    ChangeAlgorithm, ScoreMapAlgorithm, OtherDatesAlgorithm):
             self.addAlgorithm(alg())

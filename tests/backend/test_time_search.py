@@ -108,6 +108,10 @@ def test_info_and_geoparquet_show_dates(world: Path, capsys: pytest.CaptureFixtu
     t = pq.read_table(world / "t.parquet", columns=["acquired", "acquired_source"])
     assert sorted(set(t.column("acquired").to_pylist())) == ["2016-01-05", "2017-02-10", "2018-06-01"]
     assert set(t.column("acquired_source").to_pylist()) == {"name"}
+    assert main(["index", "--from-parquet", str(world / "t.parquet"), "--index", str(world / "imported")]) == 0
+    capsys.readouterr()
+    assert main(["info", "--index", str(world / "imported")]) == 0
+    assert "dates      2016-01-05 .. 2018-06-01 (3 dated, 0 undated)" in capsys.readouterr().out  # kept on import
 
 
 def test_change_and_time_search_over_http(world: Path, tiny_model_dir: Path) -> None:

@@ -57,3 +57,25 @@ def test_change_algorithm_writes_styled_maps_and_ranked_polygons(use_server, dat
     with pytest.raises(QgsProcessingException, match="does not end before"):
         processing.run("geovec:change", {"BEFORE": "2017", "AFTER": "2016", "INDEX": str(dated_index),
                                          "OUTPUT_DIR": str(tmp_path / "no2"), "OUTPUT": "memory:"})
+
+
+def test_score_map_and_other_dates_algorithms(use_server, dated_index, plugin, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+    out = processing.run("geovec:score_map", {"INDEX": str(dated_index), "TEXT": "buildings", "DATE_FROM": "2017",
+                                              "OUTPUT_DIR": str(tmp_path / "scores")})
+    (path,) = out["SCORE_MAPS"].split(";")  # only the 2017 scene
+    raster = QgsRasterLayer(path, "score")
+    assert raster.isValid() and raster.renderer().type() == "singlebandpseudocolor"
+    assert "most like" in raster.renderer().shader().rasterShaderFunction().colorRampItemList()[-1].label
+    out = processing.run("geovec:other_dates", {"INDEX": str(dated_index), "TEXT": "buildings", "K": 3,
+                                                "DATE_FROM": "2017", "OUTPUT": "memory:"})
+    layer = out["OUTPUT"]
+    layer = layer if isinstance(layer, QgsVectorLayer) else QgsProject.instance().mapLayer(layer)
+    rows = list(layer.getFeatures())
+    assert len(rows) == 3 and {r["hit_date"] for r in rows} == {"2017-02-10"}
+    assert {r["acquired"] for r in rows} == {"2016-01-05"} and {r["date_source"] for r in rows} == {"name"}
+    with pytest.raises(QgsProcessingException, match="no scene of index"):
+        processing.run("geovec:score_map", {"INDEX": str(dated_index), "TEXT": "x", "DATE_FROM": "2030",
+                                            "OUTPUT_DIR": str(tmp_path / "none")})
