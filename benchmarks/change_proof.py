@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "its score map and render it to this PNG")
     args = ap.parse_args(argv)
 
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
-    from geovec.backend.pipeline import index_folder
     from geovec.backend.schemas_change import ChangeRequest
     from geovec.backend.temporal.service import run_change
     from geovec.backend.types import TilingParams

@@ -77,7 +77,7 @@ def test_metadata_tags_win_over_file_time_and_name(tmp_path: Path) -> None:
 def test_index_records_dates_and_filters(tmp_path: Path, tiny_embedder) -> None:
     from geovec.backend.index import dates as idates
     from geovec.backend.index.store import IndexStore
-    from geovec.backend.pipeline import index_folder
+    from geovec.backend.indexing import index_folder
     from geovec.backend.types import TilingParams
 
     folder = tmp_path / "imgs"
@@ -105,7 +105,7 @@ def test_index_without_dates_table_stays_readable(tmp_path: Path, tiny_embedder)
     """An index written before dates existed (no scene_dates table) opens read-only and reads as undated."""
     from geovec.backend.index import dates as idates
     from geovec.backend.index.store import IndexStore
-    from geovec.backend.pipeline import index_folder
+    from geovec.backend.indexing import index_folder
     from geovec.backend.types import TilingParams
 
     folder = tmp_path / "imgs"

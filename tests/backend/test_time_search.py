@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from geovec.backend.demo import pattern, write_geotiff
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 from tests.backend.serverproc import ServerProc
 
