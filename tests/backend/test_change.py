@@ -51,6 +51,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_embedder):
         write_geotiff(root / name / f"{name}.tif", img, origin=origin)
         index_folder(root / name, root / f"idx_{name}", tiny_embedder, params=params)
     index_folder(root / "b", root / "idx_b16", tiny_embedder, params=TilingParams(tile_size=16))
+    from geovec.backend.model.embedder import load_embedder
+    from geovec.backend.model.tiny import write_tiny_model
+
+    other = load_embedder(str(write_tiny_model(root / "other-model", seed=1)), device="cpu", dtype="fp32")
+    index_folder(root / "b", root / "idx_other", other, params=params)
     return root
 
 
@@ -132,6 +137,7 @@ def test_region_level_change(world: Path) -> None:
     (["--index", "{idx}", "--before", "2016", "--after", "2016-01-05"], "does not end before"),
     (["--before", "{idx_a}", "--after", "{idx_far}"], "share no place"),
     (["--before", "{idx_a}", "--after", "{idx_b16}"], "tiled differently"),
+    (["--before", "{idx_a}", "--after", "{idx_other}"], "different models"),
     (["--index", "{idx}", "--before", "2015", "--after", "2017"], "dated '2015'"),
     (["--before", "2016", "--after", "2017"], "add --index"),
     (["--before", "{root}/nothing", "--after", "2017", "--index", "{idx}"], "is neither an index directory (no index.json) nor a date"),
@@ -143,7 +149,7 @@ def test_bad_change_input_one_line_nothing_written(world: Path, args: list[str],
     from geovec.backend.cli import main
 
     names = {"idx": world / "idx", "idx_a": world / "idx_a", "idx_far": world / "idx_far",
-             "idx_b16": world / "idx_b16", "root": world}
+             "idx_b16": world / "idx_b16", "idx_other": world / "idx_other", "root": world}
     out = world / "bad_out"
     rc = main(["change", *[a.format(**names) for a in args], "--out", str(out)])
     err = capsys.readouterr().err
