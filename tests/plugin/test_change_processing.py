@@ -79,3 +79,17 @@ def test_score_map_and_other_dates_algorithms(use_server, dated_index, plugin, t
     with pytest.raises(QgsProcessingException, match="no scene of index"):
         processing.run("geovec:score_map", {"INDEX": str(dated_index), "TEXT": "x", "DATE_FROM": "2030",
                                             "OUTPUT_DIR": str(tmp_path / "none")})
+
+
+def test_dock_compare_dates_opens_the_change_dialog_on_the_dock_index(use_server, dated_index, plugin, monkeypatch):
+    """The dock's ⇄ button opens 'Compare dates (change)' with the dock's index (the modal dialog itself is
+    QGIS's; it is recorded here instead of shown)."""
+    import processing
+
+    opened: list[tuple[str, dict]] = []
+    monkeypatch.setattr(processing, "execAlgorithmDialog", lambda alg, params: opened.append((alg, params)))
+    dock = plugin.open_dock()
+    panel = dock.index_panel
+    panel.set_indexes([str(dated_index)], str(dated_index))
+    panel.compare_button.click()
+    assert opened == [("geovec:change", {"INDEX": str(dated_index)})]
