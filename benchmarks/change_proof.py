@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.schemas_change import ChangeRequest
-    from geovec.backend.temporal.service import run_change
+    from geovec.backend.service import run_change
     from geovec.backend.types import TilingParams
 
     work = Path(args.work)

@@ -98,7 +98,7 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--regions", nargs="?", const="", metavar="SPEC",
                     help="also store candidate region vectors (SPEC default 'grid=1,2,3,4;overlap=0.25'; "
                          "keys grid, overlap, max, min, layer=VECTOR_FILE); tiles already indexed get theirs")
-    from ..temporal.cli import add_index_date_args, add_search_time_args
+    from .time import add_index_date_args, add_search_time_args
 
     add_index_date_args(ix)
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
@@ -167,7 +167,7 @@ def build_parser(command: str | None = None) -> Parser:
 
         add_workflow_parsers(sub, finite)
     if command in (None, "change"):
-        from ..temporal.cli import add_change_parser
+        from .time import add_change_parser
 
         add_change_parser(sub, finite)
     if command in (None, "serve"):

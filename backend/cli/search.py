@@ -23,7 +23,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     fields.update(_region_fields(args))
-    from ..temporal.cli import print_score_maps, print_time, search_time_fields
+    from .time import print_score_maps, print_time, search_time_fields
 
     fields.update(search_time_fields(args))
     if args.near is not None:

@@ -188,7 +188,7 @@ def match(before: list[TileRecord], after: list[TileRecord], min_overlap: float)
     return out
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
+def unit(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     return v / np.maximum(n, 1e-12)
 
@@ -218,7 +218,7 @@ def plan_change(before: str, after: str, *, index: str | None = None, min_overla
                          "compare dates of the same area (or lower --min-overlap)")
     bi = np.array([p[0] for p in pairs_idx])
     ai = np.array([p[1] for p in pairs_idx])
-    vb, va = _unit(b.vectors[bi]), _unit(a.vectors[ai])
+    vb, va = unit(b.vectors[bi]), unit(a.vectors[ai])
     change = 1.0 - np.sum(vb * va, axis=1)
     pairs = [TilePair(b.records[i], a.records[j], iou, float(change[k]), before_vec=vb[k], after_vec=va[k])
              for k, (i, j, iou) in enumerate(pairs_idx)]
@@ -230,7 +230,7 @@ def plan_change(before: str, after: str, *, index: str | None = None, min_overla
 
 def rescore_toward(res: ChangeResult, text_vec: np.ndarray, text: str) -> None:
     """Score every pair by how much closer its after vector is to ``text_vec`` than its before vector; re-rank."""
-    t = _unit(np.asarray(text_vec, np.float32).reshape(-1))
+    t = unit(np.asarray(text_vec, np.float32).reshape(-1))
     if res.pairs and res.pairs[0].after_vec is not None and t.shape[0] != res.pairs[0].after_vec.shape[0]:
         raise InputError(f"the text vector has {t.shape[0]} dimensions, the index {res.pairs[0].after_vec.shape[0]}",
                          "embed the text with the index's model")

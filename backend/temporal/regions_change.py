@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .change import ChangeResult, TilePair, _unit
+from .change import ChangeResult, TilePair, unit
 
 
 def _regions(store: Any, tile_ids: list[str]) -> dict[str, dict[tuple[float, ...], np.ndarray]]:
@@ -22,7 +22,7 @@ def _regions(store: Any, tile_ids: list[str]) -> dict[str, dict[tuple[float, ...
     by_label = {lab: tid for tid, lab in labels.items()}
     rows, vecs = store.regions_of(list(labels.values()))
     out: dict[str, dict[tuple[float, ...], np.ndarray]] = {}
-    for row, v in zip(rows, _unit(vecs) if len(rows) else vecs, strict=True):
+    for row, v in zip(rows, unit(vecs) if len(rows) else vecs, strict=True):
         out.setdefault(by_label[row.tile_label], {})[tuple(round(float(x), 2) for x in row.box)] = v
     return out
 

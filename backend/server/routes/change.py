@@ -16,7 +16,7 @@ router = APIRouter(tags=["change"], responses=ERRORS)
 def change(body: ChangeRequest, state: State) -> ChangeResponse:
     """Compare ``before`` with ``after`` (indexes, or dates within ``index``); writes under ``out``."""
     from ...paths import confined
-    from ...temporal.service import run_change
+    from ...service import run_change
 
     update: dict[str, str] = {"out": str(check_path(body.out, "out", state.settings))}
     for field in ("before", "after"):

@@ -1,4 +1,4 @@
-"""``geovec change`` (added to the main parser by ``backend/cli``)."""
+"""``geovec change`` and the time options of ``geovec index`` / ``geovec search`` (dates, other dates, score maps)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _span(d: list[str]) -> str:
 
 def cmd_change(args: argparse.Namespace) -> int:
     from ..schemas_change import ChangeRequest
-    from .service import run_change
+    from ..service import run_change
 
     req = ChangeRequest(before=_side(args.before), after=_side(args.after), index=_abs(args.index),
                         out=_abs(args.out) or "", to=args.to, level=args.level, min_overlap=args.min_overlap,
