@@ -180,13 +180,8 @@ def search_indexes(req: SearchRequest, embedder: EmbedderLike, open_index: Calla
                              + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in stores),
                              "search them by text, or one at a time")
         resp = search(multi, embedder, req)  # type: ignore[arg-type]
-        from ..index.dates import read as read_dates
-
-        dates = {str(s.path): read_dates(s) for s in stores}
         for f in resp.features:
             f.properties["index"] = multi.index_of(f.properties["tile_id"])
-            d = dates.get(str(f.properties["index"]), {}).get(f.properties.get("scene_id", ""))
-            f.properties["acquired"], f.properties["date_source"] = (d.acquired, d.source) if d else (None, None)
         resp.query["indexes"] = [str(s.path) for s in stores]
         return resp
     finally:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 def annotate(store: IndexStore, features: list[dict[str, Any]], vector: np.ndarray, req: SearchRequest,
              labels: set[int] | None, info: dict[str, Any]) -> None:
     """Add ``acquired``/``date_source`` to every hit; ``other_dates`` and score maps when ``req`` asks."""
-    dates = idates.read(store)
+    dates: dict[str, Any] = {}
+    for s in getattr(store, "stores", None) or [store]:  # a MultiStore: its indexes' (scene ids are unique)
+        dates.update(idates.read(s))
     for f in features:
         d = dates.get(f["properties"].get("scene_id", ""))
         f["properties"]["acquired"] = d.acquired if d else None
