@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field, ValidationInfo
 
-from .schemas import MAX_TEXT_CHARS, AbsPath
+from .paths import gate, looks_like_path
+from .schemas import MAX_TEXT_CHARS, PATH_KEY, AbsPath, StrictModel
 
 
-class ChangeRequest(BaseModel):
+def _gated_side(value: str, info: ValidationInfo) -> str:
+    """A side is an index folder (absolute: it passes the server's path gate) or a date."""
+    return gate(value, info.field_name or "index") if looks_like_path(value) else value
+
+
+#: An index folder (a path when absolute) or a date / date range.
+IndexOrDate = Annotated[str, Field(min_length=1, max_length=4096, json_schema_extra={PATH_KEY: "path-or-text"}),
+                        AfterValidator(_gated_side)]
+
+
+class ChangeRequest(StrictModel):
     """Compare two dates: indexes, or dates / date ranges of scenes within one index."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    before: str = Field(min_length=1, max_length=4096, description=(
+    before: IndexOrDate = Field(description=(
         "the earlier side: an index directory (absolute path), or a date / range (2016, 2016-01, 2016-01-05, "
         "2016-01/2016-03) of scenes in `index`"))
-    after: str = Field(min_length=1, max_length=4096, description="the later side, like `before`")
+    after: IndexOrDate = Field(description="the later side, like `before`")
     index: AbsPath | None = Field(None, description="the index holding the dates when before/after are dates")
     out: AbsPath = Field(description="folder for the change maps (GeoTIFF + .qml legend per scene pair) and "
                                      "change.geojson")
@@ -32,7 +41,7 @@ class ChangeRequest(BaseModel):
     top: int = Field(20, ge=0, le=10_000, description="ranked polygons returned in the response")
 
 
-class ChangeMap(BaseModel):
+class ChangeMap(StrictModel):
     path: str
     style: str
     before_scene: str
@@ -44,7 +53,7 @@ class ChangeMap(BaseModel):
     mean: float
 
 
-class ChangeResponse(BaseModel):
+class ChangeResponse(StrictModel):
     before: str
     after: str
     level: str

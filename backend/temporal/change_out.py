@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..paths import make_folder, output_file
 from .change import ChangeResult, TilePair
 from .maps import Legend, safe_name, write_map
 
@@ -74,7 +75,7 @@ def write_change(res: ChangeResult, out: str | Path, *, gpkg: bool = False) -> d
     for p in res.pairs:
         groups[(p.before.scene_id, p.after.scene_id)].append(p)
     legend = _legend(res)
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_folder(root, "change maps folder")
     maps = []
     for (bsid, asid), pairs in sorted(groups.items()):
         got = res.after.store.scene(asid)
@@ -97,9 +98,8 @@ def write_change(res: ChangeResult, out: str | Path, *, gpkg: bool = False) -> d
           "properties": {"before": res.before.spec, "after": res.after.spec, "to": res.to,
                          "legend": legend.text()}, "features": feats}
     gj = root / "change.geojson"
-    tmp = gj.with_name(gj.name + ".part")
-    tmp.write_text(json.dumps(fc), encoding="utf-8")
-    tmp.replace(gj)
+    with output_file(gj, "change polygons") as tmp:
+        tmp.write_text(json.dumps(fc), encoding="utf-8")
     written = {"geojson": str(gj), "maps": maps}
     if gpkg:
         written["gpkg"] = str(write_gpkg(root / "change.gpkg", feats))
@@ -115,11 +115,10 @@ def write_gpkg(path: Path, feats: list[dict[str, Any]]) -> Path:
         "rank": "int", "change": "float", "toward": "float", "overlap": "float", "before_tile_id": "str",
         "after_tile_id": "str", "before_date": "str", "after_date": "str", "before_source": "str",
         "after_source": "str"}}
-    tmp = path.with_name(path.stem + ".part.gpkg")
-    tmp.unlink(missing_ok=True)
-    with fiona.open(tmp, "w", driver="GPKG", layer="change", crs="EPSG:4326", schema=schema) as dst:
-        for f in feats:
-            props = {k: f["properties"].get(k) for k in schema["properties"]}  # type: ignore[attr-defined]
-            dst.write({"geometry": f["geometry"], "properties": props})
-    tmp.replace(path)
+    with output_file(path, "change GeoPackage") as tmp:
+        tmp.unlink()  # GDAL's GeoPackage driver creates the file itself
+        with fiona.open(tmp, "w", driver="GPKG", layer="change", crs="EPSG:4326", schema=schema) as dst:
+            for f in feats:
+                props = {k: f["properties"].get(k) for k in schema["properties"]}  # type: ignore[attr-defined]
+                dst.write({"geometry": f["geometry"], "properties": props})
     return path

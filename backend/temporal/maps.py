@@ -21,6 +21,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from ..paths import output_file
 from ..types import Scene, Window
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,11 @@ def write_map(path: str | Path, scene: Scene, windows: Sequence[Window], values:
     profile = {"driver": "GTiff", "width": arr.shape[1], "height": arr.shape[0], "count": 1, "dtype": "float32",
                "crs": scene.crs_wkt, "transform": transform, "nodata": float("nan"), "compress": "deflate",
                "tiled": arr.shape[0] >= 256 and arr.shape[1] >= 256}
-    tmp = out.with_name(out.name + ".part")
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with output_file(out, "map") as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(arr, 1)
         dst.set_band_description(1, legend.title)
         dst.update_tags(1, LEGEND=legend.text(), UNITS=legend.title)
         dst.update_tags(DESCRIPTION=description or legend.title, SCENE=scene.name, COARSENING=str(f))
-    tmp.replace(out)
     write_qml(out.with_suffix(".qml"), legend)
     log.info("wrote %s (%dx%d, 1:%d of %s)", out, arr.shape[1], arr.shape[0], f, scene.name)
     return out
@@ -132,7 +131,8 @@ def write_qml(path: str | Path, legend: Legend) -> Path:
 </qgis>
 """
     p = Path(path)
-    p.write_text(qml, encoding="utf-8")
+    with output_file(p, "map legend") as tmp:
+        tmp.write_text(qml, encoding="utf-8")
     return p
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..index import dates as idates
+from ..paths import make_folder
 from .maps import Legend, safe_name, write_map
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def write_score_maps(store: IndexStore, vector: np.ndarray, out: str | Path, *, 
     if hi - lo < 1e-6:
         hi = lo + 1e-6
     legend = Legend(f"similarity to {title} (cosine)", round(lo, 4), round(hi, 4), "score", "least like", "most like")
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_folder(root, "score map folder")
     out_maps = []
     for sid in sorted(windows):
         found = store.scene(sid)

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from ...schemas_change import ChangeRequest, ChangeResponse
 from ..deps import ERRORS, State
-from ..paths import check_path
 from .search import resident_embedder
 
 router = APIRouter(tags=["change"], responses=ERRORS)
@@ -14,18 +13,11 @@ router = APIRouter(tags=["change"], responses=ERRORS)
 
 @router.post("/change", response_model=ChangeResponse)
 def change(body: ChangeRequest, state: State) -> ChangeResponse:
-    """Compare ``before`` with ``after`` (indexes, or dates within ``index``); writes under ``out``."""
-    from ...paths import confined
+    """Compare ``before`` with ``after`` (indexes, or dates within ``index``); writes under ``out``.
+
+    Every path in ``body`` has passed the path gate as it was validated; the request runs confined to the
+    allowed folders (ConfineMiddleware)."""
     from ...service import run_change
 
-    update: dict[str, str] = {"out": str(check_path(body.out, "out", state.settings))}
-    for field in ("before", "after"):
-        value = getattr(body, field)
-        if value.startswith(("/", "~", ".")):  # an index path, not a date
-            update[field] = str(check_path(value, "index", state.settings))
-    if body.index is not None:
-        update["index"] = str(check_path(body.index, "index", state.settings))
-    req = body.model_copy(update=update)
-    model_index = req.index or req.after
-    with confined(state.settings.allowed_roots):
-        return run_change(req, resident_embedder(state, model_index) if req.to else None, state.stores)
+    model_index = body.index or body.after
+    return run_change(body, resident_embedder(state, model_index) if body.to else None, state.stores)
