@@ -37,6 +37,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
     p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
     p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.add_argument("--engine", choices=("local", "ray"), default=None,
+                   help="ray: searches put each index in a shard actor on a Ray cluster (GEOVEC_ENGINE)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: cluster address (auto, ray://HOST:10001; GEOVEC_RAY_ADDRESS); default: a local Ray")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="stop gracefully once process PID has exited (set by clients that start the server)")
     p.set_defaults(func=run_serve)
@@ -94,7 +98,8 @@ def run_serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, device=args.device, model=args.model, dtype=args.dtype,
             image_size=args.image_size,
             allow_remote=args.allow_remote, log_level=args.log_level, token_file=args.token_file,
-            data_dir=args.data_dir, auto_resume=False if args.no_resume else None)
+            data_dir=args.data_dir, auto_resume=False if args.no_resume else None,
+            engine=getattr(args, "engine", None), ray_address=getattr(args, "address", None))
     except (GeoVecError, ValueError) as e:
         print(f"geovec serve: {e}", file=sys.stderr)
         return 2
