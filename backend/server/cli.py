@@ -117,6 +117,16 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"geovec serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
         return 1
     settings = settings.model_copy(update={"url": url})
+    ray = None
+    if settings.engine == "ray":  # join (or start) Ray here, in the main thread: its signal handlers need it
+        from ..indexing.ray_engine import connect
+
+        try:
+            ray = connect(settings.ray_address)
+        except GeoVecError as e:
+            sock.close()
+            print(f"geovec serve: {e}", file=sys.stderr)
+            return 2
     app = create_app(settings)
     # The token goes only to the token file (0600): consoles end up in logs other users can read.
     print(f"GeoVec backend listening on {url}\n  token file: {settings.token_file} (holds the bearer token)\n"
@@ -146,6 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if ray is not None:  # after the app closed its shard actors
+            ray.shutdown()
     if stopped_by:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped_by[0]).name)
     if parent_gone:  # shut down cleanly; leave now instead of waiting on idle worker threads

@@ -116,3 +116,30 @@ def test_reindexing_a_folder_reloads_only_its_shard(split, shards, tiny_embedder
     assert _hits(there) == _hits(here) and not there.partial
     assert b.generation == gen_b + 1 and b.count > count_b
     assert (a.generation, a.pid) == (gen_a, pid_a)
+
+
+def test_serve_engine_ray_answers_the_search_route_from_shards(split, ray_local: str, tiny_model_dir: Path,
+                                                              tiny_embedder, tmp_path: Path) -> None:
+    from tests.backend.serverproc import ServerProc
+
+    root = split["root"]
+    broken = root / "broken_http"
+    broken.mkdir(exist_ok=True)
+    (broken / "index.json").write_text("{not json", encoding="utf-8")
+    srv = ServerProc(tmp_path / "srv", model=tiny_model_dir, roots=[root, tiny_model_dir],
+                     extra_args=["--engine", "ray"], env={"GEOVEC_RAY_ADDRESS": ray_local}).start()
+    try:
+        with srv.client() as c:
+            r = c.post("/v1/search", json={"index": str(split["a"]), "indexes": [str(split["b"])], "text": "water",
+                                           "k": 6})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            here = run_search(_req(split, "water"), tiny_embedder)
+            assert [f["properties"]["tile_id"] for f in body["features"]] == [h[0] for h in _hits(here)]
+            assert body["partial"] is False and body["missing"] == []
+            r = c.post("/v1/search", json={"index": str(split["a"]), "indexes": [str(broken)], "text": "water"})
+            assert r.status_code >= 400 and "cannot start" in r.json()["detail"], r.text
+            assert "\n" not in r.json()["detail"]
+    finally:
+        assert srv.stop() == 0
+    assert "shard" in srv.log_text and "started" in srv.log_text
