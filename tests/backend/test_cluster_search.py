@@ -9,12 +9,14 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geovec.backend.cli import main
 from geovec.backend.cluster import RayShards
 from geovec.backend.demo import write_sample_folder
 from geovec.backend.errors import GeoVecError
+from geovec.backend.index.store import IndexStore
 from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.service import run_search
@@ -64,6 +66,13 @@ def test_shards_answer_like_in_process_multi_index_search(split, shards, tiny_em
         assert _hits(there) == _hits(here) and len(_hits(there)) == 6
         assert not there.partial and there.missing == []
         assert there.query["indexes"] == here.query["indexes"]
+    store = IndexStore.open(split["b"])
+    rec = store.search(np.ones(store.dim, np.float32), 1)[0][0][0]
+    store.close()
+    point = SearchRequest(index=str(split["a"]), indexes=[str(split["b"])], point=[rec.center_lon, rec.center_lat],
+                          k=4)  # the query tile is found through the shards' scenes and read here
+    here, there = run_search(point, tiny_embedder), run_search(point, tiny_embedder, index_set=shards)
+    assert _hits(there) == _hits(here) and there.query["scene"] == here.query["scene"] and len(_hits(there)) == 4
     assert {Path(p) for p in shards.shards} == {split["a"].resolve(), split["b"].resolve()}
     assert all(s.pid != os.getpid() for s in shards.shards.values())  # the indexes live in the actors
 
