@@ -202,14 +202,26 @@ class RayShards:
 
     def shard(self, path: str | Path) -> ShardProxy:
         """The shard of the index at ``path``, started (and its index opened) if it is not running."""
-        key = str(Path(path).expanduser().resolve())
-        with self._lock:
-            got = self.shards.get(key)
-            if got is None:
-                got = self.shards[key] = self._start(key)
-            return got
+        return self.start([path])[0]
 
-    def _start(self, key: str) -> ShardProxy:
+    def start(self, paths: Sequence[str | Path]) -> list[ShardProxy]:
+        """The shards of ``paths``; those not running are started together (each opens its index in parallel)."""
+        keys = [str(Path(p).expanduser().resolve()) for p in paths]
+        with self._lock:
+            new = [k for k in dict.fromkeys(keys) if k not in self.shards]
+            launched = [self._launch(k) for k in new]
+            failure: GeoVecError | None = None
+            deadline = time.monotonic() + self.start_timeout_s
+            for key, (actor, memory, ref) in zip(new, launched, strict=True):
+                try:
+                    self.shards[key] = self._started(key, actor, memory, ref, deadline)
+                except GeoVecError as e:
+                    failure = failure or e
+            if failure is not None:
+                raise failure
+            return [self.shards[k] for k in keys]
+
+    def _launch(self, key: str) -> tuple[Any, int, Any]:
         global _ACTOR
         ray = self.connect()
         if _ACTOR is None:
@@ -217,8 +229,12 @@ class RayShards:
         memory = shard_memory(key)
         actor = _ACTOR.options(max_restarts=self.max_restarts, max_task_retries=0, num_cpus=self.num_cpus,
                                memory=memory).remote(key, self.recheck_s)
+        return actor, memory, actor.info.remote()
+
+    def _started(self, key: str, actor: Any, memory: int, ref: Any, deadline: float) -> ShardProxy:
+        ray = self.ray
         try:
-            info = ray.get(actor.info.remote(), timeout=self.start_timeout_s)
+            info = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
         except ray.exceptions.GetTimeoutError:
             ray.kill(actor)
             raise ShardError(f"shard {key} did not start within {self.start_timeout_s:g} s: no node has "
@@ -240,8 +256,7 @@ class RayShards:
         return ShardProxy(actor, key, info, memory)
 
     def open_set(self, paths: Sequence[str], *, force: bool = False) -> RayIndexSet:
-        shards = [self.shard(p) for p in paths]
-        return RayIndexSet(shards, self.connect(), force=force, timeout_s=self.call_timeout_s)
+        return RayIndexSet(self.start(paths), self.connect(), force=force, timeout_s=self.call_timeout_s)
 
     def release(self, multi: MultiStore) -> None:
         """Nothing: the shards stay up for the next search."""
