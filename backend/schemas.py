@@ -258,6 +258,9 @@ class SearchResponse(BaseModel):
     crs: str = Field(description="CRS of the geometries")
     query: dict[str, Any] = Field(default_factory=dict)
     took_ms: float = 0.0
+    partial: bool = Field(False, description="true when some indexes of a multi-index search did not answer "
+                                             "(a shard restarting on a Ray cluster): the hits come from the others")
+    missing: list[str] = Field(default_factory=list, description="the indexes that did not answer (with partial)")
 
 
 class FileError(BaseModel):

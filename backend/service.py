@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .indexing import ProgressEvent
     from .model.embedder import Embedder
     from .schemas_change import ChangeRequest, ChangeResponse
+    from .search import IndexSet
 
 
 __all__ = ["SIDECAR", "EmbedderLike", "index_info", "load_model", "model_for_index", "open_index", "read_sidecar",
@@ -75,7 +76,8 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
 
 
 def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
-               store_cache: MutableMapping[str, IndexStore] | None = None) -> SearchResponse:
+               store_cache: MutableMapping[str, IndexStore] | None = None,
+               index_set: IndexSet | None = None) -> SearchResponse:
     """Answer ``req``. Input is validated (index, raster, box, CRS) before the model is resolved.
 
     Args:
@@ -83,12 +85,17 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
         embedder: an Embedder, a callable giving one (called only once input is
             valid), or None for the index's recorded model.
         store_cache: path -> open IndexStore, reused across calls (the server keeps one).
+        index_set: where the indexes live when not in this process (``backend.cluster.RayShards``):
+            every request it can answer (tile level, no rerank/within/scenes/near) goes to it, one
+            index or several; the others open their one index here.
     """
-    from .search import search, search_indexes
+    from .search import search, search_indexes, set_search_ok
 
     def resolve() -> Embedder:  # called once the input is valid
         return resolve_embedder(embedder, model=None, index=req.index)
 
+    if index_set is not None and set_search_ok(req):
+        return search_indexes(req, resolve, index_set)
     if req.indexes:
         return search_indexes(req, resolve, lambda p: open_index(p, cache=store_cache), close=store_cache is None)
     store = open_index(req.index, cache=store_cache)

@@ -139,6 +139,9 @@ def build_parser(command: str | None = None) -> Parser:
     model_options(se)
     se.add_argument("--force", action="store_true", help="search with a model other than the index's anyway")
     se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
+    se.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="ray: each index in a shard actor on a Ray cluster (the model stays here)")
+    se.add_argument("--address", help="--engine ray: cluster address (auto, ray://HOST:10001); default: a local Ray")
     se.add_argument("--json", action="store_true")
     se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
     from .regions import add_region_search_args

@@ -52,7 +52,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.geojson:
         check_writable(args.geojson)  # before the (maybe slow) search, not after it
     resp = None
-    if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
+    engine = getattr(args, "engine", "local")
+    if engine != "ray" and getattr(args, "address", None):
+        raise UsageError("--address goes with --engine ray")
+    if engine == "ray":
+        resp = _search_on_ray(req, args)
+    elif args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from ..server.client import search_via_server
 
         resp = search_via_server(req, args.server or None)
@@ -85,6 +90,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
+
+
+def _search_on_ray(req: Any, args: argparse.Namespace) -> Any:
+    """``req`` with every index in a shard actor on Ray (started here, stopped afterwards)."""
+    from ..cluster import RayShards
+    from ..service import model_for_index, run_search
+
+    shards = RayShards(args.address)
+    try:
+        return run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
+                                                       dtype=args.dtype), index_set=shards)
+    finally:
+        shards.close()
 
 
 def _search_via_running_server(req: Any) -> Any:

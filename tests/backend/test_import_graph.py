@@ -26,7 +26,7 @@ BACKEND_LAYERS: list[tuple[str, ...]] = [
     ("errors", "types", "paths", "jsonsafe", "schemas", "schemas_workflows", "schemas_change"),
     ("raster", "model", "index", "binding", "regions", "loading", "temporal"),
     ("search",),
-    ("indexing",),
+    ("indexing", "cluster"),
     ("workflows",),
     ("service",),
     ("server", "cli", "demo", "__main__", ""),
