@@ -243,6 +243,17 @@ def _not_excluded(scenes: _Scenes, h: RegionHit, tile_size: int, exclude: BaseGe
     return not _overlaps(region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), exclude)
 
 
+def _in_area(scenes: _Scenes, h: RegionHit, tile_size: int, flt: TileFilter | None, mode: str) -> bool:
+    """Whether the filter's area (if any) keeps region ``h`` under ``mode`` (its outline, not its tile)."""
+    if flt is None or flt.area is None:
+        return True
+    from shapely.prepared import prep
+
+    from .filters import keeps
+
+    return keeps(prep(flt.area), flt.area, region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), mode)
+
+
 # ---- the search ----------------------------------------------------------------------------------
 def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     """Validate the region/filter parts of ``req`` against ``store`` (no model); the tile filter if any."""
@@ -255,7 +266,9 @@ def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     if req.near is not None and req.level != "tile":
         raise InputError("near (a radius / distance re-rank on tile centres) applies to tile hits",
                          "search with level tile, or drop near")
-    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
+    # ranking regions: every tile sharing area with it may hold a kept region; the regions are then held to the mode
+    mode = req.within_mode if req.level == "tile" else "intersects"
+    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes, within_mode=mode)
 
 
 _UNSET: Any = object()
@@ -287,7 +300,8 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
                 labels = store.tile_labels([h.record.tile_id for h in hits])
                 cands = stored_candidates(store, rvec, {labels[h.record.tile_id]: h.record for h in hits
                                                         if h.record.tile_id in labels}, target_m)
-        cands = [c for c in cands if _not_excluded(scenes, c, tile_size, query.exclude_wgs84)]
+        cands = [c for c in cands if _not_excluded(scenes, c, tile_size, query.exclude_wgs84)
+                 and _in_area(scenes, c, tile_size, flt, req.within_mode)]
         best = best_per_tile(cands, iou=req.nms_iou, limit=req.regions_per_hit)
         for h in hits:
             f = hit_feature(h, req.out_crs)
@@ -318,10 +332,11 @@ def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Sear
     if rerank:
         hits = tile_hits(store, tvec, n_rerank, flt=flt, min_score=None, exclude=None)
         cands = rerank_candidates(store, embedder, rvec, [h.record for h in hits], target_m, scenes)
-        return _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+        return _finish(cands, req, scenes, tile_size, query.exclude_wgs84, flt=flt)
     if flt is not None and len(flt.labels) <= EXACT_MAX:
         recs = store.records_by_label(sorted(flt.labels))
-        return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84)
+        return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84,
+                       flt=flt)
     want = req.k * 4 + 16
     slack = req.k if query.exclude_wgs84 is None else req.k * 4 + 16
     while True:
@@ -341,15 +356,15 @@ def _rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Sear
         kept = kept[:slack]
         recs = store.records_by_label({r.tile_label for r, _ in kept})  # only the tiles of the chosen regions
         cands = [RegionHit(recs[r.tile_label], r.box, s) for r, s in kept if r.tile_label in recs]
-        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84, nms_done=True)
+        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84, nms_done=True, flt=flt)
         if len(out) >= req.k or want >= store.region_count:
             return out
         want = min(store.region_count, want * 4)
 
 
 def _finish(cands: list[RegionHit], req: SearchRequest, scenes: _Scenes, tile_size: int,
-            exclude: BaseGeometry | None, *, nms_done: bool = False) -> list[RegionHit]:
-    """The best ``req.k`` of ``cands`` after per-tile NMS (skipped when ``nms_done``) and the exclusion."""
+            exclude: BaseGeometry | None, *, nms_done: bool = False, flt: TileFilter | None = None) -> list[RegionHit]:
+    """The best ``req.k`` of ``cands`` after per-tile NMS (skipped when ``nms_done``), the exclusion and the area."""
     if req.min_score is not None:
         cands = [c for c in cands if c.score >= req.min_score]
     if nms_done:
@@ -359,7 +374,7 @@ def _finish(cands: list[RegionHit], req: SearchRequest, scenes: _Scenes, tile_si
         ranked = sorted((r for rs in best.values() for r in rs), key=lambda r: -r.score)
     out: list[RegionHit] = []
     for r in ranked:
-        if _not_excluded(scenes, r, tile_size, exclude):
+        if _not_excluded(scenes, r, tile_size, exclude) and _in_area(scenes, r, tile_size, flt, req.within_mode):
             out.append(r)
             if len(out) >= req.k:
                 break

@@ -110,6 +110,13 @@ class NearQuery(_Model):
         return self
 
 
+#: How an area (``within``, a workflow ``area``, the dock's view or selected polygon) keeps a tile or region.
+WithinMode = Literal["centre", "intersects", "inside"]
+WITHIN_MODE_DOC = ("which tiles/regions the area keeps: 'centre' (default) those whose centre lies in it, 'intersects' "
+                   "those sharing more than a sliver with it, 'inside' those lying wholly in it; region outlines "
+                   "follow the same rule")
+
+
 class SearchRequest(_Model):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
@@ -144,6 +151,7 @@ class SearchRequest(_Model):
     within: str | None = Field(None, max_length=1_000_000, description=(
         "confine hits to this area: GeoJSON geometry/feature/collection, WKT, or a vector file path"))
     within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
+    within_mode: WithinMode = Field("centre", description=WITHIN_MODE_DOC)
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
                                      "scenes (names or scene ids)")
     near: NearQuery | None = Field(None, description="filter / re-rank hits by distance to a centre")
@@ -223,6 +231,16 @@ class IndexSummary(BaseModel):
 
 
 class IndexInfo(BaseModel):
+    """``geovec info`` / ``GET /v1/indexes/info``.
+
+    ``extra["scene_list"]`` holds one dict per scene: scene_id, name, status, tiles, crs (authority code or
+    name), crs_wkt, extent (xmin, ymin, xmax, ymax in the scene CRS), extent_wgs84 (lon/lat), size
+    ([width, height] pixels), bands_used (R, G, B scene band numbers), dtype, stretch ({low, high, method}),
+    nodata (the file's tag or null), fill ({value, source: "tag" | "option" | "detected" | "none",
+    fraction: share of the scene that is fill, or null}). ``extra["regions"]`` (when the index stores
+    regions) is {count, spec}. ``extra["tiles_skipped_fill"]`` counts the tiles skipped as mostly fill.
+    """
+
     path: str
     count: int
     dim: int

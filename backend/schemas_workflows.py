@@ -14,7 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, _Model
+from .schemas import (
+    WITHIN_MODE_DOC,
+    AbsPath,
+    Feature,
+    NearQuery,
+    SearchRequest,
+    SearchResponse,
+    WithinMode,
+    _Model,
+)
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
            "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
@@ -33,7 +42,7 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
 
 
 class AreaOptions(_Model):
-    """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
+    """Limit a workflow to the tiles (regions) in a box or polygon, by ``within_mode`` (default: the whole index)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
         "required": ["box", "wkt"], "properties": {"box": {"type": "array"}, "wkt": {"type": "string"}}}})
@@ -41,6 +50,7 @@ class AreaOptions(_Model):
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     wkt: str | None = Field(None, max_length=1_000_000, description="polygon WKT in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/wkt")
+    within_mode: WithinMode = Field("centre", description=WITHIN_MODE_DOC)
 
     _fin = field_validator("box")(classmethod(lambda cls, v: _finite_list(v)))
 

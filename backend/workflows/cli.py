@@ -44,7 +44,7 @@ def read_vector(path: str) -> list[float]:
 def _area(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.area_box is None and args.area_wkt is None:
         return None
-    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs}
+    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs, "within_mode": args.within_mode}
 
 
 def _print_classified(resp: Any, args: argparse.Namespace) -> None:
@@ -240,6 +240,8 @@ def _area_args(p: argparse.ArgumentParser, finite: Any) -> None:
                    help="only tiles centred in this box")
     p.add_argument("--area-wkt", help="only tiles centred in this polygon (WKT)")
     p.add_argument("--area-crs", default="EPSG:4326", help="CRS of --area-box/--area-wkt")
+    p.add_argument("--within-mode", choices=("centre", "intersects", "inside"), default="centre",
+                   help="which tiles (regions) the area keeps: centre (default), intersects, inside")
 
 
 def _level_arg(p: argparse.ArgumentParser) -> None:

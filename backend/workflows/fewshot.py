@@ -209,7 +209,7 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
         cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
         cv.outer_choices = sel.outer_choices
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
-    target = items.take(area_mask(items, area))
+    target = items.take(area_mask(items, area, req.area.within_mode if req.area is not None else "centre"))
     if not len(target):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = clf.scores(target.vectors)
