@@ -155,7 +155,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise UsageError("give the FOLDER to index (or --from-parquet FILE)")
     if args.repair:
         _repair(args.index)
-    tiling = _validated(TilingOptions, **_tiling_fields(args))
+    tiling = _validated(TilingOptions, **_tiling_fields(args), nodata=args.nodata, fill=args.fill)
     groups = {name: [_abs(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
     req = _validated(IndexRequest, folder=_abs(args.folder), index=_abs(args.index), model=args.model, tiling=tiling,
                      groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
@@ -221,7 +221,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
               f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
-              f"skipped (below --min-valid); {summary.regions} region(s); {len(summary.errors)} error(s); "
+              f"skipped (mostly fill/nodata: under --min-valid imagery); {summary.regions} region(s); {len(summary.errors)} error(s); "
               f"{summary.seconds:.1f} s")
         for err in summary.errors:
             print(f"  error: {one_line(err.path)}: {one_line(err.error)}")
@@ -386,9 +386,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"regions    {reg['count']} ({reg['spec']})" if reg else "regions    none (index with --regions to store them)")
     for s in info.extra.get("scene_list", []):
         print(f"  scene {one_line(str(s['name']))} [{s['status']}] {s['scene_id']}")
+        if "crs" in s:
+            print(scene_lines(s))
     if args.verify and not _verify(args.index, False):
         return EXIT_ERROR
     return 0
+
+
+def scene_lines(s: dict[str, Any]) -> str:
+    """The ``info`` lines of one scene: CRS, extent, bands used, stretch, nodata and fill."""
+    ext = ", ".join(f"{v:.6g}" for v in s["extent"])
+    lon0, lat0, lon1, lat1 = s["extent_wgs84"]
+    st = s["stretch"]
+    stretch = st["method"] if st["method"] == "identity" else \
+        f"{st['method']} low {[round(v, 4) for v in st['low']]} high {[round(v, 4) for v in st['high']]}"
+    fill = s["fill"]
+    fill_txt = "none found" if fill["source"] == "none" else (
+        f"{fill['value'] if fill['value'] is not None else 'mask'} ({fill['source']}), "
+        f"{100 * (fill['fraction'] or 0):.1f} % of the scene")
+    skipped = "" if s.get("tiles_skipped") is None else f", {s['tiles_skipped']} skipped as mostly fill"
+    return (f"    crs {one_line(str(s['crs']))}; {s['size'][0]}x{s['size'][1]} px {s['dtype']}; extent {ext} "
+            f"(lon {lon0:.5f}..{lon1:.5f}, lat {lat0:.5f}..{lat1:.5f})\n"
+            f"    bands used (R,G,B) {s['bands_used']}; stretch {stretch}; nodata tag {s['nodata']}; "
+            f"fill {fill_txt}; {s['tiles']} tile(s){skipped}")
 
 
 def _verify(index: str, as_json: bool) -> bool:
@@ -476,6 +496,10 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--resolution", type=_finite, help="target metres/pixel (default native)")
     ix.add_argument("--bands", type=int, nargs=3, metavar=("R", "G", "B"), help="1-based bands fed as RGB")
     ix.add_argument("--min-valid", type=_finite, help="skip tiles with fewer valid pixels (default 0.5)")
+    ix.add_argument("--nodata", type=_finite, metavar="VALUE",
+                    help="this value is fill, not imagery, in the scenes indexed now (wins over the files' tag)")
+    ix.add_argument("--fill", choices=("auto", "off"), default="auto",
+                    help="auto (default): find a constant fill collar in scenes with no nodata tag or mask; off: don't")
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--batch-tokens", type=int, default=None,
                     help="size batches by token count instead (e.g. 32768 on a GPU)")

@@ -247,7 +247,8 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
             done = store.tile_ids(scene.scene_id)
     resumed = bool(done)
     if stretch is None:
-        stretch = compute_stretch(scene, percentiles=params.percentiles)
+        stretch = compute_stretch(scene, percentiles=params.percentiles, nodata=params.nodata,
+                                  detect_fill=params.fill != "off")
         store.upsert_scene(scene, stretch)
     windows = list(GridSampler(scene, params))
     if done:

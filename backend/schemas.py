@@ -54,6 +54,19 @@ class TilingOptions(_Model):
     resolution: float | None = Field(None, gt=0, description="target metres/pixel; null = native")
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
     bands: list[int] | None = Field(None, min_length=3, max_length=3, description="1-based R,G,B band numbers")
+    nodata: float | None = Field(None, description=(
+        "a value that is fill, not imagery, in the scenes indexed by this request (wins over a file's nodata tag; "
+        "a pixel is fill when any model band holds it); scenes already indexed keep theirs"))
+    fill: Literal["auto", "off"] = Field("auto", description=(
+        "'auto': in a scene without a nodata tag or mask, a constant collar (an L1 scene's zero border) is found "
+        "and treated as fill; 'off': every pixel of such a scene is imagery"))
+
+    @field_validator("nodata")
+    @classmethod
+    def _finite_nodata(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"nodata must be a finite number, got {v}")
+        return v
 
 
 class IndexRequest(_Model):
@@ -237,8 +250,9 @@ class IndexInfo(BaseModel):
     name), crs_wkt, extent (xmin, ymin, xmax, ymax in the scene CRS), extent_wgs84 (lon/lat), size
     ([width, height] pixels), bands_used (R, G, B scene band numbers), dtype, stretch ({low, high, method}),
     nodata (the file's tag or null), fill ({value, source: "tag" | "option" | "detected" | "none",
-    fraction: share of the scene that is fill, or null}). ``extra["regions"]`` (when the index stores
-    regions) is {count, spec}. ``extra["tiles_skipped_fill"]`` counts the tiles skipped as mostly fill.
+    fraction: share of the scene that is fill, or null}), tiles_skipped (windows not stored because under
+    ``min_valid_fraction`` of their pixels are imagery: mostly fill; null until the scene is complete).
+    ``extra["regions"]`` (when the index stores regions) is {count, spec}.
     """
 
     path: str

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .index.store import IndexStore
     from .model.embedder import Embedder
     from .pipeline import ProgressEvent
+    from .types import Scene, Stretch
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def tiling_params(opts: Any) -> TilingParams:
         tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
         min_valid_fraction=float(opts.min_valid_fraction),
         bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
+        nodata=getattr(opts, "nodata", None), fill=str(getattr(opts, "fill", "auto")),
     )
 
 
@@ -179,6 +181,35 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
             store.close()
 
 
+def scene_summary(row: dict[str, Any], stored: tuple[Scene, Stretch] | None, tiling: dict[str, Any]) -> dict[str, Any]:
+    """One ``info`` scene entry (see :class:`~.schemas.IndexInfo`): CRS, extent, bands used, stretch, fill."""
+    from .raster import geometry
+    from .raster.tiling import GridSampler
+    from .types import TilingParams
+
+    out: dict[str, Any] = {"scene_id": row.get("scene_id"), "name": row.get("name"), "status": row.get("status"),
+                           "tiles": row.get("tiles")}
+    if stored is None:
+        return out
+    scene, stretch = stored
+    try:
+        crs = geometry.parse_crs(scene.crs_wkt)
+        auth = crs.to_authority(min_confidence=90)
+        bounds = geometry.window_bounds(scene, (0, 0, scene.width, scene.height))
+        wgs = geometry.window_to_geometry(scene, (0, 0, scene.width, scene.height), "EPSG:4326").bounds
+        windows = len(GridSampler(scene, TilingParams.from_dict(tiling)))
+    except Exception as e:  # noqa: BLE001 - a scene info never fails the whole listing
+        log.warning("scene %s: cannot describe it (%s)", row.get("name"), e)
+        return out
+    fill = stretch.to_dict().get("fill") or {"value": None, "source": "none", "fraction": None}
+    out.update(crs=":".join(auth) if auth else crs.name, crs_wkt=scene.crs_wkt,
+               extent=[round(v, 6) for v in bounds], extent_wgs84=[round(v, 7) for v in wgs],
+               size=[scene.width, scene.height], bands_used=list(scene.rgb), dtype=scene.dtype,
+               stretch={k: v for k, v in stretch.to_dict().items() if k != "fill"}, nodata=scene.nodata, fill=fill,
+               tiles_skipped=max(0, windows - int(row.get("tiles") or 0)) if row.get("status") == "complete" else None)
+    return out
+
+
 def index_info(path: str | Path) -> IndexInfo:
     """Describe the index at ``path`` (validates sidecar and files on the way)."""
     store = open_index(path)
@@ -192,7 +223,7 @@ def index_info(path: str | Path) -> IndexInfo:
             checkpoint=str(meta.get("checkpoint", "")), tiling=dict(meta.get("tiling") or {}),
             scenes=len(scenes), created=str(meta.get("created", "")), updated=str(meta.get("updated", "")),
             extra={**{k: v for k, v in meta.items() if k not in known},
-                   "scene_list": [{"scene_id": s.get("scene_id"), "name": s.get("name"), "status": s.get("status")}
+                   "scene_list": [scene_summary(s, store.scene(str(s["scene_id"])), meta.get("tiling") or {})
                                   for s in scenes]},
         )
     finally:

@@ -22,7 +22,7 @@ from ..errors import InputError, RasterError
 from ..types import Scene, Stretch, TileRecord, TilingParams, Window
 from . import geometry
 from .scan import check_bands
-from .stretch import apply_stretch
+from .stretch import apply_stretch, fill_mask
 
 if TYPE_CHECKING:
     from .handles import DatasetCache
@@ -162,6 +162,9 @@ def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *,
         if ox1 > ox0 and oy1 > oy0:
             part, ok = _read_bands(scene, rgb, (c0, r0, c1 - c0, r1 - r0), (oy1 - oy0, ox1 - ox0), min(sx, sy),
                                    handles)
+            fill = fill_mask(part, stretch)
+            if fill is not None:  # fill the file does not tag: not imagery either
+                ok &= ~fill
             data[:, oy0:oy1, ox0:ox1] = part
             valid[oy0:oy1, ox0:ox1] = ok
     image = apply_stretch(data, valid, stretch)

@@ -1,0 +1,96 @@
+"""Fill is not imagery: an L1-style scene (16-bit, rotated in an untagged zero collar, built from the real
+Olinda Landsat 7 scene) gets its collar detected, left out of the stretch and the valid fraction, its
+mostly-fill tiles skipped and counted, and ``geovec info`` reports it; ``--nodata`` / ``--fill off``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from l1data import write_l1_scene
+
+from geovec.backend.cli import main
+from geovec.backend.pipeline import index_folder
+from geovec.backend.raster.scan import open_scene, scan_folder
+from geovec.backend.raster.stretch import compute_stretch
+from geovec.backend.raster.tiling import GridSampler, read_tile
+from geovec.backend.types import TilingParams
+
+TILE = 64
+
+
+@pytest.fixture(scope="module")
+def l1(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("l1")
+    (root / "scene").mkdir()
+    path, fill = write_l1_scene(shared_data, root / "scene" / "LC08_L1TP_olinda.tif")
+    return {"root": root, "path": path, "fill": fill}
+
+
+def _expected_skips(l1: dict, min_valid: float = 0.5) -> int:
+    scene = open_scene(l1["path"])
+    return sum(1 for c, r, w, h in GridSampler(scene, TilingParams(tile_size=TILE))
+               if 1.0 - l1["fill"][r:r + h, c:c + w].mean() < min_valid)
+
+
+def test_collar_is_detected_and_left_out_of_the_stretch(l1: dict) -> None:
+    scene = open_scene(l1["path"])
+    assert scene.nodata is None  # untagged, like an L1 product
+    st = compute_stretch(scene)
+    assert (st.fill, st.fill_source) == (0.0, "detected")
+    assert st.fill_fraction == pytest.approx(l1["fill"].mean(), abs=0.02)
+    assert min(st.low) >= 1000  # percentiles of imagery only (DN >= 1000), not of the zero collar
+    # a tile half in the collar: its valid fraction is the imagery share, and fill pixels are black
+    c, r, w, h = 0, 0, TILE, TILE
+    img, vf = read_tile(scene, (c, r, w, h), st)
+    assert vf == pytest.approx(1.0 - l1["fill"][r:r + h, c:c + w].mean(), abs=1e-6)
+    assert (img[l1["fill"][r:r + h, c:c + w]] == 0).all()
+    # --fill off: the collar is imagery (the old behaviour, asked for)
+    off = compute_stretch(scene, detect_fill=False)
+    assert off.fill is None and min(off.low) == 0.0
+    assert read_tile(scene, (c, r, w, h), off)[1] == 1.0
+
+
+def test_real_scenes_have_no_false_collar(shared_data: Path) -> None:
+    for scene in scan_folder(shared_data).scenes:
+        st = compute_stretch(scene)
+        assert st.fill_source != "detected", (scene.name, st)
+
+
+def test_mostly_fill_tiles_are_skipped_counted_and_reported(l1: dict, tiny_embedder, capsys) -> None:
+    idx = l1["root"] / "idx"
+    summary = index_folder(l1["root"] / "scene", idx, tiny_embedder, params=TilingParams(tile_size=TILE))
+    want = _expected_skips(l1)
+    total = len(GridSampler(open_scene(l1["path"]), TilingParams(tile_size=TILE)))
+    assert want >= 4 and summary.tiles_skipped == want and summary.tiles == total - want
+    assert main(["info", "--index", str(idx), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    (s,) = info["extra"]["scene_list"]
+    assert s["fill"]["source"] == "detected" and s["fill"]["value"] == 0.0
+    assert s["fill"]["fraction"] == pytest.approx(l1["fill"].mean(), abs=0.02)
+    assert s["tiles_skipped"] == want and s["crs"] == "EPSG:31985" and s["bands_used"] == [3, 2, 1]
+    assert s["nodata"] is None and s["stretch"]["method"] == "percentile" and min(s["stretch"]["low"]) >= 1000
+    assert main(["info", "--index", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert "fill 0.0 (detected)" in out and "crs EPSG:31985" in out and f"{want} skipped as mostly fill" in out
+
+
+def test_nodata_option_and_fill_off(l1: dict, tiny_embedder, tmp_path: Path) -> None:
+    # --nodata names the fill itself, and wins over --fill off
+    scene = open_scene(l1["path"])
+    st = compute_stretch(scene, nodata=0)
+    assert (st.fill, st.fill_source) == (0.0, "option")
+    off = index_folder(l1["root"] / "scene", tmp_path / "off", tiny_embedder,
+                       params=TilingParams(tile_size=TILE, fill="off"))
+    assert off.tiles_skipped == 0  # every window embedded, collar and all
+    opt = index_folder(l1["root"] / "scene", tmp_path / "opt", tiny_embedder,
+                       params=TilingParams(tile_size=TILE, nodata=0.0, fill="off"))
+    assert opt.tiles_skipped == _expected_skips(l1)
+
+
+def test_nodata_cli_option_is_checked(l1: dict, capsys) -> None:
+    code = main(["index", str(l1["root"] / "scene"), "--index", str(l1["root"] / "bad"), "--nodata", "nan"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "nodata" in err.lower(), err
+    assert not (l1["root"] / "bad").exists()
