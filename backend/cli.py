@@ -315,8 +315,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                                                        dtype=args.dtype))
     if args.geojson:
         from .cli_regions import geojson_with_regions
+        from .writers import write_vector
 
-        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1), encoding="utf-8")
+        write_vector(args.geojson, geojson_with_regions(resp), resp.crs)
     if args.json:
         print(model_json(resp, indent=2))
         return 0
@@ -552,7 +553,8 @@ def build_parser(command: str | None = None) -> Parser:
     se.add_argument("--force", action="store_true", help="search with a model other than the index's anyway")
     se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
     se.add_argument("--json", action="store_true")
-    se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
+    se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON (lon/lat unless --out-crs; a .csv "
+                    "name writes CSV with a WKT column and a .prj)")
     from .cli_regions import add_region_search_args
 
     add_region_search_args(se)

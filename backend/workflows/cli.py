@@ -124,9 +124,16 @@ def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def _write_layer(path: str, resp: Any) -> None:
+    """``resp`` (a FeatureCollection response) as GeoJSON, or CSV for a .csv path, in its own CRS."""
+    from ..writers import write_vector
+
+    write_vector(path, json.loads(resp.model_dump_json()), str(getattr(resp, "crs", "EPSG:4326")))
+
+
 def _print_hits(resp: Any, args: argparse.Namespace) -> None:
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        _write_layer(args.geojson, resp)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return
@@ -196,7 +203,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     req = _validated(LocateRequest, **fields)
     resp = run_locate(req, lambda: model_for_index(args.index, model=args.model, device=args.device), image=image)
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        _write_layer(args.geojson, resp)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return 0

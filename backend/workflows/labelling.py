@@ -9,7 +9,6 @@ scored highest.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections import Counter
@@ -27,11 +26,6 @@ if TYPE_CHECKING:
     from .tiles import TileTable
 
 log = logging.getLogger(__name__)
-
-#: Class colours of the maps (RGB), cycled after 12 classes.
-PALETTE = [(31, 119, 180), (44, 160, 44), (214, 39, 40), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120)]
-
 
 def check_classes(classes: list[str]) -> list[str]:
     """The class names, stripped; InputError for none, one, blank or duplicate names."""
@@ -104,6 +98,8 @@ class Labelling:
         import rasterio
         from rasterio.transform import Affine
 
+        from ..writers import write_class_colours, write_class_sidecars
+
         out_dir.mkdir(parents=True, exist_ok=True)
         by_scene: dict[str, list[int]] = {}
         for i, rec in enumerate(self.table.records):
@@ -129,11 +125,9 @@ class Labelling:
             try:
                 with rasterio.open(path, "w", **profile) as dst:
                     dst.write(arr, 1)
-                    dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*PALETTE[i % len(PALETTE)], 255)
-                                                              for i in range(len(self.classes))}})
-                    dst.update_tags(classes=json.dumps(self.classes))
-                    dst.update_tags(1, **{f"class_{i + 1}": c for i, c in enumerate(self.classes)})
-            except rasterio.errors.RasterioError as e:
+                    write_class_colours(dst, self.classes)
+                write_class_sidecars(path, self.classes)
+            except (rasterio.errors.RasterioError, OSError) as e:
                 raise NotFoundError(f"cannot write class map {path}: {e}", "choose a writable output folder") from e
             maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
         return maps
@@ -147,6 +141,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
             cv: CrossValidation | None, took_ms: float) -> ClassifyResponse:
     """Write the maps (and tiles.geojson) when asked and build the response."""
     from ..raster import geometry
+    from ..writers import write_geojson
 
     geometry.parse_crs(out_crs)
     features = lab.features(out_crs) if (return_features or out_dir) else []
@@ -156,10 +151,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
         folder = Path(out_dir).expanduser()
         maps = lab.write_class_maps(store, folder)
         gj = folder / f"{lab.layer_name}.geojson"
-        body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
-        if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
-            body["crs"] = {"type": "name", "properties": {"name": out_crs}}
-        gj.write_text(json.dumps(body))
+        write_geojson(gj, {"type": "FeatureCollection", "features": features}, out_crs)
         geojson_path = str(gj)
     return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
                             classes=lab.classes, counts=lab.counts(), tiles=lab.tile_count(), class_maps=maps,
