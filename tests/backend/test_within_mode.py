@@ -1,0 +1,90 @@
+"""Area filters mean what analysts mean: a hit counts when its tile (region) centre lies in the area by
+default; ``within_mode`` intersects / inside for the rest; region outlines follow the same rule (tiny
+model, a real index of the two-class scene: 8 x 4 tiles of 160 m)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pyproj import Transformer
+from shapely.geometry import box, shape
+
+from geovec.backend.cli import main
+from geovec.backend.pipeline import index_folder
+from geovec.backend.schemas import SearchRequest
+from geovec.backend.schemas_workflows import AreaOptions, ClassifyRequest
+from geovec.backend.service import run_search
+from geovec.backend.types import TilingParams
+from geovec.backend.workflows import service
+from tests.backend.wfdata import CRS, ORIGIN, RES, TILE, write_two_class_scene
+
+X0, Y1 = ORIGIN
+TILE_M = TILE * RES  # 160 m
+
+
+def _area(width_m: float) -> str:
+    """A box from the scene's left edge, ``width_m`` wide, taller than the scene (UTM)."""
+    return box(X0 - 50, Y1 - 4 * TILE_M - 50, X0 + width_m, Y1 + 50).wkt
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_embedder) -> dict:
+    root = tmp_path_factory.mktemp("within")
+    folder = root / "rasters"
+    folder.mkdir()
+    write_two_class_scene(folder)
+    idx = root / "idx"
+    index_folder(folder, idx, tiny_embedder, params=TilingParams(tile_size=TILE), regions="grid=1,2;overlap=0")
+    return {"root": root, "idx": str(idx)}
+
+
+def _cols(resp) -> set[int]:
+    return {int(f.properties["window"][0]) // TILE for f in resp.features}
+
+
+def _search(world, emb, width_m: float, **kw):
+    req = SearchRequest(index=world["idx"], text="water", k=100, within=_area(width_m), within_crs=CRS, **kw)
+    return run_search(req, emb)
+
+
+def test_centre_is_the_default_and_modes_differ(world, tiny_embedder) -> None:
+    # 500 m: tile columns 0-2 have their centres (80, 240, 400 m) inside, column 3 (480-640 m) only touches
+    default = _search(world, tiny_embedder, 500)
+    assert _cols(default) == {0, 1, 2} and len(default.features) == 12
+    assert default.query["filter"]["within_mode"] == "centre"
+    assert _cols(_search(world, tiny_embedder, 500, within_mode="intersects")) == {0, 1, 2, 3}
+    # 470 m: column 2 (320-480 m) has its centre inside but sticks out
+    assert _cols(_search(world, tiny_embedder, 470, within_mode="centre")) == {0, 1, 2}
+    assert _cols(_search(world, tiny_embedder, 470, within_mode="inside")) == {0, 1}
+
+
+def test_region_outlines_outside_the_area_are_never_returned(world, tiny_embedder) -> None:
+    to_utm = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
+    area = shape({"type": "Polygon", "coordinates": [list(box(X0 - 50, Y1 - 4 * TILE_M - 50, X0 + 400,
+                                                               Y1 + 50).exterior.coords)]})
+    for level in ("tile", "region"):
+        resp = _search(world, tiny_embedder, 400, level=level, regions_per_hit=4)
+        regions = [r for f in resp.features for r in f.properties.get("regions") or []]
+        assert regions, level
+        for r in regions:  # every region's centre (its outline, in lon/lat) lies in the area
+            c = shape(r["geometry"]).centroid
+            assert area.contains(shape({"type": "Point", "coordinates": to_utm.transform(c.x, c.y)})), (level, r)
+    # with inside, no outline crosses the area's edge
+    resp = _search(world, tiny_embedder, 400, level="region", within_mode="inside")
+    for f in resp.features:
+        ring = [to_utm.transform(x, y) for x, y in f.geometry["coordinates"][0]]
+        assert area.buffer(0.5).contains(shape({"type": "Polygon", "coordinates": [ring]}))
+
+
+def test_cli_and_workflow_area_take_the_mode(world, tiny_embedder, capsys, tmp_path: Path) -> None:
+    assert main(["search", "--index", world["idx"], "--text", "water", "--k", "100", "--local", "--json",
+                 "--within", _area(500), "--within-crs", CRS, "--within-mode", "intersects"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["features"]) == 16
+    req = ClassifyRequest(index=world["idx"], classes=["water", "town"],
+                          area=AreaOptions(wkt=_area(500), crs=CRS))
+    assert service.run_classify(req, tiny_embedder).tiles == 12
+    wide = req.model_copy(update={"area": AreaOptions(wkt=_area(500), crs=CRS, within_mode="intersects")})
+    assert service.run_classify(wide, tiny_embedder).tiles == 16
