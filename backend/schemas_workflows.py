@@ -156,6 +156,15 @@ class ClassifyResponse(BaseModel):
     took_ms: float = 0.0
 
 
+class RegionMark(_Model):
+    """One marked region hit: its tile and its box in tile-image pixels (a region feature's ``bbox_image``)."""
+
+    tile_id: str = Field(min_length=1, max_length=64)
+    bbox_image: list[float] = Field(min_length=4, max_length=4)
+
+    _fin = field_validator("bbox_image")(classmethod(lambda cls, v: _finite_list(v)))
+
+
 class RefineRequest(_Model):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
@@ -176,6 +185,13 @@ class RefineRequest(_Model):
     save_marks: AbsPath | None = Field(None, description="write the marks as a labelled GeoJSON layer `geovec train` reads")
     label: str | None = Field(None, max_length=200, description="label of good marks; default the query text")
     bad_label: str | None = Field(None, max_length=200, description="label of bad marks; default: not written")
+    level: Literal["tile", "region"] = Field("tile", description=(
+        "refine tile hits (marks in good/bad) or region hits (marks in good_regions/bad_regions; the index must "
+        "store regions; the hits, the vectors and the saved marks are regions)"))
+    good_regions: list[RegionMark] = Field(default_factory=list, max_length=10_000,
+                                           description="region hits marked good (level region)")
+    bad_regions: list[RegionMark] = Field(default_factory=list, max_length=10_000,
+                                          description="region hits marked bad (level region)")
 
     _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
 
@@ -183,6 +199,10 @@ class RefineRequest(_Model):
     def _one_query(self) -> RefineRequest:
         if (self.query is None) == (self.vector is None):
             raise ValueError("give exactly one of query (the original search) or vector")
+        if self.level == "tile" and (self.good_regions or self.bad_regions):
+            raise ValueError("region marks (good_regions/bad_regions) need level 'region'")
+        if self.level == "region" and (self.good or self.bad):
+            raise ValueError("at level 'region' mark region hits (good_regions/bad_regions), not tile ids")
         return self
 
 

@@ -139,9 +139,24 @@ def _print_hits(resp: Any, args: argparse.Namespace) -> None:
         return
     for f in resp.features:
         p = f.properties
-        print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon {p['center_lon']:.5f}")
+        box = f"  box {tuple(p['bbox_image'])}" if p.get("level") == "region" else ""
+        print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
+              f"{p['center_lon']:.5f}{box}")
     if not resp.features:
         print("no hits")
+
+
+def _region_marks(items: list[list[str]] | None) -> list[dict[str, Any]]:
+    """``--good-region TILE_ID X0 Y0 X1 Y1`` values as region marks (the box as a region hit's bbox_image)."""
+    from ..cli_common import UsageError
+
+    out = []
+    for item in items or []:
+        try:
+            out.append({"tile_id": item[0], "bbox_image": [float(v) for v in item[1:]]})
+        except ValueError:
+            raise UsageError(f"region mark {' '.join(item)!r} is not TILE_ID X0 Y0 X1 Y1 (numbers)") from None
+    return out
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
@@ -156,7 +171,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
         raise UsageError("give the original query: --text/--box/--point, or --vector FILE")
     fields: dict[str, Any] = {"index": args.index, "good": args.good or [], "bad": args.bad or [], "k": args.k,
                               "exclude_marked": args.exclude_marked, "out_crs": args.out_crs,
-                              "save_marks": args.save_marks, "label": args.label, "bad_label": args.bad_label}
+                              "save_marks": args.save_marks, "label": args.label, "bad_label": args.bad_label,
+                              "level": args.level, "good_regions": _region_marks(args.good_region),
+                              "bad_regions": _region_marks(args.bad_region)}
     if args.vector is not None:
         fields["vector"] = read_vector(args.vector)
     else:
@@ -300,6 +317,12 @@ def add_workflow_parsers(sub: Any, finite: Any) -> None:
     r.add_argument("--vector", help="the original query vector (.npy or JSON) instead of --text/--box/--point")
     r.add_argument("--good", nargs="*", metavar="TILE_ID")
     r.add_argument("--bad", nargs="*", metavar="TILE_ID")
+    r.add_argument("--level", choices=("tile", "region"), default="tile",
+                   help="refine tile hits (default) or region hits (an index with --regions; marks: --good-region)")
+    r.add_argument("--good-region", action="append", nargs=5, metavar=("TILE_ID", "X0", "Y0", "X1", "Y1"),
+                   help="a region hit marked good: its tile id and bbox_image (repeatable)")
+    r.add_argument("--bad-region", action="append", nargs=5, metavar=("TILE_ID", "X0", "Y0", "X1", "Y1"),
+                   help="a region hit marked bad (repeatable)")
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--exclude-marked", action="store_true")
     r.add_argument("--save-marks", metavar="OUT.geojson", help="write the marks as a layer geovec train reads")

@@ -1,6 +1,7 @@
 """Area filters mean what analysts mean: a hit counts when its tile (region) centre lies in the area by
 default; ``within_mode`` intersects / inside for the rest; region outlines follow the same rule (tiny
-model, a real index of the two-class scene: 8 x 4 tiles of 160 m)."""
+model, a real index of the two-class scene: 8 x 4 tiles of 160 m); refine after a region search stays
+at region level."""
 
 from __future__ import annotations
 
@@ -88,3 +89,46 @@ def test_cli_and_workflow_area_take_the_mode(world, tiny_embedder, capsys, tmp_p
     assert service.run_classify(req, tiny_embedder).tiles == 12
     wide = req.model_copy(update={"area": AreaOptions(wkt=_area(500), crs=CRS, within_mode="intersects")})
     assert service.run_classify(wide, tiny_embedder).tiles == 16
+
+
+def test_region_refine_stays_at_region_level(world, tiny_embedder, tmp_path: Path) -> None:
+    """Refine after a region search returns regions, from region vectors, and saves region marks."""
+    import numpy as np
+
+    from geovec.backend.index.store import IndexStore
+    from geovec.backend.schemas_workflows import RefineRequest
+    from geovec.backend.workflows.feedback import refine_direction
+
+    first = run_search(SearchRequest(index=world["idx"], text="water", k=8, level="region"), tiny_embedder)
+    good = [{"tile_id": f.properties["tile_id"], "bbox_image": f.properties["bbox_image"]} for f in first.features[:2]]
+    bad = [{"tile_id": f.properties["tile_id"], "bbox_image": f.properties["bbox_image"]} for f in first.features[-1:]]
+    req = RefineRequest(index=world["idx"], query=SearchRequest(index=world["idx"], text="water"), level="region",
+                        good_regions=good, bad_regions=bad, k=6, save_marks=str(tmp_path / "marks.geojson"),
+                        bad_label="other")
+    resp = service.run_refine(req, tiny_embedder)
+    assert resp.features and all(f.properties["level"] == "region" for f in resp.features)
+    assert all(len(f.properties["bbox_image"]) == 4 for f in resp.features)
+    bad_key = (bad[0]["tile_id"], tuple(bad[0]["bbox_image"]))
+    assert bad_key not in {(f.properties["tile_id"], tuple(f.properties["bbox_image"])) for f in resp.features}
+    # the direction is built from the region vectors (the query's referring vector and the marked regions')
+    with IndexStore.open(world["idx"]) as store:
+        labels = store.tile_labels([m["tile_id"] for m in good + bad])
+        rows, vecs = store.regions_of(sorted(set(labels.values())))
+
+        def vec(m: dict) -> np.ndarray:
+            (i,) = [i for i, r in enumerate(rows) if r.tile_label == labels[m["tile_id"]]
+                    and np.allclose(r.box, m["bbox_image"], atol=1e-3)]
+            return vecs[i] / np.linalg.norm(vecs[i])
+
+        d = refine_direction(np.asarray(resp.query_vector, np.float32), np.stack([vec(m) for m in good]),
+                             np.stack([vec(m) for m in bad]))
+        assert np.allclose(d, resp.refined_vector, atol=1e-5)
+        found = store.search_regions(d, 1)[0]
+        assert resp.features[0].properties["score"] == pytest.approx(found[1], abs=1e-4)
+    marks = json.loads((tmp_path / "marks.geojson").read_text())["features"]
+    assert [m["properties"]["mark"] for m in marks] == ["good", "good", "bad"]
+    assert all(m["properties"]["level"] == "region" and m["geometry"]["type"] == "Polygon" for m in marks)
+    # a tile footprint is 160 m across; a saved region mark is smaller (the box, not its tile)
+    to_utm = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
+    ring = [to_utm.transform(x, y) for x, y in marks[0]["geometry"]["coordinates"][0]]
+    assert shape({"type": "Polygon", "coordinates": [ring]}).area < 0.9 * TILE_M ** 2
