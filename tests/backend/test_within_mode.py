@@ -63,17 +63,17 @@ def test_centre_is_the_default_and_modes_differ(world, tiny_embedder) -> None:
 
 def test_region_outlines_outside_the_area_are_never_returned(world, tiny_embedder) -> None:
     to_utm = Transformer.from_crs("EPSG:4326", CRS, always_xy=True)
-    area = shape({"type": "Polygon", "coordinates": [list(box(X0 - 50, Y1 - 4 * TILE_M - 50, X0 + 400,
+    area = shape({"type": "Polygon", "coordinates": [list(box(X0 - 50, Y1 - 4 * TILE_M - 50, X0 + 410,
                                                                Y1 + 50).exterior.coords)]})
     for level in ("tile", "region"):
-        resp = _search(world, tiny_embedder, 400, level=level, regions_per_hit=4)
+        resp = _search(world, tiny_embedder, 410, level=level, regions_per_hit=4)
         regions = [r for f in resp.features for r in f.properties.get("regions") or []]
         assert regions, level
         for r in regions:  # every region's centre (its outline, in lon/lat) lies in the area
             c = shape(r["geometry"]).centroid
             assert area.contains(shape({"type": "Point", "coordinates": to_utm.transform(c.x, c.y)})), (level, r)
     # with inside, no outline crosses the area's edge
-    resp = _search(world, tiny_embedder, 400, level="region", within_mode="inside")
+    resp = _search(world, tiny_embedder, 410, level="region", within_mode="inside")
     for f in resp.features:
         ring = [to_utm.transform(x, y) for x, y in f.geometry["coordinates"][0]]
         assert area.buffer(0.5).contains(shape({"type": "Polygon", "coordinates": [ring]}))

@@ -22,7 +22,6 @@ from geovec.backend.pipeline import index_folder
 from geovec.backend.schemas_workflows import ClassifyRequest
 from geovec.backend.types import TilingParams
 from geovec.backend.workflows import service
-from geovec.backend.writers import NAMED_COLOURS, class_colours
 from tests.backend.wfdata import CRS as SCENE_CRS
 from tests.backend.wfdata import write_two_class_scene
 
@@ -104,6 +103,8 @@ def test_csv_loads_with_its_crs(env, capsys) -> None:
 
 
 def test_class_maps_carry_their_legend(env, tiny_embedder, tmp_path: Path) -> None:
+    from geovec.backend.writers import NAMED_COLOURS, class_colours
+
     classes = ["water", "town", "trees"]
     req = ClassifyRequest(index=env["idx2"], classes=classes, out_dir=str(tmp_path / "maps"), out_crs=SCENE_CRS)
     resp = service.run_classify(req, tiny_embedder)
