@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .dedupe import collapse_duplicates
 from .errors import InputError
 from .filters import EXACT_MAX, TileFilter, tile_filter
 from .regions import RegionSpec, grid_boxes, nms, scale_boxes
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Tiles whose candidates ``rerank`` scores when the request gives no number.
 DEFAULT_RERANK = 20
+#: Extra tile hits fetched so that folding byte-identical tiles into one still leaves ``k`` hits.
+DUP_SLACK = 8
 #: Stored candidates of a box query are kept when their ground size is within this factor of the box's.
 SCALE_RATIO = 2.0
 
@@ -289,8 +292,9 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
     n_rerank = req.rerank or DEFAULT_RERANK
     features: list[dict[str, Any]] = []
     if req.level == "tile":
-        hits = tile_hits(store, tvec, req.k, flt=flt, min_score=req.min_score, exclude=query.exclude_wgs84,
-                         near=req.near)
+        hits = tile_hits(store, tvec, req.k + DUP_SLACK, flt=flt, min_score=req.min_score,
+                         exclude=query.exclude_wgs84, near=req.near)
+        hits = collapse_duplicates(store, hits, req.k)  # byte-identical tiles: one hit, the others named
         cands: list[RegionHit] = []
         if req.regions_per_hit and hits:
             if use_rerank:

@@ -94,3 +94,29 @@ def test_nodata_cli_option_is_checked(l1: dict, capsys) -> None:
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "nodata" in err.lower(), err
     assert not (l1["root"] / "bad").exists()
+
+
+def test_byte_identical_tiles_are_one_hit(tiny_embedder, tmp_path: Path) -> None:
+    import numpy as np
+
+    from geovec.backend.demo import pattern, write_geotiff
+    from geovec.backend.schemas import SearchRequest
+    from geovec.backend.service import run_search
+
+    rgb = (np.concatenate([pattern("water", 64, 64, seed=1), pattern("urban", 64, 64, seed=2)], axis=2) * 255)
+    rgb = rgb.astype("uint8")
+    same = [(2, 1), (3, 1), (5, 2)]  # three interior 16 px tiles of one constant colour (saturated, say)
+    for c, r in same:
+        rgb[:, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16] = 120
+    (tmp_path / "s").mkdir()
+    write_geotiff(tmp_path / "s" / "sat.tif", rgb, crs="EPSG:32617", origin=(400000.0, 3300000.0), res=10.0)
+    idx = tmp_path / "idx"
+    index_folder(tmp_path / "s", idx, tiny_embedder, params=TilingParams(tile_size=16))
+    resp = run_search(SearchRequest(index=str(idx), text="water", k=32), tiny_embedder)
+    assert len(resp.features) == 30  # 32 tiles, the three identical ones as one hit
+    (dup,) = [f for f in resp.features if f.properties.get("duplicates")]
+    assert len(dup.properties["duplicates"]) == 2 and dup.properties["window"][:2] in [[c * 16, r * 16]
+                                                                                       for c, r in same]
+    assert [f.properties["rank"] for f in resp.features] == list(range(1, 31))
+    # k is still honoured with the duplicates folded away
+    assert len(run_search(SearchRequest(index=str(idx), text="water", k=5), tiny_embedder).features) == 5
