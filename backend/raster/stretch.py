@@ -51,29 +51,40 @@ def _sample_bands(scene: Scene, rgb: Sequence[int]) -> dict[int, np.ma.MaskedArr
     return out
 
 
-def _edge(a: np.ndarray) -> np.ndarray:
-    """The outermost rows and columns of a 2-D array, as one vector."""
-    if min(a.shape) < 3:
-        return a.ravel()
-    return np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+def _edge(a: np.ndarray, depth: int = 0) -> np.ndarray:
+    """The ring ``depth`` pixels in from the outer edge of a 2-D array (rows, then columns), as one vector.
+
+    Rings of every depth have the same length and order, so position i of two rings is the same
+    place along the edge, ``depth`` pixels apart.
+    """
+    h, w = a.shape
+    d = depth
+    return np.concatenate([a[d, :], a[h - 1 - d, :], a[:, d], a[:, w - 1 - d]])
 
 
 def detect_collar(planes: Sequence[np.ndarray]) -> float | None:
     """The constant fill value of an untagged scene's collar, or None.
 
     ``planes`` are the three model bands (2-D, same shape, no mask). A value is fill when all three
-    bands hold it on at least :data:`COLLAR_EDGE_SHARE` of the outer edge (an L1 scene's zero border, a
-    rotated image's padded corners) and it is the lowest or highest value of every band (so a dark or
-    bright object that merely touches the edge is not taken for fill).
+    bands hold it on at least :data:`COLLAR_EDGE_SHARE` of the outer edge *and* a few pixels (3 %
+    of the size, at least 4) further in at the same places (a collar is thick: an L1 scene's zero
+    border, a rotated image's padded corners; a road or shadow along the edge is not), and it is
+    the lowest or highest value of every band.
     """
     r, g, b = (np.asarray(p, dtype=np.float64) for p in planes)
+    h, w = r.shape
+    depth = max(4, round(0.03 * min(h, w)))
+    if min(h, w) <= 2 * depth + 2:
+        return None
     er, eg, eb = _edge(r), _edge(g), _edge(b)
     same = (er == eg) & (er == eb)
     if not same.any():
         return None
     values, counts = np.unique(er[same], return_counts=True)
     v = float(values[int(np.argmax(counts))])
-    if counts.max() < COLLAR_EDGE_SHARE * er.size:
+    deep = np.logical_and.reduce([_edge(p, depth) == v for p in (r, g, b)])
+    thick = same & (er == v) & deep
+    if thick.sum() < COLLAR_EDGE_SHARE * er.size:
         return None
     extreme = all(v <= float(p.min()) or v >= float(p.max()) for p in (r, g, b))
     return v if extreme else None

@@ -15,12 +15,17 @@ ANGLE_DEG = 13.0
 PAD = 8  # extra zero pixels around the rotated image
 
 
+def l1_source(shared: Path) -> Path:
+    """The real scene the L1-style scene is built from."""
+    return shared / "olinda_landsat7" / "L7_ETMs.tif"
+
+
 def write_l1_scene(shared: Path, out: Path) -> tuple[Path, np.ndarray]:
     """``out`` (a GeoTIFF) and its (h, w) fill mask (True where the collar is)."""
     import rasterio
     from rasterio.transform import Affine
 
-    with rasterio.open(shared / "olinda_landsat7" / "L7_ETMs.tif") as src:
+    with rasterio.open(l1_source(shared)) as src:
         img = src.read().astype(np.uint16) * 40 + 1000  # (6, h, w), DN >= 1000: 0 only in the collar
         t, crs = src.transform, src.crs
     _, h, w = img.shape

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from l1data import write_l1_scene
+from l1data import l1_source, write_l1_scene
 
 from geovec.backend.cli import main
 from geovec.backend.pipeline import index_folder
@@ -52,10 +52,28 @@ def test_collar_is_detected_and_left_out_of_the_stretch(l1: dict) -> None:
     assert read_tile(scene, (c, r, w, h), off)[1] == 1.0
 
 
-def test_real_scenes_have_no_false_collar(shared_data: Path) -> None:
-    for scene in scan_folder(shared_data).scenes:
+def test_no_false_collar(shared_data: Path, tmp_path: Path) -> None:
+    """Real scenes, and synthetic ones with 3 px constant streets along their edges, have no collar."""
+    from geovec.backend.demo import write_sample_folder, write_scene
+
+    scenes = scan_folder(shared_data).scenes + scan_folder(write_sample_folder(tmp_path / "demo", size=64)).scenes
+    scenes += [open_scene(write_scene(tmp_path / f"urban{n}.tif", "urban", size=n)) for n in (24, 64, 200)]
+    for scene in scenes:
         st = compute_stretch(scene)
         assert st.fill_source != "detected", (scene.name, st)
+    # a collar on one side only (a swath edge) is still found
+    import numpy as np
+    import rasterio
+
+    with rasterio.open(l1_source(shared_data)) as src:
+        img, prof = src.read(), src.profile
+    img[:, :, : img.shape[2] // 5] = 0
+    prof.update(nodata=None)
+    with rasterio.open(tmp_path / "side.tif", "w", **prof) as dst:
+        dst.write(img)
+    st = compute_stretch(open_scene(tmp_path / "side.tif"))
+    assert st.fill_source == "detected" and st.fill_fraction == pytest.approx(0.2, abs=0.01)
+    assert np.dtype(prof["dtype"]) == np.uint8 and st.method == "identity"
 
 
 def test_mostly_fill_tiles_are_skipped_counted_and_reported(l1: dict, tiny_embedder, capsys) -> None:
