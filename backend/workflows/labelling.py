@@ -109,7 +109,7 @@ class Labelling:
             got = store.scene(scene_id)
             if got is None:
                 continue
-            scene = got[0]
+            scene, stretch = got
             arr = np.zeros((scene.height, scene.width), dtype=np.uint8)
             for i in sorted(rows, key=lambda j: float(self.score[j])):  # the best-scoring item wins overlaps
                 c, r, ce, re_ = self.pixel_box(i)
@@ -117,6 +117,8 @@ class Labelling:
                 c1, r1 = min(scene.width, ce), min(scene.height, re_)
                 if c1 > c0 and r1 > r0:
                     arr[r0:r1, c0:c1] = int(self.best[i]) + 1
+            _unpaint_fill(arr, scene, stretch, [self.pixel_box(i) for i in rows
+                                                if self.table.records[i].valid_fraction < 1.0])
             path = out_dir / f"classmap_{_safe(scene.name)}_{scene_id[:8]}.tif"
             profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1,
                        "dtype": "uint8", "nodata": 0, "crs": rasterio.crs.CRS.from_wkt(scene.crs_wkt),
@@ -131,6 +133,20 @@ class Labelling:
                 raise NotFoundError(f"cannot write class map {path}: {e}", "choose a writable output folder") from e
             maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
         return maps
+
+
+def _unpaint_fill(arr: np.ndarray, scene: Any, stretch: Any, boxes: list[tuple[int, int, int, int]]) -> None:
+    """Set the class map to 0 (not classified) where a partly-fill item's pixels are fill or nodata, not imagery.
+
+    Only items whose tile was not all imagery (``valid_fraction`` < 1) are read back, at native resolution.
+    """
+    from ..raster.tiling import valid_mask
+
+    for c0, r0, c1, r1 in boxes:
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, scene.width), min(r1, scene.height)
+        if c1 > c0 and r1 > r0:
+            ok = valid_mask(scene, (c0, r0, c1, r1), stretch)
+            arr[r0:r1, c0:c1][~ok] = 0
 
 
 def _safe(name: str) -> str:

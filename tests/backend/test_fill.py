@@ -92,6 +92,17 @@ def test_mostly_fill_tiles_are_skipped_counted_and_reported(l1: dict, tiny_embed
     assert main(["info", "--index", str(idx)]) == 0
     out = capsys.readouterr().out
     assert "fill 0.0 (detected)" in out and "crs EPSG:31985" in out and f"{want} skipped as mostly fill" in out
+    # class maps do not label the collar: fill pixels stay 0 (not classified), imagery is labelled
+    import rasterio
+
+    from geovec.backend.schemas_workflows import ClassifyRequest
+    from geovec.backend.workflows import service
+
+    resp = service.run_classify(ClassifyRequest(index=str(idx), classes=["water", "city"],
+                                                out_dir=str(l1["root"] / "maps")), tiny_embedder)
+    with rasterio.open(resp.class_maps[0].path) as ds:
+        arr = ds.read(1)
+    assert (arr[l1["fill"]] == 0).all() and (arr[~l1["fill"]] > 0).mean() > 0.9
 
 
 def test_nodata_option_and_fill_off(l1: dict, tiny_embedder, tmp_path: Path) -> None:
