@@ -44,3 +44,22 @@ def test_fewshot_one_example_per_class_is_not_a_zero_accuracy(world, tmp_path: P
     assert main(["fewshot", "--index", world["idx"], "--labels", str(labels), "--block-km", "0.32"]) == 0
     out = capsys.readouterr().out
     assert "0.000" not in out and sum("accuracy not measured" in line for line in out.splitlines()) == 1
+
+
+def test_lat_lon_order_hint_when_swapping_lands_in_a_scene(world, capsys) -> None:
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs("EPSG:32617", "EPSG:4326", always_xy=True).transform(400300.0, 3299700.0)
+    code = main(["search", "--index", world["idx"], "--point", f"{lat:.6f}", f"{lon:.6f}", "--crs", "EPSG:4326",
+                 "--local"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
+    assert "did you give lat lon" in err and f"--point {lon:.6g} {lat:.6g}" in err and "scene two" in err
+    box = [lat - 0.001, lon - 0.001, lat + 0.001, lon + 0.001]
+    code = main(["search", "--index", world["idx"], "--box", *map(str, box), "--crs", "EPSG:4326", "--local"])
+    err = capsys.readouterr().err
+    assert code != 0 and "did you give lat lon" in err and "--box" in err
+    # far from any scene either way: no hint, the plain message
+    code = main(["search", "--index", world["idx"], "--point", "10", "10", "--crs", "EPSG:4326", "--local"])
+    err = capsys.readouterr().err
+    assert code != 0 and "outside every indexed scene" in err and "lat lon" not in err
