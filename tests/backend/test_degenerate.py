@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from geovec.backend.cli import main
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas_workflows import FewShotRequest
 from geovec.backend.types import TilingParams
 from geovec.backend.workflows import service

@@ -11,7 +11,7 @@ import pytest
 from l1data import l1_source, write_l1_scene
 
 from geovec.backend.cli import main
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.raster.scan import open_scene, scan_folder
 from geovec.backend.raster.stretch import compute_stretch
 from geovec.backend.raster.tiling import GridSampler, read_tile

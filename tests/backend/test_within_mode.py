@@ -13,7 +13,7 @@ from pyproj import Transformer
 from shapely.geometry import box, shape
 
 from geovec.backend.cli import main
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.schemas_workflows import AreaOptions, ClassifyRequest
 from geovec.backend.service import run_search

@@ -18,7 +18,7 @@ from shapely.geometry import shape
 
 from geovec.backend.cli import main
 from geovec.backend.demo import write_sample_folder
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas_workflows import ClassifyRequest
 from geovec.backend.types import TilingParams
 from geovec.backend.workflows import service
