@@ -48,7 +48,18 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see: {self.prog} --help)")
+        raise UsageError(f"{_did_you_mean(message)} (see: {self.prog} --help)")
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'serch' (choose from ...)" with the closest choice named."""
+    import difflib
+
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return message
+    close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1, cutoff=0.6)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def _fail(msg: str, code: int) -> int:
@@ -152,19 +163,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.from_parquet:
         return _import_parquet(args)
     if not args.folder:
-        raise UsageError("give the FOLDER to index (or --from-parquet FILE)")
+        raise UsageError("give the FOLDER (or raster FILEs) to index (or --from-parquet FILE)")
+    first = args.folder[0]
+    more = [_abs(f) for f in args.folder[1:]]
+    if more and args.engine == "ray":
+        raise UsageError("--engine ray indexes one folder; give a folder, or index the files without --engine ray")
     if args.repair:
         _repair(args.index)
     tiling = _validated(TilingOptions, **_tiling_fields(args), nodata=args.nodata, fill=args.fill)
-    groups = {name: [_abs(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
-    req = _validated(IndexRequest, folder=_abs(args.folder), index=_abs(args.index), model=args.model, tiling=tiling,
+    base = first if Path(first).expanduser().is_dir() else None
+    groups = {name: [_abs(f, base=base) for f in files] for name, files in args.group} if args.group else None
+    req = _validated(IndexRequest, folder=_abs(first), index=_abs(args.index), model=args.model, tiling=tiling,
                      groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
                      regions=args.regions)
-    if not Path(args.folder).expanduser().is_dir():
-        from .errors import NotFoundError
+    for path in args.folder:
+        if not Path(path).expanduser().exists():
+            from .errors import NotFoundError
 
-        raise NotFoundError(f"folder {args.folder!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
+            raise NotFoundError(f"{path!r} does not exist", "give a folder of rasters, or raster files")
     exists = (Path(args.index).expanduser() / SIDECAR).exists()
     if exists and args.image_size is not None:
         recorded = (read_sidecar(args.index).get("model") or {}).get("image") or {}
@@ -210,7 +226,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
                                     actors=args.actors, dtype=args.dtype, image_size=args.image_size)
         else:
-            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
+            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers, files=more)
     finally:
         bar.close()
         if old is not None:
@@ -221,7 +237,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
               f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
-              f"skipped (mostly fill/nodata: under --min-valid imagery); {summary.regions} region(s); {len(summary.errors)} error(s); "
+              f"skipped (mostly fill/nodata: under --min-valid imagery); {summary.regions} region(s); "
+              f"{len(summary.errors)} error(s); "
               f"{summary.seconds:.1f} s")
         for err in summary.errors:
             print(f"  error: {one_line(err.path)}: {one_line(err.error)}")
@@ -486,7 +503,8 @@ def build_parser(command: str | None = None) -> Parser:
     full.set_defaults(func=cmd_model_fullsize)
 
     ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
-    ix.add_argument("folder", nargs="?", help="folder of rasters (omit with --from-parquet)")
+    ix.add_argument("folder", nargs="*", metavar="PATH",
+                    help="a folder of rasters, or raster files (omit with --from-parquet)")
     ix.add_argument("--from-parquet", metavar="FILE",
                     help="import tiles + vectors from a GeoParquet file instead (pip install 'geovec[parquet]')")
     ix.add_argument("--index", required=True, help="index directory (created if absent)")
@@ -575,14 +593,16 @@ def build_parser(command: str | None = None) -> Parser:
                      help="check SQLite integrity and every vector against its SQLite copy (exit 1 on problems)")
     inf.set_defaults(func=cmd_info)
 
+    if command is not None and command not in BUILTIN and not add_registered(sub, command):
+        command = None  # not a command at all (a typo): list every command, so the hint can find the one meant
     if command in (None, *WORKFLOWS):
         from .workflows.cli import add_workflow_parsers
 
         add_workflow_parsers(sub, _finite)
     if command in (None, "serve"):
         _add_serve(sub)
-    if command not in BUILTIN:  # train, eval, ...: added by other packages (see commands.py)
-        add_registered(sub, command)
+    if command is None:  # train, eval, ...: added by other packages (see commands.py)
+        add_registered(sub)
     return p
 
 

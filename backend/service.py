@@ -105,8 +105,9 @@ def tiling_params(opts: Any) -> TilingParams:
 
 def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
               progress: Callable[[ProgressEvent], None] | None = None,
-              cancel: threading.Event | None = None, *, workers: int = 2) -> IndexSummary:
-    """Index ``req.folder`` into ``req.index``.
+              cancel: threading.Event | None = None, *, workers: int = 2,
+              files: list[str] | None = None) -> IndexSummary:
+    """Index ``req.folder`` (a folder, or a raster file with ``files`` more of them) into ``req.index``.
 
     Args:
         req: the request (folder, index, tiling, groups, batch size).
@@ -115,14 +116,21 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
         progress: called with a ProgressEvent after every batch.
         cancel: set it to stop after the current batch (summary.cancelled=True).
         workers: reader threads.
+        files: more raster files to index with ``req.folder`` (then a file too); a run over files
+            removes no other scene from the index.
     """
     from .indexing import index_folder
 
-    if not Path(req.folder).expanduser().is_dir():
-        raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
+    paths = [req.folder, *(files or [])]
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise NotFoundError(f"{p!r} does not exist", "give a folder of rasters, or raster files")
+    folder = Path(req.folder).expanduser()
+    if folder.is_dir() and len(paths) > 1:
+        raise InputError(f"{req.folder!r} is a folder; give one folder, or raster files",
+                         "index the folder and the files in separate runs")
     emb = _resolve_embedder(embedder, model=req.model, index=req.index)
-    return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
+    return index_folder(req.folder if len(paths) == 1 else paths, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
                         force=bool(getattr(req, "force", False)),
                         regions=req.regions, batch_tokens=req.batch_tokens)
