@@ -165,7 +165,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not args.folder:
         raise UsageError("give the FOLDER (or raster FILEs) to index (or --from-parquet FILE)")
     first = args.folder[0]
-    more = [_abs(f) for f in args.folder[1:]]
+    more = [str(_abs(f)) for f in args.folder[1:]]
     if more and args.engine == "ray":
         raise UsageError("--engine ray indexes one folder; give a folder, or index the files without --engine ray")
     if args.repair:
