@@ -139,9 +139,9 @@ def _swap_hint(store: IndexStore, req: SearchRequest, crs: Any) -> str | None:
         return None
     if not hit:
         return None
-    flag = "--box" if req.box is not None else "--point"
+    what = "box" if req.box is not None else "point"
     nums = " ".join(f"{v:g}" for v in swapped)
-    return (f"x comes first: longitude, then latitude; swapped to {flag} {nums} it lies in scene {hit[0][0].name} "
+    return (f"x comes first: longitude, then latitude; swapped, the {what} {nums} lies in scene {hit[0][0].name} "
             "- did you give lat lon?")
 
 

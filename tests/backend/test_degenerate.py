@@ -54,11 +54,11 @@ def test_lat_lon_order_hint_when_swapping_lands_in_a_scene(world, capsys) -> Non
                  "--local"])
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
-    assert "did you give lat lon" in err and f"--point {lon:.6g} {lat:.6g}" in err and "scene two" in err
+    assert "did you give lat lon" in err and f"the point {lon:.6g} {lat:.6g} lies in" in err and "scene two" in err
     box = [lat - 0.001, lon - 0.001, lat + 0.001, lon + 0.001]
     code = main(["search", "--index", world["idx"], "--box", *map(str, box), "--crs", "EPSG:4326", "--local"])
     err = capsys.readouterr().err
-    assert code != 0 and "did you give lat lon" in err and "--box" in err
+    assert code != 0 and "did you give lat lon" in err and "the box" in err
     # far from any scene either way: no hint, the plain message
     code = main(["search", "--index", world["idx"], "--point", "10", "10", "--crs", "EPSG:4326", "--local"])
     err = capsys.readouterr().err
