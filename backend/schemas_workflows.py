@@ -21,8 +21,8 @@ from .schemas import (
     NearQuery,
     SearchRequest,
     SearchResponse,
+    StrictModel,
     WithinMode,
-    _Model,
 )
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
@@ -41,7 +41,7 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
     return v
 
 
-class AreaOptions(_Model):
+class AreaOptions(StrictModel):
     """Limit a workflow to the tiles (regions) in a box or polygon, by ``within_mode`` (default: the whole index)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
@@ -61,7 +61,7 @@ class AreaOptions(_Model):
         return self
 
 
-class OutputOptions(_Model):
+class OutputOptions(StrictModel):
     out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson, "
                                                       "or regions.geojson at level region)")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
@@ -156,7 +156,7 @@ class ClassifyResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class RegionMark(_Model):
+class RegionMark(StrictModel):
     """One marked region hit: its tile and its box in tile-image pixels (a region feature's ``bbox_image``)."""
 
     tile_id: str = Field(min_length=1, max_length=64)
@@ -165,7 +165,7 @@ class RegionMark(_Model):
     _fin = field_validator("bbox_image")(classmethod(lambda cls, v: _finite_list(v)))
 
 
-class RefineRequest(_Model):
+class RefineRequest(StrictModel):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
     model_config = _exactly_one(query="object", vector="array")
@@ -214,7 +214,7 @@ class RefineResponse(SearchResponse):
     marks_path: str | None = None
 
 
-class LocateRequest(_Model):
+class LocateRequest(StrictModel):
     """Where is this? A box/point query, an image or a vector -> ranked candidate locations."""
 
     model_config = _exactly_one(query="object", image_b64="string", vector="array")
@@ -249,7 +249,7 @@ class LocateResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class AskRequest(_Model):
+class AskRequest(StrictModel):
     """A question about a drawn box, with candidate answers ranked by the model's VQA instruction."""
 
     index: AbsPath
@@ -275,7 +275,7 @@ class AskResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class VectorSearchRequest(_Model):
+class VectorSearchRequest(StrictModel):
     """Search an index with an embedding (from ``/v1/embed``, a notebook or a refine round)."""
 
     index: AbsPath

@@ -23,7 +23,7 @@ from .tiles import normalise
 if TYPE_CHECKING:
     from ..index.store import IndexStore
     from ..model.embedder import Embedder
-    from ..region_search import RegionHit
+    from ..search.hits import RegionHit
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def check_region_marks(req: RefineRequest) -> None:
 
 def region_query_vector(store: IndexStore, embedder: Embedder, req: RefineRequest) -> np.ndarray:
     """The original query's vector against regions (``referring_query`` for text)."""
-    from ..region_search import query_vectors
     from ..search import build_query
+    from ..search.run import query_vectors
 
     assert req.query is not None
     return query_vectors(embedder, build_query(store, req.query))[1]
@@ -79,9 +79,10 @@ def region_query_vector(store: IndexStore, embedder: Embedder, req: RefineReques
 
 def refine_regions(store: IndexStore, req: RefineRequest, query_vector: np.ndarray) -> RefineResponse:
     """One feedback round over the stored regions of ``store``; the hits are region features."""
-    from ..region_search import RegionHit, _Scenes, region_features
     from ..regions import nms
-    from ..search import index_tiling
+    from ..search.features import Scenes, region_features
+    from ..search.hits import RegionHit
+    from ..search.query import index_tiling
     from .feedback import refine_direction
 
     t0 = time.perf_counter()
@@ -111,7 +112,7 @@ def refine_regions(store: IndexStore, req: RefineRequest, query_vector: np.ndarr
         want = min(store.region_count, want * 4)
     recs = store.records_by_label({r.tile_label for r, _ in kept})
     hits = [RegionHit(recs[r.tile_label], tuple(r.box), float(s)) for r, s in kept if r.tile_label in recs]
-    scenes = _Scenes(store)
+    scenes = Scenes(store)
     tile_size = index_tiling(store).tile_size
     marks_path = save_region_marks(store, req, scenes, tile_size) if req.save_marks else None
     return RefineResponse(
@@ -125,7 +126,8 @@ def save_region_marks(store: IndexStore, req: RefineRequest, scenes: Any, tile_s
     """The region marks as a GeoJSON layer of WGS84 box polygons (field ``label``) ``geovec train`` reads."""
     from shapely.geometry import mapping
 
-    from ..region_search import RegionHit, region_polygons
+    from ..search.features import region_polygons
+    from ..search.hits import RegionHit
 
     label = req.label or (req.query.text if req.query is not None and req.query.text else None)
     if not label:

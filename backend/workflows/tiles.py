@@ -93,13 +93,13 @@ def area_mask(table: Any, area: BaseGeometry | None, mode: str = "centre") -> np
     """Items (tiles, or regions with ``polygons``) ``area`` (WGS84 lon/lat) keeps under ``mode``; all when None.
 
     ``centre``: the item's centre lies in the area; ``intersects`` / ``inside``: its footprint shares more
-    than a sliver with / lies wholly in the area (see :func:`geovec.backend.filters.keeps`).
+    than a sliver with / lies wholly in the area (see :func:`geovec.backend.search.filters.keeps`).
     """
     if area is None:
         return np.ones(len(table), dtype=bool)
     import shapely
 
-    from ..filters import keep_mask
+    from ..search.filters import keep_mask
 
     polygons = getattr(table, "polygons", None)
     if polygons is None and mode != "centre":

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
-    from .types import Hit
+    from ..index.store import IndexStore
+    from ..types import Hit
 
 #: Hits are compared only when their scores agree to this much, and are the same when their vectors do.
 SCORE_TOL = 1e-6
