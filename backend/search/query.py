@@ -97,7 +97,7 @@ def _scenes_holding(store: IndexStore, is_box: bool, coords: list[float], crs: A
 
     ``strict``: an InputError other than out-of-bounds (e.g. a NaN) is raised, not skipped.
     """
-    from .raster import geometry
+    from ..raster import geometry
 
     out: list[tuple[Scene, Stretch]] = []
     for row in store.scenes():

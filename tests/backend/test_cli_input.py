@@ -46,7 +46,7 @@ def test_index_takes_a_file_or_a_file_list(sample: Path, tiny_model_dir: Path, t
 
 
 def test_typo_hint_covers_every_command(capsys) -> None:
-    from geovec.backend.cli import build_parser
+    from geovec.backend.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     commands = sorted(sub.choices)
