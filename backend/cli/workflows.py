@@ -148,7 +148,7 @@ def print_hits(resp: Any, args: argparse.Namespace) -> None:
 
 def _region_marks(items: list[list[str]] | None) -> list[dict[str, Any]]:
     """``--good-region TILE_ID X0 Y0 X1 Y1`` values as region marks (the box as a region hit's bbox_image)."""
-    from ..cli_common import UsageError
+    from .common import UsageError
 
     out = []
     for item in items or []:
