@@ -22,6 +22,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .errors import InputError
+from .paths import output_file
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,22 @@ def geojson_for_file(body: dict[str, Any], crs: str) -> dict[str, Any]:
     return out
 
 
-def write_geojson(path: str | Path, body: dict[str, Any], crs: str, *, indent: int | None = None) -> Path:
-    """Write ``body`` (geometries in ``crs``) as a GeoJSON file GDAL and QGIS place correctly."""
+def write_geojson(path: str | Path, body: dict[str, Any], crs: str, *, indent: int | None = None,
+                  what: str = "GeoJSON layer") -> Path:
+    """Write ``body`` (geometries in ``crs``) as a GeoJSON file GDAL and QGIS place correctly.
+
+    Written through :func:`~geovec.backend.paths.output_file` (a temporary file renamed into place).
+    """
     p = Path(path).expanduser()
-    p.write_text(json.dumps(geojson_for_file(body, crs), indent=indent), encoding="utf-8")
+    text = json.dumps(geojson_for_file(body, crs), indent=indent)
+    with output_file(p, what) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return p
+
+
+def _write_text(path: Path, text: str, what: str) -> None:
+    with output_file(path, what) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _prj_text(crs: str) -> str:
@@ -141,12 +153,12 @@ def write_csv(path: str | Path, features: Sequence[dict[str, Any]], crs: str) ->
         rows.append(row)
     types = ["Integer" if k == {"Integer"} else "Real" if k and k <= {"Integer", "Real"} else "String"
              for k in (kinds[c] for c in cols)]
-    with p.open("w", newline="", encoding="utf-8") as fh:
+    with output_file(p, "CSV layer") as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["WKT", *cols])
         w.writerows(rows)
-    p.with_suffix(".csvt").write_text(",".join(['"WKT"', *(f'"{t}"' for t in types)]) + "\n")
-    p.with_suffix(".prj").write_text(_prj_text(crs))
+    _write_text(p.with_suffix(".csvt"), ",".join(['"WKT"', *(f'"{t}"' for t in types)]) + "\n", "CSV types")
+    _write_text(p.with_suffix(".prj"), _prj_text(crs), "CSV CRS")
     return p
 
 
@@ -224,5 +236,5 @@ def write_class_sidecars(tif: str | Path, classes: Sequence[str]) -> None:
     """Beside a closed class map: category names for GDAL (``.aux.xml``) and a ``.qml`` legend for QGIS."""
     colours = class_colours(classes)
     p = Path(tif)
-    p.with_suffix(".qml").write_text(paletted_qml(classes, colours), encoding="utf-8")
-    Path(f"{p}.aux.xml").write_text(_aux_xml(classes), encoding="utf-8")
+    _write_text(p.with_suffix(".qml"), paletted_qml(classes, colours), "class-map style")
+    _write_text(Path(f"{p}.aux.xml"), _aux_xml(classes), "class-map category names")

@@ -9,7 +9,9 @@ scored highest.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -18,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, NotFoundError
+from ..errors import InputError
+from ..paths import NO_SPACE, make_folder, output_file, write_error
 from ..schemas_workflows import ClassifyResponse, ClassMap, CrossValidation
 
 if TYPE_CHECKING:
@@ -100,7 +103,7 @@ class Labelling:
 
         from ..writers import write_class_colours, write_class_sidecars
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = make_folder(out_dir)
         by_scene: dict[str, list[int]] = {}
         for i, rec in enumerate(self.table.records):
             by_scene.setdefault(rec.scene_id, []).append(i)
@@ -125,12 +128,14 @@ class Labelling:
                        "transform": Affine(*scene.transform), "compress": "deflate", "tiled": scene.width >= 256
                        and scene.height >= 256}
             try:
-                with rasterio.open(path, "w", **profile) as dst:
+                with output_file(path, "class map") as tmp, rasterio.open(tmp, "w", **profile) as dst:
                     dst.write(arr, 1)
                     write_class_colours(dst, self.classes)
-                write_class_sidecars(path, self.classes)
-            except (rasterio.errors.RasterioError, OSError) as e:
-                raise NotFoundError(f"cannot write class map {path}: {e}", "choose a writable output folder") from e
+            except rasterio.errors.RasterioError as e:
+                full = any(os.strerror(n) in str(e) for n in NO_SPACE)
+                raise write_error(OSError(errno.ENOSPC if full else errno.EIO, str(e)), path,
+                                  "class map") from e
+            write_class_sidecars(path, self.classes)  # the legend: .qml for QGIS, category names for GDAL
             maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
         return maps
 
@@ -167,7 +172,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
         folder = Path(out_dir).expanduser()
         maps = lab.write_class_maps(store, folder)
         gj = folder / f"{lab.layer_name}.geojson"
-        write_geojson(gj, {"type": "FeatureCollection", "features": features}, out_crs)
+        write_geojson(gj, {"type": "FeatureCollection", "features": features}, out_crs, what="tiles layer")
         geojson_path = str(gj)
     return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
                             classes=lab.classes, counts=lab.counts(), tiles=lab.tile_count(), class_maps=maps,

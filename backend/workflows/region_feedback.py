@@ -143,8 +143,11 @@ def save_region_marks(store: IndexStore, req: RefineRequest, scenes: Any, tile_s
         "label": lab, "mark": mark, "level": "region", "tile_id": m.tile_id, "bbox_image": list(m.bbox_image),
         "scene_id": h.record.scene_id}} for (m, lab, mark), h, p in zip(rows, hits, polys, strict=True)]
     assert req.save_marks is not None
+    from ..paths import make_folder, output_file
+
     path = Path(req.save_marks).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    make_folder(path.parent, "marks folder")
+    with output_file(path, "marks layer") as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     log.info("wrote %d region marks to %s", len(feats), path)
     return str(path)
