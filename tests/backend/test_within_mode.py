@@ -125,6 +125,10 @@ def test_region_refine_stays_at_region_level(world, tiny_embedder, tmp_path: Pat
         assert np.allclose(d, resp.refined_vector, atol=1e-5)
         found = store.search_regions(d, 1)[0]
         assert resp.features[0].properties["score"] == pytest.approx(found[1], abs=1e-4)
+    import fiona
+
+    with fiona.open(tmp_path / "marks.geojson") as src:  # GDAL reads the marks as lon/lat polygons
+        assert src.crs.to_epsg() == 4326 and len(src) == 3
     marks = json.loads((tmp_path / "marks.geojson").read_text())["features"]
     assert [m["properties"]["mark"] for m in marks] == ["good", "good", "bad"]
     assert all(m["properties"]["level"] == "region" and m["geometry"]["type"] == "Polygon" for m in marks)
