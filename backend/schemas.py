@@ -94,6 +94,19 @@ class TilingOptions(StrictModel):
     resolution: float | None = Field(None, gt=0, description="target metres/pixel; null = native")
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
     bands: list[int] | None = Field(None, min_length=3, max_length=3, description="1-based R,G,B band numbers")
+    nodata: float | None = Field(None, description=(
+        "a value that is fill, not imagery, in the scenes indexed by this request (wins over a file's nodata tag; "
+        "a pixel is fill when any model band holds it); scenes already indexed keep theirs"))
+    fill: Literal["auto", "off"] = Field("auto", description=(
+        "'auto': in a scene without a nodata tag or mask, a constant collar (an L1 scene's zero border) is found "
+        "and treated as fill; 'off': every pixel of such a scene is imagery"))
+
+    @field_validator("nodata")
+    @classmethod
+    def _finite_nodata(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"nodata must be a finite number, got {v}")
+        return v
 
 
 class IndexRequest(StrictModel):
@@ -156,6 +169,13 @@ class NearQuery(StrictModel):
         return self
 
 
+#: How an area (``within``, a workflow ``area``, the dock's view or selected polygon) keeps a tile or region.
+WithinMode = Literal["centre", "intersects", "inside"]
+WITHIN_MODE_DOC = ("which tiles/regions the area keeps: 'centre' (default) those whose centre lies in it, 'intersects' "
+                   "those sharing more than a sliver with it, 'inside' those lying wholly in it; region outlines "
+                   "follow the same rule")
+
+
 class SearchRequest(StrictModel):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
@@ -191,6 +211,7 @@ class SearchRequest(StrictModel):
         PATH_KEY: "path-or-text"}, description=(
         "confine hits to this area: GeoJSON geometry/feature/collection, WKT, or a vector file path"))
     within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
+    within_mode: WithinMode = Field("centre", description=WITHIN_MODE_DOC)
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
                                      "scenes (names or scene ids)")
     near: NearQuery | None = Field(None, description="filter / re-rank hits by distance to a centre")
@@ -281,6 +302,17 @@ class IndexSummary(BaseModel):
 
 
 class IndexInfo(BaseModel):
+    """``geovec info`` / ``GET /v1/indexes/info``.
+
+    ``extra["scene_list"]`` holds one dict per scene: scene_id, name, status, tiles, crs (authority code or
+    name), crs_wkt, extent (xmin, ymin, xmax, ymax in the scene CRS), extent_wgs84 (lon/lat), size
+    ([width, height] pixels), bands_used (R, G, B scene band numbers), dtype, stretch ({low, high, method}),
+    nodata (the file's tag or null), fill ({value, source: "tag" | "option" | "detected" | "none",
+    fraction: share of the scene that is fill, or null}), tiles_skipped (windows not stored because under
+    ``min_valid_fraction`` of their pixels are imagery: mostly fill; null until the scene is complete).
+    ``extra["regions"]`` (when the index stores regions) is {count, spec}.
+    """
+
     path: str
     count: int
     dim: int

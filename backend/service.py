@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .model.embedder import Embedder
     from .schemas_change import ChangeRequest, ChangeResponse
     from .search import IndexSet
+    from .types import Scene, Stretch
 
 
 __all__ = ["SIDECAR", "EmbedderLike", "index_info", "load_model", "model_for_index", "open_index", "read_sidecar",
@@ -51,8 +52,9 @@ log = logging.getLogger(__name__)
 
 def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
               progress: Callable[[ProgressEvent], None] | None = None,
-              cancel: threading.Event | None = None, *, workers: int = 2) -> IndexSummary:
-    """Index ``req.folder`` into ``req.index``.
+              cancel: threading.Event | None = None, *, workers: int = 2,
+              files: list[str] | None = None) -> IndexSummary:
+    """Index ``req.folder`` (a folder, or a raster file with ``files`` more of them) into ``req.index``.
 
     Args:
         req: the request (folder, index, tiling, groups, batch size).
@@ -61,14 +63,22 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
         progress: called with a ProgressEvent after every batch.
         cancel: set it to stop after the current batch (summary.cancelled=True).
         workers: reader threads.
+        files: more raster files to index with ``req.folder`` (then a file too); a run over files
+            removes no other scene from the index.
     """
     from .indexing import index_folder
 
-    if not Path(req.folder).expanduser().is_dir():
-        raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
+    paths = [req.folder, *(files or [])]
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise NotFoundError(f"{p!r} does not exist", "give a folder of rasters, or raster files")
+    folder = Path(req.folder).expanduser()
+    if folder.is_dir() and len(paths) > 1:
+        raise InputError(f"{req.folder!r} is a folder; give one folder, or raster files",
+                         "index the folder and the files in separate runs")
     emb = resolve_embedder(embedder, model=req.model, index=req.index)
-    return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
+    target: Any = req.folder if len(paths) == 1 else paths
+    return index_folder(target, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
                         force=bool(getattr(req, "force", False)),
                         regions=req.regions, batch_tokens=req.batch_tokens, date=req.date,
@@ -106,6 +116,35 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
             store.close()
 
 
+def scene_summary(row: dict[str, Any], stored: tuple[Scene, Stretch] | None, tiling: dict[str, Any]) -> dict[str, Any]:
+    """One ``info`` scene entry (see :class:`~.schemas.IndexInfo`): CRS, extent, bands used, stretch, fill."""
+    from .raster import geometry
+    from .raster.tiling import GridSampler
+    from .types import TilingParams
+
+    out: dict[str, Any] = {"scene_id": row.get("scene_id"), "name": row.get("name"), "status": row.get("status"),
+                           "tiles": row.get("tiles")}
+    if stored is None:
+        return out
+    scene, stretch = stored
+    try:
+        crs = geometry.parse_crs(scene.crs_wkt)
+        auth = crs.to_authority(min_confidence=90)
+        bounds = geometry.window_bounds(scene, (0, 0, scene.width, scene.height))
+        wgs = geometry.window_to_geometry(scene, (0, 0, scene.width, scene.height), "EPSG:4326").bounds
+        windows = len(GridSampler(scene, TilingParams.from_dict(tiling)))
+    except Exception as e:  # noqa: BLE001 - a scene info never fails the whole listing
+        log.warning("scene %s: cannot describe it (%s)", row.get("name"), e)
+        return out
+    fill = stretch.to_dict().get("fill") or {"value": None, "source": "none", "fraction": None}
+    out.update(crs=":".join(auth) if auth else crs.name, crs_wkt=scene.crs_wkt,
+               extent=[round(v, 6) for v in bounds], extent_wgs84=[round(v, 7) for v in wgs],
+               size=[scene.width, scene.height], bands_used=list(scene.rgb), dtype=scene.dtype,
+               stretch={k: v for k, v in stretch.to_dict().items() if k != "fill"}, nodata=scene.nodata, fill=fill,
+               tiles_skipped=max(0, windows - int(row.get("tiles") or 0)) if row.get("status") == "complete" else None)
+    return out
+
+
 def index_info(path: str | Path) -> IndexInfo:
     """Describe the index at ``path`` (validates sidecar and files on the way)."""
     store = open_index(path)
@@ -124,9 +163,9 @@ def index_info(path: str | Path) -> IndexInfo:
             checkpoint=str(meta.get("checkpoint", "")), tiling=dict(meta.get("tiling") or {}),
             scenes=len(scenes), created=str(meta.get("created", "")), updated=str(meta.get("updated", "")),
             extra={**{k: v for k, v in meta.items() if k not in known},
-                   "scene_list": [{"scene_id": s.get("scene_id"), "name": s.get("name"), "status": s.get("status"),
-                                   "acquired": dates[s["scene_id"]].acquired if s.get("scene_id") in dates else None,
-                                   "date_source": dates[s["scene_id"]].source if s.get("scene_id") in dates else None}
+                   "scene_list": [scene_summary(s, store.scene(str(s["scene_id"])), meta.get("tiling") or {})
+                                  | {"acquired": dates[s["scene_id"]].acquired if s.get("scene_id") in dates else None,
+                                     "date_source": dates[s["scene_id"]].source if s.get("scene_id") in dates else None}
                                   for s in scenes],
                    "dates": {"first": first_last[0], "last": first_last[1], "dated": len(dates),
                              "undated": len(scenes) - len(dates)} if first_last else None},

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from ..jsonsafe import model_json
@@ -67,9 +65,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
+        from ..writers import write_vector
         from .regions import geojson_with_regions
 
-        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1), encoding="utf-8")
+        write_vector(args.geojson, geojson_with_regions(resp), resp.crs)
     if args.json:
         print(model_json(resp, indent=2))
         return 0

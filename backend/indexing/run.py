@@ -77,7 +77,7 @@ def batch_for_tokens(embedder: Embedder, tile_size: int, batch_tokens: int, *, d
 
 
 def index_folder(
-    folder: str | Path,
+    folder: str | Path | Sequence[str | Path],
     index_path: str | Path,
     embedder: Embedder,
     *,
@@ -97,7 +97,8 @@ def index_folder(
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
     Args:
-        folder: folder scanned recursively for .tif/.tiff/.vrt.
+        folder: folder scanned recursively for .tif/.tiff/.vrt; or one raster file, or a list of them
+            (grouped into scenes like a folder's files; nothing else in the index is removed).
         index_path: index directory (created if absent).
         embedder: the model; its preset/checkpoint must match an existing index.
         params: tiling parameters (must equal the index's for an existing index).
@@ -128,7 +129,7 @@ def index_folder(
         An :class:`IndexSummary`; per-file problems are in ``errors``.
     """
     from ..index.dates import check_date_options, date_scenes
-    from ..raster.scan import scan_folder
+    from ..raster.scan import scan_files, scan_folder
     from ..regions import RegionSpec
     from .region_stage import setup_regions
 
@@ -136,13 +137,17 @@ def index_folder(
     if regions is not None:
         RegionSpec.parse(regions)  # bad input fails before the index is touched
     check_date_options(date, date_from_name)
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
-    root = root.resolve()
+    items = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    root: Path | None = None
+    if len(items) == 1 and Path(items[0]).expanduser().is_dir():
+        root = Path(items[0]).expanduser().resolve()
+        scan = scan_folder(root, groups=groups, bands=params.bands)
+    elif not items or (len(items) == 1 and not Path(items[0]).expanduser().exists()):
+        raise NotFoundError(f"{str(items[0]) if items else 'no path'!r} does not exist",
+                            "give a folder containing .tif/.tiff/.vrt rasters, or raster files")
+    else:  # raster files: index these, remove nothing else
+        scan = scan_files(items, groups=groups, bands=params.bands)
     cancel = cancel or threading.Event()
-    scan = scan_folder(root, groups=groups, bands=params.bands)
     summary = IndexSummary(errors=[FileError(path=p, error=r) for p, r in scan.errors])
     error_paths = {str(Path(p).resolve()) for p, _ in scan.errors}
 

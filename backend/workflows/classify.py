@@ -69,7 +69,8 @@ def zero_shot(store: IndexStore, embedder: Embedder, req: ClassifyRequest) -> Cl
     area = parse_area(req.area.box, req.area.wkt, req.area.crs) if req.area is not None else None
     if req.level == "region":
         table = load_regions(store, table)
-    table = table.take(area_mask(table, area) & date_mask(store, table, req.area))
+    table = table.take(area_mask(table, area, req.area.within_mode if req.area is not None else "centre")
+                       & date_mask(store, table, req.area))
     if not len(table):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = table.vectors @ prompts.T

@@ -89,13 +89,22 @@ def load_tiles(store: IndexStore) -> TileTable:
     return table
 
 
-def area_mask(table: TileTable, area: BaseGeometry | None) -> np.ndarray:
-    """Tiles whose centre lies in ``area`` (WGS84 lon/lat geometry); all tiles when None."""
+def area_mask(table: Any, area: BaseGeometry | None, mode: str = "centre") -> np.ndarray:
+    """Items (tiles, or regions with ``polygons``) ``area`` (WGS84 lon/lat) keeps under ``mode``; all when None.
+
+    ``centre``: the item's centre lies in the area; ``intersects`` / ``inside``: its footprint shares more
+    than a sliver with / lies wholly in the area (see :func:`geovec.backend.search.filters.keeps`).
+    """
     if area is None:
         return np.ones(len(table), dtype=bool)
     import shapely
 
-    return np.asarray(shapely.contains_xy(area, table.lon, table.lat), dtype=bool)
+    from ..search.filters import keep_mask
+
+    polygons = getattr(table, "polygons", None)
+    if polygons is None and mode != "centre":
+        polygons = shapely.from_wkt([r.footprint_wgs84 for r in table.records])
+    return np.asarray(keep_mask(area, polygons, table.lon, table.lat, mode), dtype=bool)
 
 
 def parse_area(box: list[float] | None, wkt: str | None, crs: str) -> BaseGeometry | None:

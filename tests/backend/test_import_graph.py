@@ -24,7 +24,7 @@ FORBIDDEN = {
 #: module imports from its own layer and the layers below it, never from one above.
 BACKEND_LAYERS: list[tuple[str, ...]] = [
     ("errors", "types", "paths", "jsonsafe", "schemas", "schemas_workflows", "schemas_change"),
-    ("raster", "model", "index", "binding", "regions", "loading", "temporal"),
+    ("raster", "model", "index", "binding", "regions", "loading", "temporal", "writers"),
     ("search",),
     ("indexing", "cluster"),
     ("workflows",),
