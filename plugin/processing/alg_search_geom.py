@@ -18,7 +18,10 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..client import BackendError
 from ..hits import crs_to_text, hit_fields
+from ..tasks.search import run_search
+from .common import processing_error
 from .search_base import SearchAlgorithm
 
 
@@ -103,7 +106,8 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Runs one box search per feature of LAYER (its bounding box on the imagery) and writes every hit "
-                "with the query feature's id and attributes (prefixed 'query_').")
+                "with the query feature's id and attributes (prefixed 'query_'). A feature outside the indexed "
+                "imagery is skipped with a warning naming it; the log ends with how many were skipped.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.add_index_parameter()
@@ -125,6 +129,8 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
         total = max(source.featureCount(), 1)
         level = "tile"
         opts = self.query_options(parameters, context)
+        client = self.client(feedback)
+        outside: list[int] = []
         for i, feat in enumerate(source.getFeatures(QgsFeatureRequest())):
             if feedback.isCanceled():
                 break
@@ -135,14 +141,25 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
             params = self.base_params(parameters, context, mode="box", crs=crs_to_text(source.sourceCrs()),
                                       box=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
                                       **opts)
+            try:
+                params, resp = run_search(client, params)
+            except BackendError as e:
+                if e.code != "out_of_bounds":
+                    raise processing_error(e) from e
+                outside.append(feat.id())
+                feedback.reportError(f"feature {feat.id()} lies outside the indexed imagery: skipped ({e.message})")
+                continue
             level = params.level
-            resp = self.search(params, feedback)
             for hit in self.features(resp, crs, params.label, params.level):
                 out = QgsFeature(fields)
                 out.setGeometry(hit.geometry())
                 out.setAttributes(list(hit.attributes()) + [feat.id()] + list(feat.attributes()))
                 sink.addFeature(out, QgsFeatureSink.FastInsert)
             feedback.setProgress(100.0 * (i + 1) / total)
+        if outside:
+            feedback.reportError(f"{len(outside)} of {source.featureCount()} features lie outside the indexed "
+                                 f"imagery and were skipped (ids {', '.join(map(str, outside[:20]))}"
+                                 f"{', …' if len(outside) > 20 else ''})")
         self.style_output(dest, context, level)
         return {self.OUTPUT: dest}
 

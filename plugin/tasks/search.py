@@ -7,8 +7,30 @@ from collections.abc import Callable
 from qgis.core import QgsFeedback
 
 from ..client import GeoVecClient
-from ..params import Connection, SearchParams
+from ..params import Connection, SearchParams, index_has_regions, resolve_rerank
 from .base import GeoVecTask
+
+#: index path -> whether it stores regions (asked once per path; forgotten when the dock re-indexes it)
+_HAS_REGIONS: dict[str, bool] = {}
+
+
+def forget_index(path: str) -> None:
+    """Ask the backend again whether ``path`` stores regions (it was just indexed)."""
+    _HAS_REGIONS.pop(path, None)
+
+
+def has_regions(client: GeoVecClient, path: str) -> bool:
+    """Whether the index at ``path`` stores regions (``GET /v1/indexes/info``, cached per path)."""
+    if path not in _HAS_REGIONS:
+        _HAS_REGIONS[path] = index_has_regions(client.index_info(path))
+    return _HAS_REGIONS[path]
+
+
+def run_search(client: GeoVecClient, params: SearchParams) -> tuple[SearchParams, dict]:
+    """``params`` with region mode "auto" resolved against the index, and the backend's answer."""
+    if params.level == "region" and params.rerank is None:
+        params = resolve_rerank(params, has_regions(client, params.index))
+    return params, client.search(params)
 
 
 class SearchTask(GeoVecTask):
@@ -23,7 +45,8 @@ class SearchTask(GeoVecTask):
 
     def work(self) -> dict:
         self._feedback = QgsFeedback()
-        return GeoVecClient(self.conn, self._feedback).search(self.params)
+        self.params, resp = run_search(GeoVecClient(self.conn, self._feedback), self.params)
+        return resp
 
     def cancel(self) -> None:
         if self._feedback is not None:
