@@ -47,10 +47,7 @@ def centred_in(feats: list[QgsFeature], crs: QgsCoordinateReferenceSystem, area:
             area.transform(QgsCoordinateTransform(area_crs, crs, QgsProject.instance()))
         except Exception:  # noqa: BLE001 - QgsCsException: cannot compare, keep every feature
             return feats
-    engine = QgsGeometry.createGeometryEngine(area.constGet())
-    engine.prepareGeometry()
-    return [f for f in feats
-            if engine.intersects(QgsGeometry.fromPointXY(f.geometry().boundingBox().center()).constGet())]
+    return [f for f in feats if area.intersects(QgsGeometry.fromPointXY(f.geometry().boundingBox().center()))]
 
 
 class NumericItem(QTableWidgetItem):

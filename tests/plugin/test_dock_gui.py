@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import wait_until
-from helpers import add_raster, render_canvas, wait_backend, wait_search
+from helpers import add_raster, render_canvas, wait_search
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
@@ -110,7 +110,7 @@ def test_search_in_view_keeps_hits_centred_in_the_view_and_sends_the_centre_rule
     view = iface.canvas.extent()  # what the canvas really shows (its aspect ratio)
     dock = plugin.dock
     dock.k_spin.setValue(20)
-    QTest.mouseClick(dock.in_view_check, Qt.LeftButton)
+    dock.in_view_check.setChecked(True)
     _search_text(plugin, "trees")
     ctl = plugin.controller
     assert ctl.workflows.query["within_mode"] == "centre"
@@ -212,7 +212,7 @@ def test_the_first_run_error_goes_away_once_the_backend_is_there(plugin, iface, 
     assert iface.messages()[0][0] == Qgis.Critical
     Setting.TOKEN_FILE.set(server["token_file"])  # fixed (as Settings or Set up backend would)
     QTest.mouseClick(plugin.dock.reconnect_button, Qt.LeftButton)
-    wait_backend(plugin)
+    wait_until(lambda: plugin.controller.backend.connection is not None, 30, "the backend")
     QCoreApplication.processEvents()
     assert not [m for m in iface.messages() if m[0] == Qgis.Critical], iface.messages()
 
