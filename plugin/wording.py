@@ -31,6 +31,8 @@ _NEW = "in 'New index from folder…'"
 _PHRASES: list[tuple[str, str]] = [
     (r"--level region needs --rerank N", "'Rank: Regions inside tiles' needs 'Regions from top tiles' set to a number"),
     (r"add --rerank N \([^)]*\)", f"set 'Regions from top tiles' {_DOCK} to a number"),
+    (r"`?geovec model tiny[^`)\n;]*`?", f"'Tiny test model' {_NEW}"),
+    (r"`geovec [^`]*`", "the GeoVec dock"),
     (r"geovec index FOLDER --repair[^)\n;]*", "'New index from folder…' on the same folder and index"),
     (r"geovec index FOLDER[^)\n;]*", "'New index from folder…'"),
     (r"geovec index\b", "'New index from folder…'"),
@@ -47,7 +49,7 @@ _PHRASES: list[tuple[str, str]] = [
     (r"--crs", "the CRS of the map you drew on (the project CRS)"),
     (r"--raster( FILE)?", "the raster layer under the box or point (it must be in the index)"),
     (r"--regions( SPEC)?", f"'Also index regions inside tiles' {_NEW}"),
-    (r"--model( (PATH|MODEL))?", f"the model {_NEW} or in GeoVec ▸ Settings"),
+    (r"--model( (PATH|MODEL|[/~.]\S*[^\s),;]))?", f"the model {_NEW} or in GeoVec ▸ Settings"),
     (r"--device", "'Device' in GeoVec ▸ Settings"),
     (r"--tile-size", f"'Tile size' {_NEW}"),
     (r"--overlap", f"'Overlap' {_NEW}"),

@@ -21,8 +21,6 @@ from ..params import AUTO_RERANK
 from ..settings import Setting
 
 LEVELS = [("Whole tiles", "tile"), ("Regions inside tiles", "region")]
-#: the dock's narrowest useful width: it must leave the map most of a 1280 px window
-MAX_MIN_WIDTH = 360
 
 
 class QueryPanel(QGroupBox):

@@ -150,12 +150,16 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
                 feedback.reportError(f"feature {feat.id()} lies outside the indexed imagery: skipped ({e.message})")
                 continue
             level = params.level
-            for hit in self.features(resp, crs, params.label, params.level):
+            found = self.features(resp, crs, params.label, params.level)
+            feedback.pushInfo(f"feature {feat.id()}: {len(found)} hits")
+            for hit in found:
                 out = QgsFeature(fields)
                 out.setGeometry(hit.geometry())
                 out.setAttributes(list(hit.attributes()) + [feat.id()] + list(feat.attributes()))
                 sink.addFeature(out, QgsFeatureSink.FastInsert)
             feedback.setProgress(100.0 * (i + 1) / total)
+        sink.flushBuffer()
+        del sink  # the file is complete when the algorithm returns (not when the frame is collected)
         if outside:
             feedback.reportError(f"{len(outside)} of {source.featureCount()} features lie outside the indexed "
                                  f"imagery and were skipped (ids {', '.join(map(str, outside[:20]))}"

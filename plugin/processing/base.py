@@ -94,6 +94,7 @@ class GeoVecAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(f"the output {key} cannot be written: choose another file")
         for feat in feats:
             sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        sink.flushBuffer()
         return dest
 
 
