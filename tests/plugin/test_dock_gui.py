@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,16 +71,22 @@ def neon_folder(tmp_root: Path, shared_data: Path) -> Path:
     return folder
 
 
-def test_region_mode_auto_uses_stored_regions_and_reranks_only_without(dock_on_index, iface, shared_data, server,
-                                                                        tmp_root, neon_folder, built_index):
-    from geovec.plugin.settings import Setting
+@pytest.fixture(scope="module")
+def regions_index(tmp_root: Path, neon_folder: Path, backend_python: str, tiny_model: Path) -> str:
+    """The NEON orthophoto indexed with stored regions (128 px tiles), by the backend's CLI."""
+    index = tmp_root / "neon-with-regions"
+    if not (index / "index.json").exists():
+        subprocess.run([backend_python, "-m", "geovec.backend", "index", str(neon_folder), "--index", str(index),
+                        "--model", str(tiny_model), "--tile-size", "128", "--regions", "--device", "cpu",
+                        "--dtype", "fp32", "--no-progress"], check=True, capture_output=True, timeout=600)
+    return str(index)
 
+
+def test_region_mode_auto_uses_stored_regions_and_reranks_only_without(dock_on_index, iface, shared_data,
+                                                                        regions_index, built_index):
     plugin = dock_on_index
     ctl = plugin.controller
-    with_regions = str(tmp_root / "neon-with-regions")
-    task = _index_with_the_dock(plugin, str(neon_folder), with_regions, server["model"], regions="")
-    assert task.outcome.value == "success", iface.messages()
-    assert Setting.MODEL.get() == server["model"]  # a model that indexed becomes the default
+    with_regions = regions_index
     _neon(iface, shared_data)
     dock = plugin.dock
     dock.level_combo.setCurrentIndex(dock.level_combo.findData("region"))
@@ -175,7 +182,10 @@ def test_a_failed_model_is_not_saved_as_the_default_and_a_missing_folder_is_caug
     from geovec.plugin.settings import Setting
 
     plugin = dock_on_index
-    Setting.MODEL.set(server["model"])
+    Setting.MODEL.set("vlm2vec-qwen2vl-2b")
+    task = _index_with_the_dock(plugin, str(neon_folder), str(tmp_path / "idx-ok"), server["model"], regions=None)
+    assert task.outcome.value == "success", iface.messages()
+    assert Setting.MODEL.get() == server["model"]  # a model that indexed becomes the default
     # a folder that exists but holds no loadable model: the job fails, the default stays
     broken = tmp_path / "broken-model"
     broken.mkdir()
@@ -281,3 +291,45 @@ def test_selected_polygon_search_sends_the_centre_rule_and_draws_no_region_outsi
     ctl.results.show(resp, params.label, QgsProject.instance().crs(), within=area_of(params))
     drawn = list(ctl.results.region_layer.getFeatures())
     assert len(drawn) == 1 and QgsGeometry.fromRect(area).contains(drawn[0].geometry().centroid())
+
+
+def test_refine_and_save_marks_keep_the_region_level(dock_on_index, iface, shared_data, regions_index, tmp_path):
+    """Marks on region hits refine over region vectors: the hits stay regions, the saved marks are region boxes."""
+    from qgis.core import QgsVectorLayer
+
+    plugin = dock_on_index
+    ctl = plugin.controller
+    _neon(iface, shared_data)
+    dock = plugin.dock
+    dock.index_combo.setEditText(regions_index)
+    dock.level_combo.setCurrentIndex(dock.level_combo.findData("region"))
+    dock.k_spin.setValue(6)
+    _search_text(plugin, "a tree crown")
+    table, wf = dock.table, ctl.workflows
+    assert table.rowCount() >= 3 and {table.item(r, 2).text() for r in range(table.rowCount())} == {"region"}
+    row0 = [table.item(r, 0).text() for r in range(table.rowCount())].index("1")
+    good_geom = ctl.results._feature(row0)[1].geometry()  # the best region, in the project CRS
+    for row, how in ((row0, "good"), ((row0 + 2) % table.rowCount(), "bad")):
+        table.selectRow(row)
+        wf.mark_selected(how)
+    params = wf.refine_params()
+    body = params.to_request()
+    assert body["level"] == "region" and len(body["good_regions"]) == 1 and len(body["bad_regions"]) == 1
+    assert not body["good"] and not body["bad"] and len(body["good_regions"][0]["bbox_image"]) == 4
+    wf.refine()
+    wait_until(lambda: not ctl.tasks and "refined hits" in dock.status_label.text(), 120,
+               f"the refine ({iface.messages()})")
+    rows = {table.item(r, 2).text() for r in range(table.rowCount())}
+    assert rows == {"region"} and ctl.results.layer.featureCount() == 0  # still regions, not whole tiles
+    marks = tmp_path / "marks.geojson"
+    wf.refine(save_marks=str(marks))
+    wait_until(lambda: not ctl.tasks and marks.exists(), 120, f"the marks ({iface.messages()})")
+    layer = QgsVectorLayer(str(marks), "marks", "ogr")
+    assert layer.isValid() and layer.crs().authid() == "EPSG:4326" and layer.featureCount() == 1
+    mark = next(layer.getFeatures())
+    assert mark["level"] == "region" and mark["mark"] == "good"
+    geom = QgsGeometry(mark.geometry())
+    geom.transform(QgsCoordinateTransform(layer.crs(), QgsProject.instance().crs(), QgsProject.instance()))
+    # the saved mark is the marked region's box, where the dock drew it (not its whole tile)
+    assert abs(geom.area() - good_geom.area()) < 0.02 * good_geom.area()
+    assert geom.intersection(good_geom).area() > 0.98 * good_geom.area()
