@@ -86,8 +86,8 @@ class RefineParams:
     """One feedback round: the first query (or the vector the last round returned) plus the marks."""
 
     index: str
-    good: tuple[str, ...]
-    bad: tuple[str, ...]
+    good: tuple[str, ...] = ()  # tile ids (level tile)
+    bad: tuple[str, ...] = ()
     query: dict[str, Any] | None = None  # a SearchRequest body
     vector: tuple[float, ...] | None = None
     k: int = 10

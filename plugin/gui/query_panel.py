@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -94,7 +94,7 @@ class QueryPanel(QGroupBox):
         self.location_check = QCheckBox("Condition on location", self)
         self.location_check.setChecked(Setting.CONDITION_LOCATION.get())
         for check in (self.in_view_check, self.exclude_check, self.location_check):
-            lay.addWidget(check)
+            lay.addWidget(check, 0, Qt.AlignLeft)  # as wide as its text: a click beside it does not toggle it
 
     def options(self) -> dict:
         """k, min_score (None at -1), level, rerank, in_view, exclude_own, condition_location, text."""
