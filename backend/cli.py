@@ -173,7 +173,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                              f"{args.image_size} (vectors at another size do not compare); drop --image-size "
                              "or use a new --index")
     if args.engine == "ray":
-        from .ray_engine import connect
+        from .indexing.ray_engine import connect
 
         connect(args.address)  # a wrong address fails before any model is loaded
         embedder: Any = None
@@ -205,7 +205,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     bar = _TqdmProgress(not args.no_progress and not args.json)
     try:
         if args.engine == "ray":
-            from .ray_engine import run_index_ray
+            from .indexing.ray_engine import run_index_ray
 
             summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
                                     actors=args.actors, dtype=args.dtype, image_size=args.image_size)
@@ -237,7 +237,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def _import_parquet(args: argparse.Namespace) -> int:
-    from .geoparquet import import_geoparquet
+    from .indexing.geoparquet import import_geoparquet
 
     if args.folder:
         raise UsageError("give FOLDER or --from-parquet FILE, not both")
@@ -251,7 +251,7 @@ def _import_parquet(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .geoparquet import export_geoparquet
+    from .indexing.geoparquet import export_geoparquet
 
     n = export_geoparquet(args.index, args.out)
     print(f"wrote {n} tile(s) with footprints and vectors to {args.out} ({args.format})")

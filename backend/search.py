@@ -128,9 +128,8 @@ def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, flo
 
 def build_query(store: IndexStore, req: SearchRequest) -> Query:
     """Validate ``req`` against the index and build the query (reads pixels, no model)."""
-    from .pipeline import native_tile_size
     from .raster import geometry
-    from .raster.tiling import read_tile
+    from .raster.tiling import native_tile_size, read_tile
 
     latlon = (float(req.latlon[0]), float(req.latlon[1])) if req.latlon is not None else None
     if req.mode == "text":

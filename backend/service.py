@@ -26,8 +26,8 @@ from .types import TilingParams
 
 if TYPE_CHECKING:
     from .index.store import IndexStore
+    from .indexing import ProgressEvent
     from .model.embedder import Embedder
-    from .pipeline import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,7 @@ def load_model(spec: str, *, device: str = "auto", preset: str | None = None, dt
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """The validated index sidecar (index.json); NotFoundError / IndexCorruptError with hints."""
-    p = Path(path).expanduser()
-    if not p.is_dir() or not (p / SIDECAR).exists():
-        raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
-                            "build one with: geovec index FOLDER --index DIR --model MODEL")
-    return files.read_sidecar(p)
+    return files.read_index_sidecar(path)
 
 
 def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto",
@@ -103,11 +99,7 @@ def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | Non
 
 def tiling_params(opts: Any) -> TilingParams:
     """TilingParams from :class:`TilingOptions` (or any object with the same fields)."""
-    return TilingParams(
-        tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
-        min_valid_fraction=float(opts.min_valid_fraction),
-        bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
-    )
+    return TilingParams.from_options(opts)
 
 
 def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
@@ -123,7 +115,7 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
         cancel: set it to stop after the current batch (summary.cancelled=True).
         workers: reader threads.
     """
-    from .pipeline import index_folder
+    from .indexing import index_folder
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",

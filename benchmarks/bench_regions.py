@@ -130,9 +130,10 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
             lat.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             assert len(feats) == args.k
-            assert store._r is not None
+            half = store.region_index.half
+            assert half is not None
             t1 = time.perf_counter()
-            store._r.index.knn_query(q.reshape(1, -1), k=args.k * 4 + 16)
+            half.index.knn_query(q.reshape(1, -1), k=args.k * 4 + 16)
             knn.append(time.perf_counter() - t1)
         return np.array(lat) * 1000, np.array(cpu) * 1000, np.array(knn) * 1000
 
@@ -156,9 +157,9 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
 def part_rerank(args: argparse.Namespace, tmp: Path) -> None:
     from geovec.backend import region_search as rs
     from geovec.backend.demo import write_scene
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
-    from geovec.backend.pipeline import index_folder
     from geovec.backend.schemas import SearchRequest
     from geovec.backend.search import build_query
     from geovec.backend.types import TilingParams

@@ -11,7 +11,7 @@ from shapely.geometry import shape
 
 from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import InputError, OutOfBoundsError
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.search import search, search_image
 from geovec.backend.types import TilingParams

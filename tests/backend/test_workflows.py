@@ -15,7 +15,7 @@ import rasterio
 
 from geovec.backend.errors import InputError, NotFoundError
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import NearQuery, SearchRequest
 from geovec.backend.schemas_workflows import (
     AreaOptions,
