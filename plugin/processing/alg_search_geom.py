@@ -10,6 +10,7 @@ from qgis.core import (
     QgsFields,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -97,6 +98,7 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
     """One box search per polygon; each hit carries the id and attributes of its query feature."""
 
     LAYER = "LAYER"
+    SKIPPED = "SKIPPED"
 
     def name(self) -> str:
         return "similar_per_feature"
@@ -115,6 +117,7 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
                                                               [QgsProcessing.TypeVectorPolygon]))
         self.add_query_options()
         self.add_common_parameters()
+        self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, "Features skipped (outside the indexed imagery)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         source = self.parameterAsSource(parameters, self.LAYER, context)
@@ -165,7 +168,7 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
                                  f"imagery and were skipped (ids {', '.join(map(str, outside[:20]))}"
                                  f"{', …' if len(outside) > 20 else ''})")
         self.style_output(dest, context, level)
-        return {self.OUTPUT: dest}
+        return {self.OUTPUT: dest, self.SKIPPED: len(outside)}
 
 
 __all__ = ["SearchBoxAlgorithm", "SearchPointAlgorithm", "SimilarPerFeatureAlgorithm"]

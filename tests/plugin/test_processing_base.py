@@ -94,3 +94,4 @@ def test_similar_per_feature_skips_features_outside_the_imagery_with_a_warning_a
     outside = [m for m in said.errors if f"feature {ids['far away']} lies outside" in m]
     assert len(outside) == 1, said.errors
     assert any("1 of 2 features" in m and "skipped" in m for m in said.errors), said.errors
+    assert out["SKIPPED"] == 1
