@@ -201,6 +201,8 @@ def test_a_failed_model_is_not_saved_as_the_default_and_a_missing_folder_is_caug
     plugin.dock.newIndexRequested.connect(got.append)
     QTest.mouseClick(plugin.dock.new_index_button, Qt.LeftButton)
     dialog = plugin.dock.index_panel.dialog
+    # it opens on the model that indexed (the first-run "not on this computer" warning does not come back)
+    assert dialog.model.text() == server["model"] and "not on this computer" not in dialog.model.warning.text()
     dialog.model.edit.setText(str(tmp_path / "no-such-model"))
     assert "does not exist" in dialog.model.warning.text()
     dialog.folder.setFilePath(str(neon_folder))
