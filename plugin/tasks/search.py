@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from qgis.core import QgsFeedback
 
@@ -10,20 +11,29 @@ from ..client import GeoVecClient
 from ..params import Connection, SearchParams, index_has_regions, resolve_rerank
 from .base import GeoVecTask
 
-#: index path -> whether it stores regions (asked once per path; forgotten when the dock re-indexes it)
-_HAS_REGIONS: dict[str, bool] = {}
+#: (index path, its sidecar's mtime) -> whether it stores regions; asked again when the index changes
+_HAS_REGIONS: dict[tuple[str, int | None], bool] = {}
+
+
+def _key(path: str) -> tuple[str, int | None]:
+    try:  # the sidecar changes when a job (the dock's, Processing's, the CLI's) rewrites the index
+        return path, (Path(path) / "index.json").stat().st_mtime_ns
+    except OSError:
+        return path, None
 
 
 def forget_index(path: str) -> None:
     """Ask the backend again whether ``path`` stores regions (it was just indexed)."""
-    _HAS_REGIONS.pop(path, None)
+    for key in [k for k in _HAS_REGIONS if k[0] == path]:
+        del _HAS_REGIONS[key]
 
 
 def has_regions(client: GeoVecClient, path: str) -> bool:
-    """Whether the index at ``path`` stores regions (``GET /v1/indexes/info``, cached per path)."""
-    if path not in _HAS_REGIONS:
-        _HAS_REGIONS[path] = index_has_regions(client.index_info(path))
-    return _HAS_REGIONS[path]
+    """Whether the index at ``path`` stores regions (``GET /v1/indexes/info``, once per version of the index)."""
+    key = _key(path)
+    if key not in _HAS_REGIONS:
+        _HAS_REGIONS[key] = index_has_regions(client.index_info(path))
+    return _HAS_REGIONS[key]
 
 
 def run_search(client: GeoVecClient, params: SearchParams) -> tuple[SearchParams, dict]:
