@@ -1,7 +1,9 @@
 """Byte-identical tiles are one hit: tiles whose images are the same (fill the scene's nodata and collar
 detection missed, saturated or constant areas, a scene indexed twice under two names) embed to the same
 vector and score the same, so a ranking would show them as a block of equal hits. The best-ranked one
-stays, with ``duplicates`` (the tile ids of the others) among its properties."""
+stays, with ``duplicates`` (the tile ids of the others) among its properties. Tiles of scenes acquired on
+different dates are never folded: the same pixels at another date are the same place at another time, an
+answer of its own (an unchanged place in a time series)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,15 @@ def collapse_duplicates(store: IndexStore, hits: list[Hit], k: int) -> list[Hit]
     """The first ``k`` of ``hits`` (best first) with identical tiles folded into the best-ranked of them."""
     out: list[Hit] = []
     unit: dict[str, np.ndarray] = {}
+    dates: dict[str, str] | None = None
+
+    def date(h: Hit) -> str | None:
+        nonlocal dates
+        if dates is None:  # read once, and only when two hits score the same
+            from ..index.dates import read
+
+            dates = {sid: d.acquired for sid, d in read(store).items()}
+        return dates.get(h.record.scene_id)
 
     def vec(h: Hit) -> np.ndarray:
         tid = h.record.tile_id
@@ -35,7 +46,7 @@ def collapse_duplicates(store: IndexStore, hits: list[Hit], k: int) -> list[Hit]
         for kept in reversed(out):
             if abs(kept.score - h.score) > SCORE_TOL:
                 break
-            if float(vec(kept) @ vec(h)) >= 1.0 - VECTOR_TOL:
+            if float(vec(kept) @ vec(h)) >= 1.0 - VECTOR_TOL and date(kept) == date(h):
                 same = kept
                 break
         if same is not None:
