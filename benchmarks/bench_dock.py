@@ -10,9 +10,10 @@ result layers are filled *and* the map canvas has finished rendering them
 (``mapCanvasRefreshed`` after the results were shown). The server's own
 ``took_ms`` is printed beside it. Three region-text variants:
 
-* ``dock as shipped``: what typing text does today at level "region" (the dock
-  sends its ``rerank`` option, "auto" = embed the candidates of the top tiles
-  at query time);
+* ``dock as shipped``: what typing text does at level "region" with the dock's
+  ``rerank`` option left on "auto" (printed: older docks sent ``rerank`` 20, an
+  embedding of the top tiles' candidates at query time; the dock now resolves
+  "auto" against the index and uses its stored regions when it has them);
 * ``stored regions``: the same typed query sent without ``rerank`` (the index's
   stored region vectors answer it; the controller's search entry point, the
   same task, HTTP and drawing code);
@@ -239,8 +240,10 @@ def bench(args: argparse.Namespace, tmp: Path, token_file: Path, index: Path, ra
     ]
     dock.level_combo.setCurrentIndex(region)
     rerank_note = dock.options()["rerank"]
-    print(f"dock as shipped at level region sends rerank={rerank_note!r} (query-time embedding of region "
-          f"candidates of the top tiles); k={args.k}; {args.runs} timed runs per row after 3 warm-ups")
+    what = ("auto: the search task asks the index and uses its stored regions, else reranks" if rerank_note is None
+            else "a query-time embedding of the region candidates of the top tiles")
+    print(f"dock as shipped at level region: rerank option {rerank_note!r} ({what}); k={args.k}; "
+          f"{args.runs} timed runs per row after 3 warm-ups")
     print(f"{'':26s}{'shown p50':>10s}{'drawn p50':>10s}{'drawn p90':>10s}{'drawn max':>10s}{'server p50':>11s}")
     rows = {}
     for name, level, make in variants:
