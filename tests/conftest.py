@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# `--dtype auto` means bf16 on CPUs with native bf16 (AVX512-BF16/AMX) and fp32 elsewhere; the tests
+# compare vectors to 1e-5 and must agree across machines, so they pin what auto means on CPU (every
+# subprocess and server they start inherits it). tests/backend/test_model.py covers the detection.
+os.environ.setdefault("GEOVEC_CPU_DTYPE", "fp32")
 SHARED_DATA = Path(os.environ.get("GEOVEC_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

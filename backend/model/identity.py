@@ -55,7 +55,17 @@ def weights_fingerprint(*folders: str | Path | None) -> str:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 beats fp32 on CPU."""
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 beats fp32 on CPU.
+
+    ``GEOVEC_CPU_DTYPE=fp32|bf16`` overrides the detection (what ``auto`` means on CPU), so runs that
+    must agree across machines (tests, parity checks) can pin it.
+    """
+    forced = os.environ.get("GEOVEC_CPU_DTYPE", "").strip().lower()
+    if forced in ("bf16", "fp32"):
+        return forced == "bf16"
+    if forced:
+        raise InputError(f"GEOVEC_CPU_DTYPE={forced!r} is not bf16 or fp32",
+                         "unset it (detect from the CPU) or set it to bf16 or fp32")
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:

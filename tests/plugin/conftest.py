@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 _TMP = Path(tempfile.mkdtemp(prefix="geovec-plugin-tests-"))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("GEOVEC_CPU_DTYPE", "fp32")  # the backends these tests start: fp32 on every CPU
 os.environ["GEOVEC_TOKEN_FILE"] = str(_TMP / "no-server.json")  # never the user's own server
 # every backend these tests start keeps its jobs file and logs here: never resumes another run's jobs
 os.environ["GEOVEC_DATA_DIR"] = str(_TMP / "backend-data")
