@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU (checks the script)")
     ap.add_argument("--image-sizes", type=int, nargs="+", default=[0, 448],
-                    help="model image edges to measure (0 = the preset's, 1344)")
+                    help="model image edges to measure (0 = the preset's: 1344 px, fed as 980 px = 1,225 tokens)")
     ap.add_argument("--tiles", type=int, default=256, help="tiles indexed by the pipeline")
     ap.add_argument("--naive-tiles", type=int, default=24, help="tiles through the naive loop")
     ap.add_argument("--batch-size", type=int, default=16)

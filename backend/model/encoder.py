@@ -104,9 +104,9 @@ class Embedder:
         policy = self.preset.image
         if policy.kind == "fixed":
             assert policy.size is not None
-            pil = convert_to_rgb(pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC))
+            rgb: Any = convert_to_rgb(pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC))
             h, w = policy.processed_hw(policy.size, policy.size)
-            return pil if pil.size == (w, h) else pil.resize((w, h), Image.Resampling.BICUBIC)
+            return rgb if rgb.size == (w, h) else rgb.resize((w, h), Image.Resampling.BICUBIC)
         pil = pil.convert("RGB")
         w, h = pil.size  # GME: first to multiples of 28 (its fetch_image), then the processor's smart resize
         rh, rw = pixels.smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)

@@ -129,7 +129,7 @@ def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
     if real_layout:
-        model = model.to(torch.bfloat16)
+        model.bfloat16()
     model.save_pretrained(out, safe_serialization=True)
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max(image_size, 28) ** 2)
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
