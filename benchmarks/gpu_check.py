@@ -266,20 +266,20 @@ def summary_table(runs: list[dict], label: str) -> list[str]:
     def pct(x: object) -> str:
         return f"{x:.1%}" if isinstance(x, float) else "n/a"
 
-    lines = ["", f"=== summary: {label} ===", f"{'image':<10} {'what':<22} {'tiles/s':>9} {'MFU':>7}  note"]
+    lines = ["", f"=== summary: {label} ===", f"{'image':<34} {'what':<22} {'tiles/s':>9} {'MFU':>7}  note"]
     for r in runs:
         for f in r["forward"]:
             what = f"forward {f['variant']}"
             if "error" in f:
-                lines.append(f"{r['image']:<10} {what:<22} {'-':>9} {'-':>7}  failed: {str(f['error'])[:80]}")
+                lines.append(f"{r['image']:<34} {what:<22} {'-':>9} {'-':>7}  failed: {str(f['error'])[:80]}")
                 continue
             note = f"batch {r['forward_batch']}, max |diff| {f['max_abs_diff']:.0e}"
             if f.get("warmup_s") is not None:
                 note += f", compile warm-up {f['warmup_s']:.1f} s ({f.get('graphs')} graph(s))"
-            lines.append(f"{r['image']:<10} {what:<22} {f['tiles_per_s']:>9.2f} {pct(f.get('mfu')):>7}  {note}")
-        lines.append(f"{r['image']:<10} {'naive HF loop':<22} {r['naive_tiles_per_s']:>9.2f} "
+            lines.append(f"{r['image']:<34} {what:<22} {f['tiles_per_s']:>9.2f} {pct(f.get('mfu')):>7}  {note}")
+        lines.append(f"{r['image']:<34} {'naive HF loop':<22} {r['naive_tiles_per_s']:>9.2f} "
                      f"{pct(r['naive_mfu']):>7}  per-image, batch 1")
-        lines.append(f"{r['image']:<10} {'pipeline':<22} {r['pipeline_tiles_per_s']:>9.2f} "
+        lines.append(f"{r['image']:<34} {'pipeline':<22} {r['pipeline_tiles_per_s']:>9.2f} "
                      f"{pct(r['pipeline_mfu']):>7}  {r['best_variant']}, {r['pipeline_tiles']} tiles, "
                      f"{r['speedup']:.2f}x the naive loop")
     return lines
