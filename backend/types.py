@@ -98,6 +98,15 @@ class TilingParams:
             percentiles=tuple(d.get("percentiles", (2.0, 98.0))),  # type: ignore[arg-type]
         )
 
+    @classmethod
+    def from_options(cls, opts: Any) -> TilingParams:
+        """From a request's ``TilingOptions`` (or any object with the same fields)."""
+        return cls(
+            tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
+            min_valid_fraction=float(opts.min_valid_fraction),
+            bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
+        )
+
 
 @dataclass(frozen=True)
 class TileRecord:

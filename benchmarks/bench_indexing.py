@@ -1,7 +1,7 @@
 """Indexing throughput: the staged pipeline vs a naive per-tile loop, same tiles, same run.
 
 The naive loop does, for one tile at a time: windowed read, processor call,
-forward, IndexStore.add. The pipeline (geovec.backend.pipeline.index_folder)
+forward, IndexStore.add. The pipeline (geovec.backend.indexing.index_folder)
 reads and runs the processor in a worker pool and forwards batches.
 
     .venv/bin/python benchmarks/bench_indexing.py [--scenes 4 --size 256 --tile-size 64
@@ -70,8 +70,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="alternate naive/pipeline this many times, keep best")
     args = ap.parse_args()
 
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
-    from geovec.backend.pipeline import index_folder
 
     tmp = Path(tempfile.mkdtemp(prefix="geovec-bench-idx-"))
     try:

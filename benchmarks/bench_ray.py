@@ -37,10 +37,10 @@ def main() -> int:
 
     import ray
 
+    from geovec.backend.indexing import index_folder
+    from geovec.backend.indexing.ray_engine import RayRunner, index_folder_ray
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
-    from geovec.backend.pipeline import index_folder
-    from geovec.backend.ray_engine import RayRunner, index_folder_ray
 
     tmp = Path(tempfile.mkdtemp(prefix="geovec-bench-ray-"))
     try:

@@ -95,9 +95,9 @@ def main() -> int:
     if args.skip_pipeline:
         return 0
 
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
-    from geovec.backend.pipeline import index_folder
     from geovec.backend.types import EmbedInput
 
     tmp = Path(tempfile.mkdtemp(prefix="geovec-bench-read-"))

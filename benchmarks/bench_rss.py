@@ -33,8 +33,8 @@ def child(folder: str, index: str, model: str, tile_size: int, regions: str | No
     """Index ``folder`` and print {"tiles", "baseline_mb", "peak_mb", "maxrss_mb", "seconds"} as JSON."""
     import psutil
 
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
-    from geovec.backend.pipeline import index_folder
     from geovec.backend.types import EmbedInput, TilingParams
 
     proc = psutil.Process()

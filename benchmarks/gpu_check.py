@@ -180,7 +180,7 @@ def measure(emb, folder: Path, index: Path, args, peak: float | None, sync) -> d
     import numpy as np
     import torch
 
-    from geovec.backend.pipeline import batch_for_tokens, index_folder
+    from geovec.backend.indexing.run import batch_for_tokens, index_folder
     from geovec.backend.types import EmbedInput, TilingParams
 
     probe = emb.prepare([EmbedInput(emb.instructions["tile"], image=np.zeros((args.tile_size, args.tile_size, 3),

@@ -50,8 +50,8 @@ TEMPLATE = "a satellite image of {label}"
 
 
 def build_index(model_dir: Path, data: Path, work: Path, name: str) -> Path:
+    from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
-    from geovec.backend.pipeline import index_folder
 
     idx = work / f"idx_{name}"
     if (idx / "index.json").exists():

@@ -129,6 +129,17 @@ def _check_previous(prev: Any, key: str, where: Path, hint: str) -> None:
         raise IndexCorruptError(f"index sidecar {where}: {key}={prev!r} is malformed", hint)
 
 
+def read_index_sidecar(path: str | Path) -> dict[str, Any]:
+    """The validated sidecar of the index at ``path``; NotFoundError when ``path`` is no index."""
+    from ..errors import NotFoundError
+
+    p = Path(path).expanduser()
+    if not p.is_dir() or not (p / SIDECAR).exists():
+        raise NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
+                            "build one with: geovec index FOLDER --index DIR --model MODEL")
+    return read_sidecar(p)
+
+
 def read_sidecar(path: Path) -> dict[str, Any]:
     """Read and validate ``path/index.json`` (IndexCorruptError if unreadable or invalid)."""
     side = path / SIDECAR

@@ -46,6 +46,22 @@ def chunks(xs: Sequence[Any], n: int = _IN) -> Iterator[Sequence[Any]]:
         yield xs[i : i + n]
 
 
+def check_vectors(vectors: Any, dim: int, n: int | None, what: str) -> np.ndarray:
+    """``vectors`` as float32 (n, dim), or InputError: wrong shape, NaN/inf, or an all-zero row."""
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != dim or (n is not None and arr.shape[0] != n):
+        want = f"({n}, {dim})" if n is not None else f"(n, {dim})"
+        raise InputError(f"{what} have shape {tuple(np.shape(vectors))}, expected {want}",
+                         f"give float32 vectors of the index's dimension {dim}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what} contain NaN or infinite values", "check the model output")
+    if arr.shape[0] and not (np.linalg.norm(arr, axis=1) > 0).all():
+        raise InputError(f"{what} contain an all-zero vector (no cosine direction)", "check the model output")
+    return arr
+
+
 @dataclass
 class RegionHalf:
     """The in-memory region state of an open store."""

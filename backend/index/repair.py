@@ -12,8 +12,10 @@ from ..errors import IndexCorruptError, NotFoundError
 from . import db, files
 from . import regions as rdb
 from .files import DB, HNSW, REGIONS_HNSW
+from .load import grown_capacity
 from .locking import WriterLock
-from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, IndexStore, _chunks, _now, _sql_error, grown_capacity
+from .opening import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, Opened, now, sql_error
+from .store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,14 @@ def repair_index(path: str | Path) -> None:
             index = hnswlib.Index(space="cosine", dim=dim)
             cap = grown_capacity(INITIAL_CAPACITY, len(labels))
             index.init_index(max_elements=cap, M=M, ef_construction=int(info["ef_construction"]), random_seed=100)
-            for chunk in _chunks(labels, 10_000):
-                vecs, got = IndexStore._fetch_vectors(con, chunk, dim, p)
+            for chunk in rdb.chunks(labels, 10_000):
+                vecs, got = rdb.fetch_vectors(con, "tiles", chunk, dim, p / DB)
                 index.add_items(vecs, got)
             rdb.ensure_schema(con)
             region = _rebuild_regions(con, info, dim, M, p)
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
-                raise _sql_error(e, p, "repairing") from e
+                raise sql_error(e, p, "repairing") from e
             raise IndexCorruptError(f"{p / DB} is damaged ({e}); --repair rebuilds the vector file from it, "
                                     "so it cannot repair the database itself", files.rebuild_hint(p)) from e
         except db.RowError as e:
@@ -61,11 +63,10 @@ def repair_index(path: str | Path) -> None:
                 "ef_construction": int(info["ef_construction"]),
                 "ef_search": int(info.get("ef_search", DEFAULT_EF_SEARCH)), "preset": str(info["preset"]),
                 "checkpoint": str(info["checkpoint"]), "tiling": info["tiling"],
-                "created": str(info.get("created", _now())), "count": len(labels), "max_label": next_label - 1,
-                "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": _now()}
-        store = IndexStore(p, meta, index, writable=True, lock=lock, disk=None, live=len(labels),
-                           next_label=next_label)
-        store._r = region
+                "created": str(info.get("created", now())), "count": len(labels), "max_label": next_label - 1,
+                "hnsw_sha256": "0" * 64, "hnsw_bytes": 1, "updated": now()}
+        store = IndexStore(p, Opened(meta, index, None, len(labels), next_label, region), writable=True,
+                           lock=lock)
     except BaseException:
         lock.release()
         raise
@@ -76,8 +77,6 @@ def repair_index(path: str | Path) -> None:
 
 def _rebuild_regions(con: sqlite3.Connection, info: dict, dim: int, M: int, p: Path) -> rdb.RegionHalf | None:
     """A fresh region graph from SQLite's regions table (None when the index stores no regions)."""
-    from .store import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, grown_capacity
-
     spec = info.get("regions_spec")
     if spec is None:
         return None

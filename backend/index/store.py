@@ -10,11 +10,12 @@ Layout and rules (docs/DESIGN.md "Index"):
   SHA-256 and size, and the previous file's as ``hnsw_previous``), then the temp
   file is renamed over ``vectors.hnsw``. A reader or a crash at any point sees a
   vector file the sidecar vouches for.
-* Opening validates the sidecar, the vector file's size, SHA-256, header and
-  graph **before** hnswlib loads it (nmslib/hnswlib#673), then heals the loaded
-  graph against SQLite: labels SQLite has but the file lacks (a crash after a
+* Opening (:mod:`.opening`) validates the sidecar, the vector file's size, SHA-256,
+  header and graph **before** hnswlib loads it (nmslib/hnswlib#673), then heals the
+  loaded graph against SQLite: labels SQLite has but the file lacks (a crash after a
   commit, before a checkpoint) are re-added from SQLite, labels SQLite no longer
   has are marked deleted. Read-only stores heal in memory only.
+* Region vectors live in the store's :class:`~.store_regions.RegionIndex` (:mod:`.regions`).
 * One writer per directory across processes (``writer.lock``, fcntl); within a
   process an :class:`RWLock` guards every hnswlib call.
 """
@@ -26,10 +27,8 @@ import math
 import os
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,49 +36,20 @@ import hnswlib
 import numpy as np
 
 from ..errors import GeoVecError, IndexCorruptError, InputError, ModelMismatchError, NotFoundError
-from ..types import Scene, Stretch, TileRecord
-from . import db, files
+from ..types import Box, Scene, Stretch, TileRecord, Window
+from . import db, files, opening, store_regions
 from . import regions as rdb
-from .files import DB, HNSW, LOCK, REGIONS_HNSW, SIDECAR, repair_hint
-from .load import grown_capacity, load_hnsw
+from .files import DB, HNSW, LOCK, SIDECAR, repair_hint
+from .load import grown_capacity
 from .locking import WriterLock
+from .opening import DEFAULT_EF_SEARCH, INITIAL_CAPACITY, Opened, now, sql_error
+from .regions import RegionRow
 from .rwlock import RWLock
-from .store_regions import RegionsMixin
+from .store_regions import RegionIndex
 
 log = logging.getLogger(__name__)
 
-INITIAL_CAPACITY = 1024
-DEFAULT_EF_SEARCH = 64
-_IN_CHUNK = 900  # labels per "IN (...)" query (below SQLite's variable limit)
-
-__all__ = ["IndexStore", "SIDECAR", "HNSW", "DB", "LOCK"]
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _chunks(xs: Sequence[int], n: int = _IN_CHUNK) -> Iterator[Sequence[int]]:
-    for i in range(0, len(xs), n):
-        yield xs[i : i + n]
-
-
-def _not_an_index(path: Path) -> NotFoundError:
-    return NotFoundError(f"no index at {str(path)!r} (missing {SIDECAR})",
-                         "build one with: geovec index FOLDER --index DIR --model MODEL")
-
-
-def _sql_error(e: sqlite3.Error, path: Path, what: str) -> GeoVecError:
-    """Map a SQLite failure to a GeoVecError (locked -> BusyError, malformed -> IndexCorruptError)."""
-    from ..errors import BusyError
-
-    msg = str(e)
-    if "locked" in msg or "busy" in msg:
-        return BusyError(f"{what} on index {path} timed out: {msg}", "another process holds the database; retry")
-    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError | sqlite3.IntegrityError):
-        return IndexCorruptError(f"{path / DB} is unreadable ({what}): {msg}",
-                                 "restore the index from a backup or rebuild it with geovec index")
-    return GeoVecError(f"{what} on index {path} failed: {msg}", "see the log for details")
+__all__ = ["IndexStore", "SIDECAR", "HNSW", "DB", "LOCK", "INITIAL_CAPACITY", "DEFAULT_EF_SEARCH"]
 
 
 def _fsync_sha(path: Path) -> tuple[str, int]:
@@ -92,35 +62,36 @@ def _fsync_sha(path: Path) -> tuple[str, int]:
         os.close(fd)
 
 
-class IndexStore(RegionsMixin):
+class IndexStore:
     """One index directory, opened read-only or as its single writer. See the module docstring.
 
-    Region vectors (when the index stores them) follow the same rules; see :mod:`.regions`.
+    Region vectors (when the index stores them) follow the same rules (see :mod:`.regions`);
+    the store owns them as :attr:`region_index` (:class:`~.store_regions.RegionIndex`).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], index: hnswlib.Index, *, writable: bool,
-                 lock: WriterLock | None, disk: tuple[str, int] | None, live: int, next_label: int) -> None:
+    def __init__(self, path: Path, state: Opened, *, writable: bool, lock: WriterLock | None) -> None:
+        """A store over the validated, loaded and healed ``state`` (see :mod:`.opening`); holds ``lock``."""
         self.path = path
-        self.meta = meta
-        self.dim = int(meta["dim"])
+        self.meta = state.meta
+        self.dim = int(state.meta["dim"])
         self.writable = writable
-        self._hnsw: hnswlib.Index | None = index
+        self._hnsw: hnswlib.Index | None = state.index
         self._lock = lock
-        self._disk = disk
-        self._live = live
-        self._next_label = next_label
-        self._ef = int(meta["ef_search"])
+        self._disk = state.disk
+        self._live = state.live
+        self._next_label = state.next_label
+        self._ef = int(state.meta["ef_search"])
         self._rw = RWLock()
         self._wlock = threading.RLock()
         self._local = threading.local()
         self._cons: list[sqlite3.Connection] = []
         self._cons_lock = threading.Lock()
-        self._dirty = disk is None
+        self._dirty = state.disk is None or state.dirty
         self._closed = False
-        self._r: rdb.RegionHalf | None = None
-        index.set_ef(self._ef)
+        self.region_index = RegionIndex(path, self.dim, state.regions, rw=self._rw, sql=self._sql)
+        state.index.set_ef(self._ef)
 
-    # ---- opening ---------------------------------------------------------------------------
+    # ---- opening (validation, loading and healing: :mod:`.opening`) ------------------------------
     @classmethod
     def create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str, tiling: dict[str, Any],
                M: int = 16, ef_construction: int = 200, model: dict[str, Any] | None = None) -> IndexStore:
@@ -129,62 +100,19 @@ class IndexStore(RegionsMixin):
         ``model`` is the embedder's identity (``Embedder.identity``), recorded so that
         searching or re-indexing with another model is refused (:mod:`..binding`).
         """
-        for name, value, lo, hi in (("dim", dim, 1, 1 << 16), ("M", M, 2, 2048),
-                                    ("ef_construction", ef_construction, 1, 1 << 16)):
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise InputError(f"{name}={value!r} is not an integer in {lo}..{hi}", f"pass a valid {name}")
-        if not isinstance(tiling, dict):
-            raise InputError(f"tiling={tiling!r} is not a dict", "pass TilingParams.to_dict()")
-        p = Path(path).expanduser().resolve()
-        if p.exists() and not p.is_dir():
-            raise InputError(f"index path {str(path)!r} is a file, not a folder", "choose a new index directory")
+        p = opening.check_create_args(path, dim=dim, M=M, ef_construction=ef_construction, tiling=tiling)
         p.mkdir(parents=True, exist_ok=True)
         lock = WriterLock.acquire(p)
         try:
-            if (p / SIDECAR).exists():
-                raise InputError(f"an index already exists at {str(path)!r}",
-                                 "open it (IndexStore.open / open_or_create) or choose a new directory")
-            cls._clear_leftovers(p)
-            now = _now()
-            info = {"format_version": files.FORMAT_VERSION, "dim": dim, "space": "cosine", "M": M,
-                    "ef_construction": ef_construction, "ef_search": DEFAULT_EF_SEARCH, "preset": str(preset),
-                    "checkpoint": str(checkpoint), "tiling": tiling, "created": now, "next_label": 0}
-            if model:
-                info["model"] = dict(model)
-            con = db.connect(p / DB, readonly=False)
-            try:
-                db.init_schema(con, info)
-                rdb.ensure_schema(con)
-            finally:
-                con.close()
-            index = hnswlib.Index(space="cosine", dim=dim)
-            index.init_index(max_elements=INITIAL_CAPACITY, M=M, ef_construction=ef_construction, random_seed=100)
-            meta = {k: v for k, v in info.items() if k != "next_label"}
-            meta.update(count=0, max_label=-1, hnsw_sha256="0" * 64, hnsw_bytes=1, updated=now)
-            store = cls(p, meta, index, writable=True, lock=lock, disk=None, live=0, next_label=0)
+            state = opening.create_files(p, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling, M=M,
+                                         ef_construction=ef_construction, model=model)
+            store = cls(p, state, writable=True, lock=lock)
             store.checkpoint()  # the sidecar is written last: the index exists once it is complete
         except BaseException:
             lock.release()
             raise
         log.info("created index %s (dim %d, M %d, ef_construction %d)", p, dim, M, ef_construction)
         return store
-
-    @staticmethod
-    def _clear_leftovers(p: Path) -> None:
-        """Remove the files of a create that crashed before its sidecar (refused if tiles exist)."""
-        if (p / DB).exists():
-            try:
-                con = sqlite3.connect(f"{(p / DB).as_uri()}?mode=ro", uri=True)
-                try:
-                    n = con.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
-                finally:
-                    con.close()
-            except sqlite3.Error:
-                n = 0
-            if n:
-                raise IndexCorruptError(f"{p} has no {SIDECAR} but its {DB} holds {n} tiles", repair_hint(p))
-        for name in (DB, DB + "-wal", DB + "-shm", HNSW, REGIONS_HNSW):
-            (p / name).unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: str | Path, *, writable: bool = False) -> IndexStore:
@@ -195,25 +123,12 @@ class IndexStore(RegionsMixin):
             IndexCorruptError: a file is missing, truncated, tampered with or inconsistent.
             BusyError: ``writable`` and another writer holds the index.
         """
-        p = Path(path).expanduser().resolve()
-        if p.is_dir() and not (p / SIDECAR).exists() and not writable:
-            holder = WriterLock.holder(p)
-            if holder is not None:  # a create in progress: the sidecar is written last
-                from ..errors import BusyError
-
-                raise BusyError(f"index {p} is being built (by pid {holder}) and cannot be opened yet",
-                                "retry in a moment: it opens once its first checkpoint is written")
-        if not p.is_dir() or not ((p / SIDECAR).exists() or (p / DB).exists()):
-            raise _not_an_index(p)
-        if not (p / SIDECAR).exists():
-            raise IndexCorruptError(f"index {p} lacks its sidecar {SIDECAR}", repair_hint(p))
+        p = opening.check_index_dir(path, writable=writable)
         lock = WriterLock.acquire(p) if writable else None
         try:
             if lock is not None:
-                for pattern in (f"{HNSW}.tmp-*", f"{REGIONS_HNSW}.tmp-*", f"{SIDECAR}.tmp-*"):  # a checkpoint's
-                    for leftover in p.glob(pattern):
-                        leftover.unlink(missing_ok=True)
-            store = cls._open_locked(p, writable=writable, lock=lock)
+                opening.remove_checkpoint_leftovers(p)
+            store = cls(p, opening.load(p, writable=writable), writable=writable, lock=lock)
             if writable:
                 with store._sql("adding the region tables") as con:
                     rdb.ensure_schema(con)
@@ -222,113 +137,6 @@ class IndexStore(RegionsMixin):
             if lock is not None:
                 lock.release()
             raise
-
-    @classmethod
-    def _open_locked(cls, p: Path, *, writable: bool, lock: WriterLock | None) -> IndexStore:
-        meta = files.read_sidecar(p)
-        files.check_db_file(p)
-        try:
-            con = db.connect(p / DB, readonly=True)
-        except sqlite3.Error as e:
-            raise _sql_error(e, p, "opening") from e
-        try:
-            info = db.read_info(con)
-            for key in ("dim", "M", "preset", "checkpoint"):
-                if info.get(key) != meta[key]:
-                    raise IndexCorruptError(f"index {p}: {SIDECAR} says {key}={meta[key]!r} but {DB} says "
-                                            f"{info.get(key)!r}", repair_hint(p))
-            # The file first, then one SQLite snapshot: labels are never reused, so anything the file
-            # lacks was added later (re-add it) and anything SQLite lacks was deleted (mark it).
-            meta, index, disk, was_previous, rloaded = load_hnsw(p)
-            con.execute("BEGIN")
-            live, missing, newly_deleted = rdb.heal(index, con, "tiles", meta["dim"], p)
-            labels_max = con.execute("SELECT MAX(label) FROM tiles").fetchone()[0]
-            # Read-only beside a live writer, rows missing from the file are simply not checkpointed yet.
-            quiet = not writable and (WriterLock.holder(p) is not None or cls._checkpointed_since(p, meta)
-                                      or (was_previous and cls._renamed_in(p, meta)))
-            why = "not checkpointed yet by the running writer" if quiet else "interrupted run"
-            where = "" if writable else "; in memory only (read-only)"
-            level = logging.DEBUG if quiet else logging.WARNING
-            if missing:
-                log.log(level, "index %s: re-added %d tile(s) SQLite holds but %s lacked (%s)%s", p, missing, HNSW,
-                        why, where)
-            region = cls._open_regions(con, info, meta, rloaded, p)
-            if region is not None and region[1]:
-                log.log(level, "index %s: re-added %d region(s) SQLite holds but %s lacked (%s)%s", p, region[1],
-                        REGIONS_HNSW, why, where)
-            con.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise _sql_error(e, p, "opening") from e
-        except db.RowError as e:
-            raise IndexCorruptError(f"{p / DB}: {e}", files.rebuild_hint(p)) from e
-        finally:
-            con.close()
-        next_label = max(int(info.get("next_label", 0)), int(labels_max) + 1 if labels_max is not None else 0,
-                         int(meta["max_label"]) + 1)
-        store = cls(p, meta, index, writable=writable, lock=lock, disk=disk, live=live,
-                    next_label=next_label)
-        store._r = region[0] if region is not None else None
-        store._dirty = writable and bool(missing or was_previous or newly_deleted or (region and region[2]))
-        return store
-
-    @staticmethod
-    def _open_regions(con: sqlite3.Connection, info: dict[str, Any], meta: dict[str, Any],
-                      rloaded: Any, p: Path) -> tuple[rdb.RegionHalf, int, bool] | None:
-        """The region half (healed against SQLite), the regions re-added, and whether it must be saved."""
-        spec = info.get("regions_spec")
-        side = meta.get("regions")
-        if spec is None:
-            if side:
-                raise IndexCorruptError(f"index {p}: {SIDECAR} lists regions but {DB} has no region spec",
-                                        repair_hint(p))
-            return None
-        if side and side.get("spec") != spec:
-            raise IndexCorruptError(f"index {p}: {SIDECAR} says regions.spec={side.get('spec')!r} but {DB} says "
-                                    f"{spec!r}", repair_hint(p))
-        if rloaded is None:  # enabled, but not checkpointed yet: rebuilt from SQLite
-            index = rdb.new_index(int(meta["dim"]), int(meta["M"]), int(meta["ef_construction"]),
-                                  int(meta["ef_search"]), 1024)
-            disk, was_previous = None, True
-        else:
-            index, disk, was_previous = rloaded
-            index.set_ef(int(meta["ef_search"]))
-        live, missing, deleted = rdb.heal(index, con, "regions", int(meta["dim"]), p)
-        mx = con.execute("SELECT MAX(label) FROM regions").fetchone()[0]
-        nxt = max(int(info.get("next_region_label", 0)), int(mx) + 1 if mx is not None else 0,
-                  int((side or {}).get("max_label", -1)) + 1)
-        return rdb.RegionHalf(str(spec), index, disk, live, nxt), missing, bool(missing or deleted or was_previous)
-
-    @staticmethod
-    def _renamed_in(p: Path, meta: dict[str, Any], wait_s: float = 0.5) -> bool:
-        """Whether the vector file the sidecar names replaced the previous one we loaded.
-
-        A checkpoint writes the sidecar, then renames its new file in: a reader that opened
-        the previous file just before (the writer's last checkpoint, so no holder is left)
-        saw a live checkpoint, not an interrupted one. After a crash the rename never comes.
-        """
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                if (p / HNSW).stat().st_size == int(meta.get("hnsw_bytes", -1)):
-                    return True
-            except OSError:
-                pass
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-
-    @staticmethod
-    def _checkpointed_since(p: Path, meta: dict[str, Any]) -> bool:
-        """Whether a writer checkpointed after ``meta`` was read (it has finished meanwhile)."""
-        try:
-            return files.read_sidecar(p).get("hnsw_sha256") != meta.get("hnsw_sha256")
-        except IndexCorruptError:
-            return False
-
-    @staticmethod
-    def _fetch_vectors(con: sqlite3.Connection, labels: Sequence[int], dim: int,
-                       p: Path) -> tuple[np.ndarray, list[int]]:
-        return rdb.fetch_vectors(con, "tiles", labels, dim, p / DB)
 
     @classmethod
     def open_or_create(cls, path: str | Path, *, dim: int, preset: str, checkpoint: str,
@@ -364,7 +172,7 @@ class IndexStore(RegionsMixin):
             try:
                 con = db.connect(self.path / DB, readonly=not self.writable)
             except sqlite3.Error as e:
-                raise _sql_error(e, self.path, "connecting") from e
+                raise sql_error(e, self.path, "connecting") from e
             with self._cons_lock:
                 self._cons.append(con)
             self._local.con = con
@@ -375,7 +183,7 @@ class IndexStore(RegionsMixin):
         try:
             yield self._con()
         except sqlite3.Error as e:
-            raise _sql_error(e, self.path, what) from e
+            raise sql_error(e, self.path, what) from e
         except db.RowError as e:
             raise IndexCorruptError(f"{self.path / DB}: {e} ({what})", files.rebuild_hint(self.path)) from e
 
@@ -407,7 +215,7 @@ class IndexStore(RegionsMixin):
         with self._wlock, self._sql("storing a scene") as con, db.transaction(con):
             con.execute(f"INSERT INTO scenes({db.SCENE_COLS}) VALUES ({','.join('?' * len(cols))}) "
                         f"ON CONFLICT(scene_id) DO UPDATE SET {update}",
-                        db.scene_params(scene, stretch, "partial", _now()))
+                        db.scene_params(scene, stretch, "partial", now()))
             con.execute("DELETE FROM scene_paths WHERE scene_id = ?", (scene.scene_id,))
             con.executemany("INSERT OR IGNORE INTO scene_paths(path, scene_id) VALUES (?, ?)",
                             [(q, scene.scene_id) for q in sorted(paths)])
@@ -417,7 +225,7 @@ class IndexStore(RegionsMixin):
         self._need_writable("complete a scene")
         with self._wlock, self._sql("completing a scene") as con, db.transaction(con):
             n = con.execute("UPDATE scenes SET status = 'complete', updated = ? WHERE scene_id = ?",
-                            (_now(), scene_id)).rowcount
+                            (now(), scene_id)).rowcount
         if n == 0:
             raise NotFoundError(f"scene {scene_id!r} is not in index {self.path}", "upsert_scene() it first")
 
@@ -427,7 +235,7 @@ class IndexStore(RegionsMixin):
         with self._wlock:
             with self._sql("deleting a scene") as con, db.transaction(con):
                 labels = [r[0] for r in con.execute("SELECT label FROM tiles WHERE scene_id = ?", (scene_id,))]
-                region_labels = self._delete_regions(con, labels)
+                region_labels = self.region_index.delete_rows(con, labels)
                 con.execute("DELETE FROM tiles WHERE scene_id = ?", (scene_id,))
                 con.execute("DELETE FROM scenes WHERE scene_id = ?", (scene_id,))
                 con.execute("DELETE FROM scene_paths WHERE scene_id = ?", (scene_id,))
@@ -439,7 +247,7 @@ class IndexStore(RegionsMixin):
                     except RuntimeError:  # not in the graph (never checkpointed) or already deleted
                         log.debug("label %d was not live in hnsw", label)
                 self._live -= len(labels)
-                self._mark_regions_deleted(region_labels)
+                self.region_index.mark_deleted(region_labels)
             self._dirty = self._dirty or bool(labels)
         return len(labels)
 
@@ -470,20 +278,6 @@ class IndexStore(RegionsMixin):
             return {r[0] for r in con.execute("SELECT tile_id FROM tiles WHERE scene_id = ?", (scene_id,))}
 
     # ---- tiles -----------------------------------------------------------------------------
-    def _check_vectors(self, vectors: Any, n: int | None, what: str) -> np.ndarray:
-        arr = np.asarray(vectors, dtype=np.float32)
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != self.dim or (n is not None and arr.shape[0] != n):
-            want = f"({n}, {self.dim})" if n is not None else f"(n, {self.dim})"
-            raise InputError(f"{what} have shape {tuple(np.shape(vectors))}, expected {want}",
-                             f"give float32 vectors of the index's dimension {self.dim}")
-        if not np.isfinite(arr).all():
-            raise InputError(f"{what} contain NaN or infinite values", "check the model output")
-        if arr.shape[0] and not (np.linalg.norm(arr, axis=1) > 0).all():
-            raise InputError(f"{what} contain an all-zero vector (no cosine direction)", "check the model output")
-        return arr
-
     def add(self, records: Sequence[TileRecord], vectors: np.ndarray,
             regions: Sequence[tuple[Any, Any]] | None = None) -> int:
         """Store tiles and their vectors; a tile id already stored is skipped. Returns tiles added.
@@ -496,14 +290,14 @@ class IndexStore(RegionsMixin):
         if regions is not None and len(regions) != len(records):
             raise InputError(f"{len(regions)} region sets for {len(records)} tiles", "give one per tile")
         self._need_writable("add tiles")
-        vecs = self._check_vectors(vectors, len(records), "vectors")
+        vecs = rdb.check_vectors(vectors, self.dim, len(records), "vectors")
         if not len(records):
             return 0
         with self._wlock:
             keep: list[int] = []
             labels: list[int] = []
             nxt = self._next_label
-            rnext = self._r.next_label if self._r is not None else 0
+            rnext = self.region_index.next_label
             rlabels: list[int] = []
             rvecs: list[np.ndarray] = []
             with self._sql("adding tiles") as con, db.transaction(con):
@@ -512,7 +306,7 @@ class IndexStore(RegionsMixin):
                         con.execute("INSERT OR REPLACE INTO tiles_rtree VALUES (?, ?, ?, ?, ?)",
                                     (nxt, *rdb.rtree_bounds(rec.footprint_wgs84)))
                         if regions is not None:
-                            got = self._region_labels(con, nxt, regions[i][0], regions[i][1], rnext)
+                            got = self.region_index.insert(con, nxt, regions[i][0], regions[i][1], rnext)
                             rnext += len(got)
                             rlabels += got
                             if got:
@@ -525,8 +319,7 @@ class IndexStore(RegionsMixin):
                     con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_region_label', ?)",
                                 (str(rnext),))
             self._next_label = nxt
-            if self._r is not None:
-                self._r.next_label = rnext
+            self.region_index.set_next_label(rnext)
             if labels:
                 with self._rw.write():
                     assert self._hnsw is not None
@@ -536,7 +329,7 @@ class IndexStore(RegionsMixin):
                         self._hnsw.resize_index(grown)
                     self._hnsw.add_items(vecs[keep], np.asarray(labels, dtype=np.int64))
                     self._live += len(labels)
-                    self._add_region_vectors(rlabels, rvecs)
+                    self.region_index.add_vectors(rlabels, rvecs)
                 self._dirty = True
         return len(labels)
 
@@ -559,7 +352,7 @@ class IndexStore(RegionsMixin):
     def _records(self, labels: set[int]) -> dict[int, TileRecord]:
         out: dict[int, TileRecord] = {}
         with self._sql("reading tiles") as con:
-            for chunk in _chunks(sorted(labels)):
+            for chunk in rdb.chunks(sorted(labels)):
                 q = f"SELECT label, {db.TILE_COLS} FROM tiles WHERE label IN ({','.join('?' * len(chunk))})"
                 for row in con.execute(q, list(chunk)):
                     out[int(row[0])] = db.tile_from_row(row[1:])
@@ -599,7 +392,7 @@ class IndexStore(RegionsMixin):
 
         A label deleted by a writer since this store was opened may appear; :meth:`records` omits it.
         """
-        q = self._check_vectors(vectors, None, "query vectors")
+        q = rdb.check_vectors(vectors, self.dim, None, "query vectors")
         if self._live == 0 or not len(q):
             return self._empty(len(q))
         return self._knn(q, max(1, min(int(k), self._live)))
@@ -622,7 +415,7 @@ class IndexStore(RegionsMixin):
             raise InputError(f"k={k!r} is not a positive integer", "ask for at least one hit")
         if self._closed:
             raise GeoVecError(f"index {self.path} is closed", "open it again")
-        q = self._check_vectors(vectors, None, "query vectors")
+        q = rdb.check_vectors(vectors, self.dim, None, "query vectors")
         if self._live == 0 or not len(q):
             return [[] for _ in range(len(q))]
         want = min(self._live, int(k) if filter is None else int(k) * 4 + 16)
@@ -650,6 +443,85 @@ class IndexStore(RegionsMixin):
                 return out
             want = min(self._live, kk * 4)
 
+    # ---- regions and spatial filters (the region index: :mod:`.store_regions`) ---------------------
+    @property
+    def regions_spec(self) -> str | None:
+        """The region spec this index stores candidates for, or None (no stored regions)."""
+        return self.region_index.spec
+
+    @property
+    def region_count(self) -> int:
+        return self.region_index.count
+
+    def enable_regions(self, spec: str) -> bool:
+        """Make this index store regions made with ``spec``; True when newly enabled.
+
+        An index that already has another spec is refused (InputError): the spec is part
+        of the index's identity. Tiles indexed before get their regions by a backfill
+        (:meth:`tiles_without_regions` + :meth:`add_regions`).
+        """
+        self._need_writable("enable regions")
+        with self._wlock:
+            if not self.region_index.must_enable(spec):
+                return False
+            with self._sql("enabling regions") as con, db.transaction(con):
+                self.region_index.record_spec(con, spec)
+            self.region_index.start(spec, self.meta)
+            self._dirty = True
+        log.info("index %s now stores regions (%s)", self.path, spec)
+        return True
+
+    def add_regions(self, items: Sequence[tuple[str, Any, Any]]) -> int:
+        """Backfill: store ``(tile_id, boxes, vectors)`` for tiles stored without regions, one transaction.
+
+        Tiles whose regions are already stored are skipped (resume-safe). Returns regions added.
+        """
+        self._need_writable("add regions")
+        if self.region_index.half is None:
+            raise InputError(f"index {self.path} does not store regions", "enable_regions(spec) first")
+        with self._wlock:
+            with self._sql("adding regions") as con, db.transaction(con):
+                labels, vecs, nxt = self.region_index.insert_for_tiles(con, items)
+            self.region_index.set_next_label(nxt)
+            with self._rw.write():
+                self.region_index.add_vectors(labels, vecs)
+            self._dirty = self._dirty or bool(labels)
+        return len(labels)
+
+    def tiles_without_regions(self, scene_id: str) -> list[tuple[str, Window]]:
+        """(tile_id, window) of the scene's stored tiles that lack their regions (backfill work)."""
+        return self.region_index.tiles_without_regions(scene_id)
+
+    def regions_of(self, tile_labels: Sequence[int]) -> tuple[list[RegionRow], np.ndarray]:
+        """Every stored region of the tiles (rows and their vectors, for exact scoring)."""
+        return self.region_index.of_tiles(tile_labels)
+
+    def search_regions(self, vector: np.ndarray, k: int, *,
+                       tile_labels: set[int] | None = None) -> list[tuple[RegionRow, float]]:
+        """The ``k`` stored regions nearest ``vector`` (cosine similarity), optionally only of ``tile_labels``."""
+        return self.region_index.search(vector, k, tile_labels=tile_labels)
+
+    def tile_labels(self, tile_ids: Sequence[str]) -> dict[str, int]:
+        """Label of each stored tile id."""
+        with self._sql("reading tile labels") as con:
+            return store_regions.tile_labels(con, tile_ids)
+
+    def records_by_label(self, labels: Iterable[int]) -> dict[int, TileRecord]:
+        return self._records(set(int(x) for x in labels))
+
+    def tile_vectors(self, labels: Sequence[int]) -> tuple[np.ndarray, list[int]]:
+        """Stored tile vectors of ``labels`` (for exact scoring of a filtered set)."""
+        with self._sql("reading vectors") as con:
+            return rdb.fetch_vectors(con, "tiles", labels, self.dim, self.path)
+
+    def labels_within(self, bounds_wgs84: Box | None, scene_ids: Sequence[str] | None) -> list[tuple[int, str]]:
+        """(label, footprint WKT) of the tiles whose WGS84 bounds meet ``bounds_wgs84`` and whose scene is listed.
+
+        Uses the R*Tree when the index has one (any writable open adds it), else scans the footprints.
+        """
+        with self._sql("filtering tiles") as con:
+            return store_regions.labels_within(con, bounds_wgs84, scene_ids)
+
     # ---- persistence -----------------------------------------------------------------------
     def checkpoint(self) -> None:
         """Save vectors.hnsw and index.json atomically (a no-op when nothing changed)."""
@@ -665,22 +537,14 @@ class IndexStore(RegionsMixin):
             meta = dict(self.meta)
             meta.update(count=self._live, max_label=self._next_label - 1, hnsw_sha256=sha, hnsw_bytes=size,
                         hnsw_previous=({"sha256": self._disk[0], "bytes": self._disk[1]} if self._disk else None),
-                        updated=_now())
-            rtmp = None
-            if self._r is not None:
-                r = self._r
-                rtmp = self.path / f"{REGIONS_HNSW}.tmp-{os.getpid()}"
-                with self._rw.read():
-                    r.index.save_index(str(rtmp))
-                rsha, rsize = _fsync_sha(rtmp)
-                meta["regions"] = {"spec": r.spec, "count": r.live, "max_label": r.next_label - 1,
-                                   "hnsw_sha256": rsha, "hnsw_bytes": rsize,
-                                   "hnsw_previous": {"sha256": r.disk[0], "bytes": r.disk[1]} if r.disk else None}
+                        updated=now())
+            rsaved = self.region_index.save_temp(_fsync_sha)
+            if rsaved is not None:
+                meta["regions"] = rsaved[1]
             files.write_json_atomic(self.path / SIDECAR, meta)  # vouches for the old and the new files
             os.replace(tmp, self.path / HNSW)
-            if rtmp is not None and self._r is not None:
-                os.replace(rtmp, self.path / REGIONS_HNSW)
-                self._r.disk = (meta["regions"]["hnsw_sha256"], meta["regions"]["hnsw_bytes"])
+            if rsaved is not None:
+                self.region_index.saved(*rsaved)
             files.fsync_dir(self.path)
             self.meta, self._disk, self._dirty = meta, (sha, size), False
             log.debug("checkpointed %s: %d tiles, %d bytes", self.path, self._live, size)
@@ -703,7 +567,7 @@ class IndexStore(RegionsMixin):
                     log.debug("closing a connection failed", exc_info=True)
             with self._rw.write():  # wait for searches in flight before dropping the graph
                 self._hnsw = None
-                self._r = None
+                self.region_index.half = None
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None

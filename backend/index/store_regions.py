@@ -1,130 +1,137 @@
-"""IndexStore methods for region vectors and spatial filters (mixed into :class:`~.store.IndexStore`).
+"""The region vectors of an open store: :class:`RegionIndex`, owned by :class:`~.store.IndexStore`.
 
-See :mod:`.regions` for the layout and the guarantees.
+See :mod:`.regions` for the layout and the guarantees. The store keeps the writer lock,
+the write mutex, the SQLite connections and the ``dirty`` flag; the region index keeps its
+hnsw graph and counters and runs the region SQL on the store's connections (methods that
+take ``con`` run inside the store's transaction, ``add_vectors`` / ``mark_deleted`` under
+the store's write lock).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import IndexCorruptError, InputError, NotFoundError
-from ..types import Box, TileRecord, Window
-from . import db
+from ..types import Box, Window
 from . import regions as rdb
-from .files import repair_hint
-
-if TYPE_CHECKING:
-    from .regions import RegionHalf, RegionRow
+from .files import REGIONS_HNSW, repair_hint
+from .load import grown_capacity
+from .regions import RegionHalf, RegionRow
+from .rwlock import RWLock
 
 log = logging.getLogger(__name__)
 
 #: Tile/region boxes per "region hit" search before widening.
 _OVERFETCH = 4
 
+#: ``sql(what)``: the store's connection for this thread, SQLite errors mapped to GeoVecErrors.
+SqlScope = Callable[[str], AbstractContextManager[sqlite3.Connection]]
 
-class RegionsMixin:
-    """Region half of the store; relies on the store's locks, SQL helpers and vector checks."""
 
-    _r: RegionHalf | None
+class RegionIndex:
+    """The region half of one open store; ``half`` is None while the index stores no regions."""
+
+    def __init__(self, path: Path, dim: int, half: RegionHalf | None, *, rw: RWLock, sql: SqlScope) -> None:
+        self.path = path
+        self.dim = dim
+        self.half = half
+        self._rw = rw
+        self._sql = sql
 
     # ---- state ------------------------------------------------------------------------------
     @property
-    def regions_spec(self) -> str | None:
+    def spec(self) -> str | None:
         """The region spec this index stores candidates for, or None (no stored regions)."""
-        return self._r.spec if self._r is not None else None
+        return self.half.spec if self.half is not None else None
 
     @property
-    def region_count(self) -> int:
-        return self._r.live if self._r is not None else 0
+    def count(self) -> int:
+        return self.half.live if self.half is not None else 0
 
-    def enable_regions(self, spec: str) -> bool:
-        """Make this index store regions made with ``spec``; True when newly enabled.
+    @property
+    def next_label(self) -> int:
+        return self.half.next_label if self.half is not None else 0
 
-        An index that already has another spec is refused (InputError): the spec is part
-        of the index's identity. Tiles indexed before get their regions by a backfill
-        (:meth:`tiles_without_regions` + :meth:`add_regions`).
-        """
-        self._need_writable("enable regions")  # type: ignore[attr-defined]
-        with self._wlock:  # type: ignore[attr-defined]
-            if self._r is not None:
-                if self._r.spec != spec:
-                    raise InputError(f"index {self.path} stores regions made with {self._r.spec!r}, not {spec!r}",  # type: ignore[attr-defined]
-                                     "index with the same --regions spec (or none), or use a new --index")
-                return False
-            with self._sql("enabling regions") as con, db.transaction(con):  # type: ignore[attr-defined]
-                con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('regions_spec', ?)", (json.dumps(spec),))
-            meta = self.meta  # type: ignore[attr-defined]
-            self._r = rdb.RegionHalf(spec, rdb.new_index(self.dim, int(meta["M"]), int(meta["ef_construction"]),  # type: ignore[attr-defined]
-                                                         int(meta["ef_search"]), 1024), None, 0, 0)
-            self._dirty = True  # type: ignore[attr-defined]
-        log.info("index %s now stores regions (%s)", self.path, spec)  # type: ignore[attr-defined]
-        return True
+    def _need(self) -> RegionHalf:
+        if self.half is None:
+            raise InputError(f"index {self.path} does not store regions", "enable_regions(spec) first")
+        return self.half
 
-    def _region_labels(self, con: Any, tile_label: int, boxes: Any, vectors: Any, start: int) -> list[int]:
-        if self._r is None:
-            raise InputError(f"index {self.path} does not store regions", "enable_regions(spec) first")  # type: ignore[attr-defined]
-        vecs = self._check_vectors(vectors, None, "region vectors")  # type: ignore[attr-defined]
+    def must_enable(self, spec: str) -> bool:
+        """True when regions are not stored yet; False when stored with ``spec``; InputError for another spec."""
+        if self.half is None:
+            return True
+        if self.half.spec != spec:
+            raise InputError(f"index {self.path} stores regions made with {self.half.spec!r}, not {spec!r}",
+                             "index with the same --regions spec (or none), or use a new --index")
+        return False
+
+    @staticmethod
+    def record_spec(con: sqlite3.Connection, spec: str) -> None:
+        """Record the region spec in SQLite (inside the caller's transaction)."""
+        con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('regions_spec', ?)", (json.dumps(spec),))
+
+    def start(self, spec: str, meta: dict[str, Any]) -> None:
+        """An empty region graph for ``spec``, once SQLite records it."""
+        self.half = RegionHalf(spec, rdb.new_index(self.dim, int(meta["M"]), int(meta["ef_construction"]),
+                                                   int(meta["ef_search"]), 1024), None, 0, 0)
+
+    # ---- writing ----------------------------------------------------------------------------
+    def insert(self, con: sqlite3.Connection, tile_label: int, boxes: Any, vectors: Any, start: int) -> list[int]:
+        """Insert one tile's regions (inside the caller's transaction) from label ``start``; their labels."""
+        self._need()
+        vecs = rdb.check_vectors(vectors, self.dim, None, "region vectors")
         return rdb.insert_regions(con, tile_label, boxes, vecs, start)
 
-    def _add_region_vectors(self, labels: list[int], vectors: list[np.ndarray]) -> None:
-        """hnswlib side of committed regions (caller holds the write lock)."""
-        if not labels or self._r is None:
-            return
-        from .load import grown_capacity
+    def insert_for_tiles(self, con: sqlite3.Connection,
+                         items: Sequence[tuple[str, Any, Any]]) -> tuple[list[int], list[np.ndarray], int]:
+        """Backfill rows of ``(tile_id, boxes, vectors)`` (tiles with their regions already stored are skipped).
 
-        idx = self._r.index
+        Runs inside the caller's transaction; returns the new labels, their vectors and the next label.
+        """
+        nxt = self._need().next_label
+        labels: list[int] = []
+        vecs: list[np.ndarray] = []
+        for tile_id, boxes, vectors in items:
+            row = con.execute("SELECT label FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "add the tile first")
+            got = self.insert(con, int(row[0]), boxes, vectors, nxt)
+            if got:
+                labels.extend(got)
+                vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(got), -1))
+                nxt += len(got)
+        con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_region_label', ?)", (str(nxt),))
+        return labels, vecs, nxt
+
+    def set_next_label(self, nxt: int) -> None:
+        """After the transaction that used labels up to ``nxt - 1`` committed."""
+        if self.half is not None:
+            self.half.next_label = nxt
+
+    def add_vectors(self, labels: list[int], vectors: list[np.ndarray]) -> None:
+        """hnswlib side of committed regions (caller holds the write lock)."""
+        if not labels or self.half is None:
+            return
+        idx = self.half.index
         cap = idx.get_max_elements()
         grown = grown_capacity(cap, idx.get_current_count() + len(labels))
         if grown > cap:
             idx.resize_index(grown)
         idx.add_items(np.concatenate(vectors).astype(np.float32), np.asarray(labels, dtype=np.int64))
-        self._r.live += len(labels)
+        self.half.live += len(labels)
 
-    def add_regions(self, items: Sequence[tuple[str, Any, Any]]) -> int:
-        """Backfill: store ``(tile_id, boxes, vectors)`` for tiles stored without regions, one transaction.
-
-        Tiles whose regions are already stored are skipped (resume-safe). Returns regions added.
-        """
-        self._need_writable("add regions")  # type: ignore[attr-defined]
-        if self._r is None:
-            raise InputError(f"index {self.path} does not store regions", "enable_regions(spec) first")  # type: ignore[attr-defined]
-        with self._wlock:  # type: ignore[attr-defined]
-            nxt = self._r.next_label
-            labels: list[int] = []
-            vecs: list[np.ndarray] = []
-            with self._sql("adding regions") as con, db.transaction(con):  # type: ignore[attr-defined]
-                for tile_id, boxes, vectors in items:
-                    row = con.execute("SELECT label FROM tiles WHERE tile_id = ?", (tile_id,)).fetchone()
-                    if row is None:
-                        raise NotFoundError(f"tile {tile_id!r} is not in index {self.path}", "add the tile first")  # type: ignore[attr-defined]
-                    got = self._region_labels(con, int(row[0]), boxes, vectors, nxt)
-                    if got:
-                        labels.extend(got)
-                        vecs.append(np.asarray(vectors, dtype=np.float32).reshape(len(got), -1))
-                        nxt += len(got)
-                con.execute("INSERT OR REPLACE INTO info(key, value) VALUES ('next_region_label', ?)", (str(nxt),))
-            self._r.next_label = nxt
-            with self._rw.write():  # type: ignore[attr-defined]
-                self._add_region_vectors(labels, vecs)
-            self._dirty = self._dirty or bool(labels)  # type: ignore[attr-defined]
-        return len(labels)
-
-    def tiles_without_regions(self, scene_id: str) -> list[tuple[str, Window]]:
-        """(tile_id, window) of the scene's stored tiles that lack their regions (backfill work)."""
-        if self._r is None:
-            return []
-        with self._sql("listing tiles without regions") as con:  # type: ignore[attr-defined]
-            rows = con.execute('SELECT tile_id, "window" FROM tiles t WHERE scene_id = ? AND NOT EXISTS '
-                               "(SELECT 1 FROM region_tiles r WHERE r.tile_label = t.label) ORDER BY label",
-                               (scene_id,)).fetchall()
-        return [(r[0], rdb.window_of(r[1])) for r in rows]
-
-    def _delete_regions(self, con: Any, tile_labels: list[int]) -> list[int]:
+    @staticmethod
+    def delete_rows(con: sqlite3.Connection, tile_labels: list[int]) -> list[int]:
         """Delete the rows of ``tile_labels``' regions and R*Tree entries (inside a transaction)."""
         if not rdb.has_tables(con):
             return []
@@ -137,54 +144,65 @@ class RegionsMixin:
             con.execute(f"DELETE FROM tiles_rtree WHERE label IN ({marks})", list(chunk))
         return gone
 
-    def _mark_regions_deleted(self, labels: list[int]) -> None:
+    def mark_deleted(self, labels: list[int]) -> None:
         """hnswlib side of deleted regions (caller holds the write lock)."""
-        if self._r is None:
+        if self.half is None:
             return
         for label in labels:
             try:
-                self._r.index.mark_deleted(label)
+                self.half.index.mark_deleted(label)
             except RuntimeError:
                 log.debug("region label %d was not live in hnsw", label)
-        self._r.live -= len(labels)
+        self.half.live -= len(labels)
 
-    # ---- queries ----------------------------------------------------------------------------
-    def tile_labels(self, tile_ids: Sequence[str]) -> dict[str, int]:
-        """Label of each stored tile id."""
-        out: dict[str, int] = {}
-        with self._sql("reading tile labels") as con:  # type: ignore[attr-defined]
-            for chunk in rdb.chunks(list(tile_ids)):
-                q = f"SELECT tile_id, label FROM tiles WHERE tile_id IN ({','.join('?' * len(chunk))})"
-                out.update({r[0]: int(r[1]) for r in con.execute(q, list(chunk))})
-        return out
+    # ---- checkpoint -------------------------------------------------------------------------
+    def save_temp(self, fsync_sha: Callable[[Path], tuple[str, int]]) -> tuple[Path, dict[str, Any]] | None:
+        """Write the graph to a temp file (under the read lock); its path and the sidecar's ``regions`` entry."""
+        r = self.half
+        if r is None:
+            return None
+        tmp = self.path / f"{REGIONS_HNSW}.tmp-{os.getpid()}"
+        with self._rw.read():
+            r.index.save_index(str(tmp))
+        sha, size = fsync_sha(tmp)
+        return tmp, {"spec": r.spec, "count": r.live, "max_label": r.next_label - 1, "hnsw_sha256": sha,
+                     "hnsw_bytes": size, "hnsw_previous": {"sha256": r.disk[0], "bytes": r.disk[1]} if r.disk else None}
 
-    def regions_of(self, tile_labels: Sequence[int]) -> tuple[list[RegionRow], np.ndarray]:
-        """Every stored region of the tiles (rows and their vectors, for exact scoring)."""
-        if self._r is None:
-            dim: int = self.dim  # type: ignore[attr-defined]
-            return [], np.zeros((0, dim), np.float32)
-        with self._sql("reading regions") as con:  # type: ignore[attr-defined]
-            return rdb.regions_of_tiles(con, tile_labels, self.dim)  # type: ignore[attr-defined]
+    def saved(self, tmp: Path, entry: dict[str, Any]) -> None:
+        """Rename the temp file of :meth:`save_temp` in, once the sidecar vouches for it."""
+        os.replace(tmp, self.path / REGIONS_HNSW)
+        if self.half is not None:
+            self.half.disk = (entry["hnsw_sha256"], entry["hnsw_bytes"])
 
-    def records_by_label(self, labels: Iterable[int]) -> dict[int, TileRecord]:
-        return self._records(set(int(x) for x in labels))  # type: ignore[attr-defined]
-
-    def tile_vectors(self, labels: Sequence[int]) -> tuple[np.ndarray, list[int]]:
-        """Stored tile vectors of ``labels`` (for exact scoring of a filtered set)."""
-        with self._sql("reading vectors") as con:  # type: ignore[attr-defined]
-            return rdb.fetch_vectors(con, "tiles", labels, self.dim, self.path)  # type: ignore[attr-defined]
-
-    def search_regions(self, vector: np.ndarray, k: int, *,
-                       tile_labels: set[int] | None = None) -> list[tuple[RegionRow, float]]:
-        """The ``k`` stored regions nearest ``vector`` (cosine similarity), optionally only of ``tile_labels``."""
-        if self._r is None or self._r.live == 0:
+    # ---- reading ----------------------------------------------------------------------------
+    def tiles_without_regions(self, scene_id: str) -> list[tuple[str, Window]]:
+        """(tile_id, window) of the scene's stored tiles that lack their regions (backfill work)."""
+        if self.half is None:
             return []
-        q = self._check_vectors(vector, 1, "query vector")  # type: ignore[attr-defined]
-        live = self._r.live
+        with self._sql("listing tiles without regions") as con:
+            rows = con.execute('SELECT tile_id, "window" FROM tiles t WHERE scene_id = ? AND NOT EXISTS '
+                               "(SELECT 1 FROM region_tiles r WHERE r.tile_label = t.label) ORDER BY label",
+                               (scene_id,)).fetchall()
+        return [(r[0], rdb.window_of(r[1])) for r in rows]
+
+    def of_tiles(self, tile_labels: Sequence[int]) -> tuple[list[RegionRow], np.ndarray]:
+        """Every stored region of the tiles (rows and their vectors, for exact scoring)."""
+        if self.half is None:
+            return [], np.zeros((0, self.dim), np.float32)
+        with self._sql("reading regions") as con:
+            return rdb.regions_of_tiles(con, tile_labels, self.dim)
+
+    def search(self, vector: np.ndarray, k: int, *,
+               tile_labels: set[int] | None = None) -> list[tuple[RegionRow, float]]:
+        """The ``k`` stored regions nearest ``vector`` (cosine similarity), optionally only of ``tile_labels``."""
+        if self.half is None or self.half.live == 0:
+            return []
+        q = rdb.check_vectors(vector, self.dim, 1, "query vector")
+        live = self.half.live
         want = min(live, k if tile_labels is None else k * _OVERFETCH + 16)
         while True:
-            with self._rw.read():  # type: ignore[attr-defined]
-                r = self._r
+            with self._rw.read():
+                r = self.half
                 if r is None:
                     return []
                 kk = min(want, r.live)
@@ -192,11 +210,11 @@ class RegionsMixin:
                     labels, dists = r.index.knn_query(q, k=kk)
                 except RuntimeError as e:
                     if kk >= r.live:
-                        raise IndexCorruptError(f"region search in {self.path} failed: {e}",  # type: ignore[attr-defined]
-                                                repair_hint(self.path)) from e  # type: ignore[attr-defined]
+                        raise IndexCorruptError(f"region search in {self.path} failed: {e}",
+                                                repair_hint(self.path)) from e
                     want = min(r.live, kk * 4)
                     continue
-            with self._sql("reading regions") as con:  # type: ignore[attr-defined]
+            with self._sql("reading regions") as con:
                 rows = rdb.region_rows(con, labels[0].tolist())
             out: list[tuple[RegionRow, float]] = []
             for label, dist in zip(labels[0].tolist(), dists[0].tolist(), strict=True):
@@ -210,28 +228,40 @@ class RegionsMixin:
                 return out
             want = min(live, kk * 4)
 
-    def labels_within(self, bounds_wgs84: Box | None, scene_ids: Sequence[str] | None) -> list[tuple[int, str]]:
-        """(label, footprint WKT) of the tiles whose WGS84 bounds meet ``bounds_wgs84`` and whose scene is listed.
 
-        Uses the R*Tree when the index has one (any writable open adds it), else scans the footprints.
-        """
-        where: list[str] = []
-        params: list[Any] = []
-        if scene_ids is not None:
-            where.append(f"t.scene_id IN ({','.join('?' * len(scene_ids))})")
-            params += list(scene_ids)
-        with self._sql("filtering tiles") as con:  # type: ignore[attr-defined]
-            if bounds_wgs84 is not None and rdb.has_tables(con):
-                x0, y0, x1, y1 = bounds_wgs84
-                sql = ("SELECT t.label, t.footprint_wgs84 FROM tiles_rtree r JOIN tiles t ON t.label = r.label "
-                       "WHERE r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
-                rows = con.execute(sql + "".join(f" AND {w}" for w in where), [x0, x1, y0, y1, *params]).fetchall()
-            else:
-                sql = "SELECT t.label, t.footprint_wgs84 FROM tiles t" + (f" WHERE {' AND '.join(where)}" if where else "")
-                rows = con.execute(sql, params).fetchall()
-        if bounds_wgs84 is not None and not rdb.has_tables(self._con()):  # type: ignore[attr-defined]
-            rows = [r for r in rows if _meets(rdb.rtree_bounds(r[1]), bounds_wgs84)]
-        return [(int(r[0]), r[1]) for r in rows]
+def tile_labels(con: sqlite3.Connection, tile_ids: Sequence[str]) -> dict[str, int]:
+    """Label of each stored tile id."""
+    out: dict[str, int] = {}
+    for chunk in rdb.chunks(list(tile_ids)):
+        q = f"SELECT tile_id, label FROM tiles WHERE tile_id IN ({','.join('?' * len(chunk))})"
+        out.update({r[0]: int(r[1]) for r in con.execute(q, list(chunk))})
+    return out
+
+
+def labels_within(con: sqlite3.Connection, bounds_wgs84: Box | None,
+                  scene_ids: Iterable[str] | None) -> list[tuple[int, str]]:
+    """(label, footprint WKT) of the tiles whose WGS84 bounds meet ``bounds_wgs84`` and whose scene is listed.
+
+    Uses the R*Tree when the index has one (any writable open adds it), else scans the footprints.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if scene_ids is not None:
+        ids = list(scene_ids)
+        where.append(f"t.scene_id IN ({','.join('?' * len(ids))})")
+        params += ids
+    rtree = rdb.has_tables(con)
+    if bounds_wgs84 is not None and rtree:
+        x0, y0, x1, y1 = bounds_wgs84
+        sql = ("SELECT t.label, t.footprint_wgs84 FROM tiles_rtree r JOIN tiles t ON t.label = r.label "
+               "WHERE r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?")
+        rows = con.execute(sql + "".join(f" AND {w}" for w in where), [x0, x1, y0, y1, *params]).fetchall()
+    else:
+        sql = "SELECT t.label, t.footprint_wgs84 FROM tiles t" + (f" WHERE {' AND '.join(where)}" if where else "")
+        rows = con.execute(sql, params).fetchall()
+    if bounds_wgs84 is not None and not rtree:
+        rows = [r for r in rows if _meets(rdb.rtree_bounds(r[1]), bounds_wgs84)]
+    return [(int(r[0]), r[1]) for r in rows]
 
 
 def _meets(rt: tuple[float, float, float, float], b: Box) -> bool:

@@ -59,6 +59,11 @@ class GridSampler:
                 yield (c, r, self.native_size, self.native_size)
 
 
+def native_tile_size(scene: Scene, params: TilingParams) -> int:
+    """Tile edge in native pixels (``tile_size`` output pixels at ``params.resolution``), as indexed."""
+    return GridSampler(scene, params).native_size
+
+
 def _offsets(extent: int, size: int, stride: int) -> list[int]:
     if extent <= size:
         return [0]

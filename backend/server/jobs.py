@@ -36,8 +36,8 @@ from .paths import check_path
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from ..indexing import ProgressEvent
     from ..model.embedder import Embedder
-    from ..pipeline import ProgressEvent
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 2.0

@@ -13,9 +13,9 @@ import pytest
 
 from geovec.backend.demo import write_sample_folder
 from geovec.backend.errors import ModelMismatchError
+from geovec.backend.indexing import index_folder
 from geovec.backend.model.embedder import load_embedder
 from geovec.backend.model.tiny import write_tiny_model
-from geovec.backend.pipeline import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.service import run_search
 from geovec.backend.types import TilingParams

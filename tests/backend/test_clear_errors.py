@@ -22,7 +22,7 @@ from geovec.backend.index.locking import WriterLock
 from geovec.backend.index.repair import repair_index
 from geovec.backend.index.store import IndexStore
 from geovec.backend.index.verify import verify_index
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 TILE = 32

@@ -17,7 +17,7 @@ import pytest
 
 from geovec.backend.cli import main
 from geovec.backend.demo import write_geotiff, write_sample_folder, write_scene
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 TILE = 32

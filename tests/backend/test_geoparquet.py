@@ -16,7 +16,7 @@ from pyproj import CRS, Transformer
 from geovec.backend.cli import main
 from geovec.backend.demo import write_sample_folder
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import SearchRequest
 from geovec.backend.service import run_search
 from geovec.backend.types import TilingParams

@@ -25,6 +25,7 @@ from geovec.backend.errors import (
     ModelMismatchError,
     NotFoundError,
 )
+from geovec.backend.index import opening
 from geovec.backend.index.repair import repair_index
 from geovec.backend.index.rwlock import RWLock
 from geovec.backend.index.store import INITIAL_CAPACITY, IndexStore
@@ -365,7 +366,7 @@ def test_reader_during_the_last_checkpoint_is_quiet_a_crash_is_not(filled, renam
     new = (idx / "vectors.hnsw").read_bytes()
     (idx / "vectors.hnsw").write_bytes(old)  # the sidecar vouches for the new file; the rename is pending
 
-    checked = IndexStore._renamed_in
+    checked = opening.renamed_in
 
     def writer_renames_as_the_reader_checks(p: Path, meta: dict, *args, **kwargs) -> bool:  # noqa: ANN002, ANN003
         if renamed:  # the writer's os.replace lands after the reader opened the previous file
@@ -374,7 +375,7 @@ def test_reader_during_the_last_checkpoint_is_quiet_a_crash_is_not(filled, renam
             os.replace(tmp, idx / "vectors.hnsw")
         return checked(p, meta, *args, **kwargs)
 
-    monkeypatch.setattr(IndexStore, "_renamed_in", staticmethod(writer_renames_as_the_reader_checks))
+    monkeypatch.setattr(opening, "renamed_in", writer_renames_as_the_reader_checks)
     with caplog.at_level(logging.DEBUG, logger="geovec"), IndexStore.open(idx) as store:
         assert store.count == 305
     said = [r for r in caplog.records if "re-added 5 tile(s)" in r.getMessage()]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from geovec.backend.demo import write_geotiff, write_scene
-from geovec.backend.pipeline import ProgressEvent, index_folder
+from geovec.backend.indexing import ProgressEvent, index_folder
 from geovec.backend.types import TilingParams
 
 TILE = 32
@@ -191,7 +191,7 @@ def test_throughput_is_not_per_tile(folder: Path, tmp_path: Path, tiny_embedder)
 
 def test_batches_sized_by_token_count(folder: Path, tmp_path: Path, tiny_embedder) -> None:
     """--batch-tokens: as many tiles per forward as fit the budget; the same tiles either way."""
-    from geovec.backend.pipeline import batch_for_tokens
+    from geovec.backend.indexing.run import batch_for_tokens
 
     per = tiny_embedder.tokens_per_image(32, 32) + 16  # 56 px -> 2x2 merged patches + prompt
     assert tiny_embedder.tokens_per_image(32, 32) == 4

@@ -14,7 +14,7 @@ import pytest
 from geovec.backend.demo import write_sample_folder
 from geovec.backend.index import prewarm
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.server.state import StoreCache
 from geovec.backend.types import TilingParams
 

@@ -16,8 +16,8 @@ import ray
 
 from geovec.backend.cli import main
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
-from geovec.backend.ray_engine import index_folder_ray, remote_model
+from geovec.backend.indexing import index_folder
+from geovec.backend.indexing.ray_engine import index_folder_ray, remote_model
 from geovec.backend.types import TilingParams
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from geovec.backend.demo import write_scene
-from geovec.backend.pipeline import BatchJob, ScenePlan, TileReader, cpu_threads, iter_batches, torch_threads
+from geovec.backend.indexing.plan import BatchJob, ScenePlan, iter_batches
+from geovec.backend.indexing.stages import TileReader, cpu_threads, torch_threads
 from geovec.backend.raster.handles import DatasetCache
 from geovec.backend.raster.scan import scan_folder
 from geovec.backend.raster.stretch import compute_stretch
@@ -96,14 +97,14 @@ def test_a_large_cpu_model_keeps_every_core(tiny_embedder, monkeypatch) -> None:
     """A 2B model's forward dwarfs the reads: indexing must not take cores away from it."""
     import torch
 
-    from geovec.backend import pipeline
+    from geovec.backend.indexing import stages
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    monkeypatch.setattr(pipeline, "LARGE_MODEL_PARAMS", 1)  # the tiny model counts as large
+    monkeypatch.setattr(stages, "LARGE_MODEL_PARAMS", 1)  # the tiny model counts as large
     with torch_threads(tiny_embedder, workers=10_000):
         assert torch.get_num_threads() == before
-    monkeypatch.setattr(pipeline, "LARGE_MODEL_PARAMS", 10**12)
+    monkeypatch.setattr(stages, "LARGE_MODEL_PARAMS", 10**12)
     with torch_threads(tiny_embedder, workers=10_000):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before

@@ -19,7 +19,7 @@ from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import IndexCorruptError, InputError
 from geovec.backend.index.repair import repair_index
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 SPEC = "grid=1,2;overlap=0.25"
@@ -44,8 +44,8 @@ def _consistent(idx: Path, k: int = K) -> int:
     assert all(len(b) == k and len(set(b)) == k for b in rows.values()), {t: len(b) for t, b in rows.items()}
     with IndexStore.open(idx) as st:
         assert st.region_count == len(rows) * k == st.meta["regions"]["count"]
-        assert st._r is not None
-        assert len(st._r.index.get_ids_list()) - 0 >= st.region_count
+        assert st.region_index.half is not None
+        assert len(st.region_index.half.index.get_ids_list()) - 0 >= st.region_count
     return len(rows)
 
 

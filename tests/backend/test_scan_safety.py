@@ -106,7 +106,7 @@ def test_regrouped_band_files_still_replace_their_old_scene(tmp_path: Path, tiny
     import numpy as np
 
     from geovec.backend.demo import write_geotiff
-    from geovec.backend.pipeline import index_folder
+    from geovec.backend.indexing import index_folder
     from geovec.backend.types import TilingParams
 
     d = tmp_path / "bands"

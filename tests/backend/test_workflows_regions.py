@@ -13,7 +13,7 @@ import rasterio
 
 from geovec.backend.errors import InputError
 from geovec.backend.index.store import IndexStore
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.schemas_workflows import AreaOptions, ClassifyRequest, FewShotRequest
 from geovec.backend.types import EmbedInput, TilingParams
 from geovec.backend.workflows import service

@@ -22,13 +22,13 @@ from geovec.backend.index.store import IndexStore
 
 WRITER = r'''
 import sys
-from geovec.backend import pipeline
+from geovec.backend.indexing import index_folder, stages
 from geovec.backend.model.embedder import load_embedder
 from geovec.backend.types import TilingParams
-pipeline.TileWriter.__init__.__defaults__ = (0.0,)
-pipeline.CHECKPOINT_COST_RATIO = 0.0
+stages.TileWriter.__init__.__defaults__ = (0.0,)
+stages.CHECKPOINT_COST_RATIO = 0.0
 emb = load_embedder(sys.argv[3], device="cpu")
-s = pipeline.index_folder(sys.argv[1], sys.argv[2], emb, params=TilingParams(tile_size=32), batch_size=2, workers=1)
+s = index_folder(sys.argv[1], sys.argv[2], emb, params=TilingParams(tile_size=32), batch_size=2, workers=1)
 print(s.tiles)
 '''
 

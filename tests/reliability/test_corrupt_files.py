@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from geovec.backend.demo import write_geotiff, write_sample_folder, write_scene
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 PARAMS = TilingParams(tile_size=32)

@@ -19,7 +19,7 @@ import pytest
 from geovec.backend.demo import write_scene
 from geovec.backend.index.store import IndexStore
 from geovec.backend.index.verify import verify_index
-from geovec.backend.pipeline import index_folder
+from geovec.backend.indexing import index_folder
 from geovec.backend.types import TilingParams
 
 PARAMS = TilingParams(tile_size=32)
@@ -27,14 +27,14 @@ PARAMS = TilingParams(tile_size=32)
 CHILD = r'''
 import os, signal, sys
 from pathlib import Path
-from geovec.backend import pipeline
+from geovec.backend.indexing import index_folder, stages
 from geovec.backend.index import files, store as store_mod
 from geovec.backend.model.embedder import load_embedder
 from geovec.backend.types import TilingParams
 
 folder, index, model, point, nth = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-pipeline.TileWriter.__init__.__defaults__ = (0.0,)  # checkpoint after every batch
-pipeline.CHECKPOINT_COST_RATIO = 0.0
+stages.TileWriter.__init__.__defaults__ = (0.0,)  # checkpoint after every batch
+stages.CHECKPOINT_COST_RATIO = 0.0
 seen = {"n": 0, "renamed": False}
 
 def hit():
@@ -73,7 +73,7 @@ elif point == "after-commit":                    # tiles committed to SQLite, no
         return grown(cap, need)
     store_mod.grown_capacity = patched
 emb = load_embedder(model, device="cpu")
-pipeline.index_folder(folder, index, emb, params=TilingParams(tile_size=32), batch_size=4, workers=1)
+index_folder(folder, index, emb, params=TilingParams(tile_size=32), batch_size=4, workers=1)
 print("finished without being killed")
 '''
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, ModelMismatchError, NotFoundError
-from .schemas import IndexSummary
-from .types import BandRef, Scene, Stretch, TileRecord
+from ..errors import InputError, ModelMismatchError, NotFoundError
+from ..schemas import IndexSummary
+from ..types import BandRef, Scene, Stretch, TileRecord
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,11 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
     """
     import shapely
 
-    from .index import db
-    from .index.files import DB
-    from .service import read_sidecar
+    from ..index import db
+    from ..index.files import DB, read_index_sidecar
 
     pa, pq = _pa()
-    meta = read_sidecar(index)
+    meta = read_index_sidecar(index)
     dim = int(meta["dim"])
     path = Path(index).expanduser().resolve()
     target = Path(out).expanduser()
@@ -257,8 +256,8 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
     """
     import time
 
-    from .index.store import IndexStore
-    from .pipeline import TileWriter
+    from ..index.store import IndexStore
+    from .stages import TileWriter
 
     t0 = time.monotonic()
     p = Path(file).expanduser()
@@ -272,9 +271,9 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
         if model is None:
             raise InputError(f"{p.name} was not written by GeoVec, so it does not name its model",
                              "pass --model with the model that computed its vectors")
-        from .service import load_model
+        from ..model.embedder import load_embedder
 
-        emb = load_model(model, device="cpu")
+        emb = load_embedder(model, device="cpu")
         dim, preset, checkpoint, identity = int(emb.dim), emb.preset.name, emb.checkpoint_id, dict(emb.identity)
         tiling = dict((ours or {}).get("tiling") or {})
         if ours is not None and int(ours["dim"]) != dim:

@@ -2,18 +2,18 @@
 
 ``geovec index FOLDER --index DIR --engine ray [--address auto|ray://HOST:10001]``.
 The driver (this process) scans, plans and writes exactly as the local engine does
-(:func:`geovec.backend.pipeline.index_folder` with :class:`RayRunner` as its stage
+(:func:`geovec.backend.indexing.index_folder` with :class:`RayRunner` as its stage
 runner), so resuming, incremental updates and crash safety are the same: every
 batch is committed to SQLite as it arrives, scenes are marked complete only once
 all their windows came back, a rerun skips stored tile ids. On the cluster:
 
 1. one row per batch of windows (``iter_batches``) ->
 2. ``map_batches(_ReadStage)``: reader actors (one CPU each) do the windowed reads,
-   stretch and valid-fraction filter with :class:`~geovec.backend.pipeline.TileReader`
+   stretch and valid-fraction filter with :class:`~geovec.backend.indexing.stages.TileReader`
    (each keeps its scene's files open) and compute the tile records ->
 3. ``map_batches(_EmbedStage)``: model actors (``num_gpus=1`` each where the cluster
    has GPUs, else one CPU each) run ``Embedder.prepare`` + :func:`embed_batch` ->
-4. streamed back to the driver's :class:`~geovec.backend.pipeline.TileWriter`.
+4. streamed back to the driver's :class:`~geovec.backend.indexing.stages.TileWriter`.
 
 Rasters and the model must be readable at the same paths on every node (a shared
 file system, or a hub id every node can download); the index lives on the driver.
@@ -31,15 +31,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .errors import GeoVecError, InputError
-from .pipeline import RunProgress, ScenePlan, TileReader, TileWriter, embed_batch, iter_batches
-from .schemas import FileError, IndexSummary
-from .types import EmbedInput, Scene, Stretch, TileRecord, TilingParams
+from ..errors import GeoVecError, InputError
+from ..schemas import FileError, IndexSummary
+from ..types import EmbedInput, Scene, Stretch, TileRecord, TilingParams
+from .plan import ScenePlan, iter_batches
+from .stages import RunProgress, TileReader, TileWriter, embed_batch
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
-    from .model.presets import Preset
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
+    from ..model.presets import Preset
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class RemoteModel:
 
 def actor_dtype(dtype: str | None, preset: Preset, use_gpu: bool) -> str:
     """The dtype name model actors load with: ``auto`` resolved for the actors' device, on the driver."""
-    from .model.identity import cpu_has_native_bf16
+    from ..model.identity import cpu_has_native_bf16
 
     if dtype and dtype != "auto":
         return dtype
@@ -102,7 +103,7 @@ def actor_dtype(dtype: str | None, preset: Preset, use_gpu: bool) -> str:
 
 
 def _identity(spec: str, preset: str | None, dtype: str, image_size: int | None) -> tuple[int, dict[str, Any]]:
-    from .model.embedder import load_embedder
+    from ..model.embedder import load_embedder
 
     emb = load_embedder(spec, device="cpu", preset=preset, dtype=dtype, image_size=image_size)
     return int(emb.dim), dict(emb.identity)
@@ -112,8 +113,8 @@ def _local_identity(spec: str, preset: str | None, dtype: str, image_size: int |
     """A local checkpoint folder's identity from its files (config, metadata, weight hashes); None when unsure."""
     from pathlib import Path
 
-    from .model.identity import weights_fingerprint
-    from .model.presets import PRESETS, get_preset
+    from ..model.identity import weights_fingerprint
+    from ..model.presets import PRESETS, get_preset
 
     p = Path(spec).expanduser()
     try:
@@ -140,7 +141,7 @@ def remote_model(spec: str, *, preset: str | None = None, dtype: str = "auto", i
     preset, an adapter) is loaded once on the cluster. Model actors load with the dtype
     recorded here and check that what they loaded has this identity.
     """
-    from .model.presets import get_preset
+    from ..model.presets import get_preset
 
     model = _local_identity(spec, preset, dtype, image_size)
     if model is None:
@@ -206,8 +207,8 @@ class _EmbedStage:
 
     def __init__(self, spec: str, preset: str | None, device: str, dim: int, identity: dict[str, Any],
                  index: str, force: bool) -> None:
-        from .binding import check_identity
-        from .model.embedder import load_embedder
+        from ..binding import check_identity
+        from ..model.embedder import load_embedder
 
         emb = load_embedder(spec, device=device, preset=preset, dtype=identity.get("dtype") or "auto")
         image = identity.get("image")
@@ -232,7 +233,7 @@ class _EmbedStage:
 
 @dataclass
 class RayRunner:
-    """A :data:`~geovec.backend.pipeline.StageRunner` that runs read and embed as Ray Data stages.
+    """A :data:`~geovec.backend.indexing.run.StageRunner` that runs read and embed as Ray Data stages.
 
     Args:
         model_spec: what model actors load (a checkpoint dir, preset or hub id readable on every node).
@@ -387,9 +388,9 @@ def index_folder_ray(folder: str, index_path: str, *, model_spec: str, params: T
             describes ``model_spec`` (:func:`remote_model`).
         address: Ray cluster address (None: an initialised Ray, else a new local one).
         dtype, image_size: as ``load_embedder`` (``auto`` is resolved for the actors' device).
-        Other arguments: as :func:`~geovec.backend.pipeline.index_folder`.
+        Other arguments: as :func:`~geovec.backend.indexing.index_folder`.
     """
-    from .pipeline import index_folder
+    from .run import index_folder
 
     ray = connect(address)
     runner = RayRunner(model_spec, preset=preset, device=device, actors=actors, readers=readers, force=force)
@@ -406,11 +407,10 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     """:func:`~geovec.backend.service.run_index` on the Ray engine: ``req.model``, else the index's model."""
     from pathlib import Path
 
-    from .binding import recorded_identity
-    from .errors import NotFoundError
-    from .index.files import SIDECAR
-    from .model.presets import get_preset
-    from .service import read_sidecar, tiling_params
+    from ..binding import recorded_identity
+    from ..errors import NotFoundError
+    from ..index.files import SIDECAR, read_index_sidecar
+    from ..model.presets import get_preset
 
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
@@ -419,7 +419,7 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     spec = req.model
     model: RemoteModel | None = None
     if not spec and (Path(req.index).expanduser() / SIDECAR).exists():
-        meta = read_sidecar(req.index)  # the index names its model: nothing to load on the driver
+        meta = read_index_sidecar(req.index)  # the index names its model: nothing to load on the driver
         spec, preset = meta.get("checkpoint") or meta.get("preset"), meta.get("preset")
         ident = recorded_identity(meta)
         if dtype and dtype != "auto":
@@ -429,7 +429,7 @@ def run_index_ray(req: Any, *, progress: Any = None, cancel: threading.Event | N
     if not spec:
         raise InputError("no model given for a new index", "pass --model PATH_OR_ID_OR_PRESET")
     return index_folder_ray(req.folder, req.index, model_spec=str(spec), preset=preset, embedder=model,
-                            params=tiling_params(req.tiling), address=address, device=device,
+                            params=TilingParams.from_options(req.tiling), address=address, device=device,
                             dtype=dtype or "auto", image_size=image_size, actors=actors, readers=readers,
                             groups=req.groups, batch_size=req.batch_size, progress=progress, cancel=cancel,
                             force=bool(getattr(req, "force", False)))

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .regions import LayerBoxes, RegionSpec, tile_candidates
-from .types import Box, Scene, Window
+from ..regions import LayerBoxes, RegionSpec, tile_candidates
+from ..types import Box, Scene, Window
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
