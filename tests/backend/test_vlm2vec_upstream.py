@@ -321,3 +321,29 @@ def test_indexes_whose_pixels_did_not_change_still_open(emb) -> None:
     bound = bind(emb, {"dim": emb.dim, "model": {**emb.identity, "image": old448}}, index="/data/idx")
     assert bound.tokens_per_image(448, 448) == 256
     check_identity({**emb.identity}, emb.identity, index="/data/idx")
+
+
+def test_cli_search_of_an_old_policy_index_says_to_reindex(ckpt, emb, tmp_path) -> None:
+    """A real index whose sidecar records the old policy: `geovec search` fails with one line, nothing lost."""
+    import os
+    import subprocess
+    import sys
+
+    from geovec.backend.demo import write_sample_folder
+    from geovec.backend.indexing import index_folder
+    from geovec.backend.types import TilingParams
+
+    folder = write_sample_folder(tmp_path / "rasters", size=64)
+    idx = tmp_path / "idx"
+    n = index_folder(folder, idx, emb, params=TilingParams(tile_size=64)).tiles
+    sidecar = idx / "index.json"
+    meta = json.loads(sidecar.read_text())
+    meta["model"]["image"] = OLD_POLICY  # as the preset recorded it before
+    sidecar.write_text(json.dumps(meta))
+    env = {**os.environ, "GEOVEC_TOKEN_FILE": str(tmp_path / "no-server.json"), "GEOVEC_CPU_DTYPE": "fp32"}
+    r = subprocess.run([sys.executable, "-m", "geovec.backend", "search", "--index", str(idx), "--model", str(ckpt[1]),
+                        "--text", "water", "--k", "2"], capture_output=True, text=True, timeout=600, env=env)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1 and "re-index" in lines[0] and "2304 tokens" in lines[0], r.stderr
+    assert json.loads(sidecar.read_text())["count"] == meta["count"] == n
