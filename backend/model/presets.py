@@ -23,7 +23,11 @@ public inference and evaluation code), byte for byte:
     ``size={"shortest_edge": resize_min_pixels, "longest_edge": resize_max_pixels}``
     (``src/model/processor.py:125-129``), defaults 28*28*4 and 28*28*1280
     (``src/arguments.py:45-46``): 1344 x 1344 becomes 980 x 980, 70 x 70 patches,
-    **1,225 image tokens**. The checkpoint's own ``max_pixels`` is not used.
+    **1,225 image tokens**. The checkpoint's own ``max_pixels`` is not used. Today's V1
+    training script passes the same flags (``experiments/public/train/train_v1-qwen2vl-2B.sh:28``
+    at e478b1f; ``train.py:84``); the code of February 2025 that trained the checkpoint
+    (ba1e02b: ``src/dataset.py:16-20``, ``src/model_utils.py:67``) kept the checkpoint's bound,
+    2,304 tokens. Where they differ this preset follows the evaluation.
   - weights: the base is loaded in bf16 (``src/model/model.py:227-232``) and, with
     ``--lora``, the adapter merged into it (``model.py:268-274``). GeoVec merges the
     LoRA at load: on bf16 runs into the bf16 base, as there; on fp32 runs the bf16
