@@ -78,16 +78,7 @@ class Embedder:
 
     def tokens_per_image(self, height: int, width: int) -> int:
         """Image tokens an ``height`` x ``width`` input becomes under this model's image policy."""
-        ip = self.processor.image_processor
-        factor = int(ip.patch_size) * int(ip.merge_size)
-        policy = self.preset.image
-        if policy.kind == "fixed":
-            assert policy.size is not None
-            height = width = int(policy.size)
-        else:
-            height, width = pixels.smart_resize(height, width, 28, 4 * 28 * 28, 16384 * 28 * 28)
-        h, w = pixels.smart_resize(height, width, factor, int(ip.min_pixels), int(ip.max_pixels))
-        return (h // factor) * (w // factor)
+        return self.preset.image.tokens(height, width)
 
     # -- preprocessing -------------------------------------------------------------------------
     def _thread_processor(self) -> Any:
@@ -100,15 +91,23 @@ class Embedder:
         return proc
 
     def image(self, image: Any) -> Any:
-        """An (H, W, 3) uint8 array or PIL image, sized per the preset's image policy (PIL RGB)."""
+        """An (H, W, C) uint8 array or PIL image, sized per the preset's image policy (PIL RGB).
+
+        ``fixed`` (VLM2Vec): resized in its own mode first, then converted to RGB and resized
+        to the processor's bound, in the order of its evaluation (see :mod:`.presets`); the
+        processor's own resize is then the identity, so its pixels can be made on the device.
+        """
         from PIL import Image
+        from transformers.image_transforms import convert_to_rgb
 
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-        pil = pil.convert("RGB")
         policy = self.preset.image
         if policy.kind == "fixed":
             assert policy.size is not None
-            return pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC)
+            rgb: Any = convert_to_rgb(pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC))
+            h, w = policy.processed_hw(policy.size, policy.size)
+            return rgb if rgb.size == (w, h) else rgb.resize((w, h), Image.Resampling.BICUBIC)
+        pil = pil.convert("RGB")
         w, h = pil.size  # GME: first to multiples of 28 (its fetch_image), then the processor's smart resize
         rh, rw = pixels.smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)
         return pil.resize((rw, rh), Image.Resampling.BICUBIC)
@@ -294,23 +293,21 @@ def _expand(text: str, n_tokens: int) -> str:
 
 
 def _device_patches(processor: Any, preset: Preset) -> bool:
-    """Whether this preset's images can be patchified on the device (fixed size the processor keeps)."""
-    size = preset.image.size
-    return preset.image.kind == "fixed" and size is not None and pixels.device_patches_ok(processor.image_processor,
-                                                                                           int(size))
+    """Whether this preset's images can be patchified on the device (a fixed size the processor keeps)."""
+    if preset.image.kind != "fixed" or preset.image.size is None:
+        return False
+    h, w = preset.image.processed_hw(0, 0)
+    return h == w and pixels.device_patches_ok(processor.image_processor, int(h))
 
 
 def configure_processor(processor: Any, preset: Preset) -> None:
-    """Set the image processor's pixel bounds from the preset's image policy."""
+    """Set the image processor's pixel bounds from the preset's image policy (not the checkpoint's)."""
     ip = processor.image_processor
     policy = preset.image
-    lo, hi = int(ip.min_pixels), int(ip.max_pixels)
-    if policy.kind == "smart":
-        lo, hi = policy.min_tokens * 28 * 28, policy.max_tokens * 28 * 28
-    else:  # fixed: the checkpoint's bounds, widened only if they would not hold size x size
-        assert policy.size is not None
-        side = max(28, round(policy.size / 28) * 28) ** 2
-        lo, hi = min(lo, side), max(hi, side)
+    lo, hi = policy.min_tokens * 28 * 28, policy.max_tokens * 28 * 28
+    if policy.kind == "fixed":  # the image arrives at its processed size, which the bounds must keep
+        h, w = policy.processed_hw(0, 0)
+        lo, hi = min(lo, h * w), max(hi, h * w)
     ip.min_pixels, ip.max_pixels = lo, hi
     ip.size = {"shortest_edge": lo, "longest_edge": hi}
 

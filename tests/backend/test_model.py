@@ -79,7 +79,11 @@ def test_gme_golden_prompts(key: str, kwargs: dict, system: str, user: str) -> N
 
 def test_image_policies() -> None:
     vlm, gme = get_preset("vlm2vec-qwen2vl-2b"), get_preset("gme-qwen2vl-2b")
-    assert (vlm.image.kind, vlm.image.size) == ("fixed", 1344)
+    assert (vlm.image.kind, vlm.image.size, vlm.image.max_tokens) == ("fixed", 1344, 1280)
+    # 1344 px, then the processor's bound of 1280 tokens: 980 px, 1,225 tokens (not 2,304)
+    assert vlm.image.processed_hw(256, 256) == (980, 980) and vlm.image_size == 980
+    assert vlm.image.tokens(256, 256) == 1225 and vlm.base_dtype == "bf16"
+    assert vlm.with_image_size(448).image.tokens(1, 1) == 256 and PRESETS["tiny"].image_size == 56
     assert (gme.image.kind, gme.image.min_tokens, gme.image.max_tokens) == ("smart", 256, 1280)
     assert gme.positions == "plain" and vlm.positions == "rope_index" and gme.max_length == 1800
     assert gme.cuda_dtype == "fp16" and vlm.cuda_dtype == "bf16"
