@@ -36,11 +36,13 @@ AbsPath = Annotated[str, Field(min_length=1, max_length=4096,
                                json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"})]
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every request and response model: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ErrorBody(_Model):
+class ErrorBody(StrictModel):
     """Body of every 4xx/5xx response."""
 
     error: str = Field(description="machine-readable code, e.g. bad_input, not_found")
@@ -48,7 +50,7 @@ class ErrorBody(_Model):
     hint: str = Field("", description="what to do about it")
 
 
-class TilingOptions(_Model):
+class TilingOptions(StrictModel):
     tile_size: int = Field(256, ge=16, le=8192)
     overlap: float = Field(0.0, ge=0.0, le=0.9)
     resolution: float | None = Field(None, gt=0, description="target metres/pixel; null = native")
@@ -56,7 +58,7 @@ class TilingOptions(_Model):
     bands: list[int] | None = Field(None, min_length=3, max_length=3, description="1-based R,G,B band numbers")
 
 
-class IndexRequest(_Model):
+class IndexRequest(StrictModel):
     """Index (or update) a folder of GeoTIFFs into an index directory."""
 
     folder: AbsPath = Field(description="folder of rasters (absolute path)")
@@ -90,7 +92,7 @@ _MODES: dict[str, Any] = {
 }
 
 
-class NearQuery(_Model):
+class NearQuery(StrictModel):
     """Location conditioning on the stored tile centres: a radius filter and/or a distance re-rank."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
@@ -110,7 +112,7 @@ class NearQuery(_Model):
         return self
 
 
-class SearchRequest(_Model):
+class SearchRequest(StrictModel):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_MODES)
@@ -251,7 +253,7 @@ class JobProgress(BaseModel):
     message: ShownStr = ""
 
 
-class EmbedItem(_Model):
+class EmbedItem(StrictModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "anyOf": [{"required": ["text"], "properties": {"text": {"type": "string", "pattern": r"\S"}}},
                   {"required": ["image_b64"], "properties": {"image_b64": {"type": "string"}}}],
@@ -264,7 +266,7 @@ class EmbedItem(_Model):
     latlon: list[float] | None = Field(None, min_length=2, max_length=2, json_schema_extra=_LATLON)
 
 
-class EmbedRequest(_Model):
+class EmbedRequest(StrictModel):
     inputs: list[EmbedItem] = Field(min_length=1, max_length=256)
     model: str | None = None
 
@@ -294,14 +296,14 @@ class Health(BaseModel):
 # Server-only request bodies (added with the HTTP API; the CLI does not need them).
 
 
-class ModelLoadRequest(_Model):
+class ModelLoadRequest(StrictModel):
     """``POST /v1/models/load``."""
 
     model: str = Field(min_length=1, max_length=4096, description="preset, local checkpoint dir or hub id")
     device: Literal["auto", "cuda", "cpu"] | None = None
 
 
-class IndexCreateRequest(_Model):
+class IndexCreateRequest(StrictModel):
     """``POST /v1/indexes``: create an empty index for a model."""
 
     path: AbsPath = Field(description="index directory to create (absolute)")
@@ -309,7 +311,7 @@ class IndexCreateRequest(_Model):
     tiling: TilingOptions = Field(default_factory=TilingOptions)
 
 
-class IndexOpenRequest(_Model):
+class IndexOpenRequest(StrictModel):
     """``POST /v1/indexes/open``."""
 
     path: AbsPath

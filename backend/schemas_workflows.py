@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, _Model
+from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, StrictModel
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
            "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
@@ -32,7 +32,7 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
     return v
 
 
-class AreaOptions(_Model):
+class AreaOptions(StrictModel):
     """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
@@ -51,7 +51,7 @@ class AreaOptions(_Model):
         return self
 
 
-class OutputOptions(_Model):
+class OutputOptions(StrictModel):
     out_dir: AbsPath | None = Field(None, description="folder for one class-map GeoTIFF per scene (+ tiles.geojson, "
                                                       "or regions.geojson at level region)")
     out_crs: str = Field("EPSG:4326", description="CRS of the returned tile polygons")
@@ -146,7 +146,7 @@ class ClassifyResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class RefineRequest(_Model):
+class RefineRequest(StrictModel):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
     model_config = _exactly_one(query="object", vector="array")
@@ -184,7 +184,7 @@ class RefineResponse(SearchResponse):
     marks_path: str | None = None
 
 
-class LocateRequest(_Model):
+class LocateRequest(StrictModel):
     """Where is this? A box/point query, an image or a vector -> ranked candidate locations."""
 
     model_config = _exactly_one(query="object", image_b64="string", vector="array")
@@ -219,7 +219,7 @@ class LocateResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class AskRequest(_Model):
+class AskRequest(StrictModel):
     """A question about a drawn box, with candidate answers ranked by the model's VQA instruction."""
 
     index: AbsPath
@@ -245,7 +245,7 @@ class AskResponse(BaseModel):
     took_ms: float = 0.0
 
 
-class VectorSearchRequest(_Model):
+class VectorSearchRequest(StrictModel):
     """Search an index with an embedding (from ``/v1/embed``, a notebook or a refine round)."""
 
     index: AbsPath

@@ -8,6 +8,8 @@ Stable entry points (the server imports these; keep their signatures):
 * :func:`run_index` - index a folder (:class:`IndexRequest` -> :class:`IndexSummary`).
 * :func:`run_search` - answer a :class:`SearchRequest` (-> :class:`SearchResponse`).
 * :func:`index_info` - describe an index (-> :class:`IndexInfo`).
+
+The loading functions live in :mod:`.loading` (the workflows use them too).
 """
 
 from __future__ import annotations
@@ -16,90 +18,31 @@ import logging
 import threading
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING
 
-from .errors import InputError, ModelMismatchError, ModelUnavailableError, NotFoundError
-from .index import files
+from .errors import NotFoundError
 from .index.files import SIDECAR
+from .loading import (
+    EmbedderLike,
+    load_model,
+    model_for_index,
+    open_index,
+    read_sidecar,
+    resolve_embedder,
+    tiling_params,
+)
 from .schemas import IndexInfo, IndexRequest, IndexSummary, SearchRequest, SearchResponse
-from .types import TilingParams
 
 if TYPE_CHECKING:
     from .index.store import IndexStore
     from .indexing import ProgressEvent
     from .model.embedder import Embedder
 
+
+__all__ = ["SIDECAR", "EmbedderLike", "index_info", "load_model", "model_for_index", "open_index", "read_sidecar",
+           "resolve_embedder", "run_index", "run_search", "tiling_params"]
+
 log = logging.getLogger(__name__)
-
-_models: dict[tuple[str, str, str | None, str, int | None], Embedder] = {}
-_models_lock = threading.Lock()
-
-#: An Embedder, or a zero-argument callable giving one (loaded only when needed).
-EmbedderLike = Union["Embedder", Callable[[], "Embedder"]]
-
-
-def load_model(spec: str, *, device: str = "auto", preset: str | None = None, dtype: str = "auto",
-               image_size: int | None = None) -> Embedder:
-    """Load (once per process) the model named by ``spec``: preset name, local dir or hub id."""
-    from .model.embedder import load_embedder
-
-    key = (spec, device, preset, dtype, image_size)
-    with _models_lock:
-        if key not in _models:
-            _models[key] = load_embedder(spec, device=device, preset=preset, dtype=dtype, image_size=image_size)
-        return _models[key]
-
-
-def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The validated index sidecar (index.json); NotFoundError / IndexCorruptError with hints."""
-    return files.read_index_sidecar(path)
-
-
-def model_for_index(path: str | Path, *, model: str | None = None, device: str = "auto",
-                    dtype: str = "auto") -> Embedder:
-    """The Embedder to query the index at ``path`` with.
-
-    ``model`` overrides the checkpoint recorded in the sidecar; either way the
-    loaded model's dimension must match the index (else ModelMismatchError).
-    """
-    meta = read_sidecar(path)
-    spec = model or meta.get("checkpoint") or meta.get("preset")
-    if not spec:
-        raise ModelUnavailableError(f"index {path} records no model checkpoint",
-                                    "pass --model PATH_OR_ID_OR_PRESET")
-    preset = meta.get("preset") if model is None else None
-    try:
-        emb = load_model(str(spec), device=device, preset=preset, dtype=dtype)
-    except ModelUnavailableError as e:
-        if model is None:
-            raise ModelUnavailableError(
-                f"the model this index was built with ({spec}) cannot be loaded: {e.message}",
-                "pass --model with a local copy of it") from e
-        raise
-    dim = meta.get("dim")
-    if dim is not None and int(dim) != int(emb.dim):
-        raise ModelMismatchError(f"model {spec} gives {emb.dim}-d vectors but index {path} holds {dim}-d ones",
-                                 f"query with the index's model ({meta.get('checkpoint')})")
-    image = (meta.get("model") or {}).get("image")
-    return emb.with_image(image) if isinstance(image, dict) and image != emb.identity.get("image") else emb
-
-
-def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:
-    """Open the index at ``path`` read-only (reused from ``cache`` when given)."""
-    key = str(Path(path).expanduser().resolve())
-    if cache is not None and key in cache:
-        return cache[key]
-    from .index.store import IndexStore
-
-    store = IndexStore.open(key, writable=False)
-    if cache is not None:
-        cache[key] = store
-    return store
-
-
-def tiling_params(opts: Any) -> TilingParams:
-    """TilingParams from :class:`TilingOptions` (or any object with the same fields)."""
-    return TilingParams.from_options(opts)
 
 
 def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
@@ -120,21 +63,11 @@ def run_index(req: IndexRequest, embedder: EmbedderLike | None = None,
     if not Path(req.folder).expanduser().is_dir():
         raise NotFoundError(f"folder {req.folder!r} does not exist or is not a folder",
                             "give a folder containing .tif/.tiff/.vrt rasters")
-    emb = _resolve_embedder(embedder, model=req.model, index=req.index)
+    emb = resolve_embedder(embedder, model=req.model, index=req.index)
     return index_folder(req.folder, req.index, emb, params=tiling_params(req.tiling), groups=req.groups,
                         batch_size=req.batch_size, workers=workers, progress=progress, cancel=cancel,
                         force=bool(getattr(req, "force", False)),
                         regions=req.regions, batch_tokens=req.batch_tokens)
-
-
-def _resolve_embedder(embedder: EmbedderLike | None, *, model: str | None, index: str) -> Embedder:
-    if embedder is not None:
-        return embedder() if callable(embedder) and not hasattr(embedder, "encode") else embedder  # type: ignore[return-value]
-    if model:
-        return load_model(model)
-    if (Path(index).expanduser() / SIDECAR).exists():
-        return model_for_index(index)
-    raise InputError("no model given for a new index", "pass --model PATH_OR_ID_OR_PRESET (e.g. a tiny model dir)")
 
 
 def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
@@ -147,25 +80,16 @@ def run_search(req: SearchRequest, embedder: EmbedderLike | None = None,
             valid), or None for the index's recorded model.
         store_cache: path -> open IndexStore, reused across calls (the server keeps one).
     """
-    from .binding import bind
-    from .region_search import check, run
-    from .search import build_query
+    from .search import search, search_indexes
+
+    def resolve() -> Embedder:  # called once the input is valid
+        return resolve_embedder(embedder, model=None, index=req.index)
 
     if req.indexes:
-        from .multi import search_indexes
-
-        if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes:
-            raise InputError(f"region search, --rerank, --within and --scene take one index, not {1 + len(req.indexes)}",
-                             "search the indexes one at a time")
-
-        return search_indexes(req, embedder, store_cache, resolve=_resolve_embedder, open_index=open_index)
+        return search_indexes(req, resolve, lambda p: open_index(p, cache=store_cache), close=store_cache is None)
     store = open_index(req.index, cache=store_cache)
     try:
-        query = build_query(store, req)
-        flt = check(store, req)
-        emb = _resolve_embedder(embedder, model=None, index=req.index)
-        emb = bind(emb, store.meta, index=str(req.index), force=bool(getattr(req, "force", False)))
-        return run(store, emb, query, req, flt)
+        return search(store, resolve, req)
     finally:
         if store_cache is None:
             store.close()

@@ -95,8 +95,7 @@ def child_rss(kind: str, path: str) -> None:
 def latency(one: Path, parts: list[Path], dist: Distribution,
             queries: int) -> tuple[list[float], list[float], list[float], list[float], float]:
     from geovec.backend.index.store import IndexStore
-    from geovec.backend.multi import MultiStore
-    from geovec.backend.search import find_hits
+    from geovec.backend.search import MultiStore, find_hits
 
     single = IndexStore.open(one)
     multi = MultiStore([IndexStore.open(p) for p in parts])

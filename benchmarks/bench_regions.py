@@ -102,9 +102,9 @@ def build(path: Path, dist: Distribution, tiles: int, per_tile: int, grid: int) 
 
 
 def part_search(args: argparse.Namespace, tmp: Path) -> None:
-    from geovec.backend import region_search as rs
     from geovec.backend.schemas import SearchRequest
-    from geovec.backend.search import Query
+    from geovec.backend.search import candidates, features
+    from geovec.backend.search.query import Query
 
     dist = Distribution("clustered-lowrank", args.dim, intrinsic=32, clusters=100, spread=0.5, noise=0.1, seed=0)
     print(f"vectors: {dist.describe()}")
@@ -118,15 +118,15 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
     queries = dist.sample(args.queries * 2, stream=999_999_999)
     req = SearchRequest(index=str(path), text="q", level="region", k=args.k)
     query = Query("text", "text_query", text="q")
-    scenes = rs._Scenes(store)
+    scenes = features.Scenes(store)
 
     def timed(qs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         lat, cpu, knn = [], [], []
         for q in qs:
             c0 = time.process_time()
             t0 = time.perf_counter()
-            ranked = rs._rank_regions(store, None, query, req, None, q, q, None, scenes, TILE_PX, False, 0)  # type: ignore[arg-type]
-            feats = rs.region_features(scenes, ranked, TILE_PX, "EPSG:4326")
+            ranked = candidates.rank_regions(store, None, query, req, None, q, q, None, scenes, TILE_PX, False, 0)  # type: ignore[arg-type]
+            feats = features.region_features(scenes, ranked, TILE_PX, "EPSG:4326")
             lat.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
             assert len(feats) == args.k
@@ -155,13 +155,13 @@ def part_search(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def part_rerank(args: argparse.Namespace, tmp: Path) -> None:
-    from geovec.backend import region_search as rs
     from geovec.backend.demo import write_scene
     from geovec.backend.indexing import index_folder
     from geovec.backend.model.embedder import load_embedder
     from geovec.backend.model.tiny import write_tiny_model
     from geovec.backend.schemas import SearchRequest
-    from geovec.backend.search import build_query
+    from geovec.backend.search import run as rs
+    from geovec.backend.search.query import build_query
     from geovec.backend.types import TilingParams
 
     emb = load_embedder(str(write_tiny_model(tmp / "tiny")), device="cpu")

@@ -1,4 +1,4 @@
-"""``geovec train`` and ``geovec eval`` sub-commands (imported lazily by backend/cli.py).
+"""``geovec train`` and ``geovec eval`` sub-commands (imported lazily by backend/cli/main.py).
 
 The ``run_*`` functions raise GeoVecError; ``geovec``'s main turns it into one line and exit 1.
 """
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
-    except GeoVecError as e:  # same convention as backend/cli.py: one line, exit 1
+    except GeoVecError as e:  # same convention as backend/cli/main.py: one line, exit 1
         print(f"geovec: error: {e}", file=sys.stderr)
         return 1
 

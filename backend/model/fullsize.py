@@ -48,11 +48,11 @@ def write_fullsize_model(directory: str | Path, *, preset: str = "vlm2vec-qwen2v
     )
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from .tiny import SPECIAL_TOKENS, _build_tokenizer
+    from .tiny import SPECIAL_TOKENS, build_tokenizer
 
     out = Path(directory).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(vocab_size=1024)
+    tokenizer = build_tokenizer(vocab_size=1024)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2VLConfig(
         **QWEN2VL_2B, image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],

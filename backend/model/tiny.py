@@ -49,7 +49,7 @@ QWEN2_PRETOKENIZE = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\
                      r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 
 
-def _build_tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type
+def build_tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
 
@@ -101,7 +101,7 @@ def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 
 
     out = Path(directory).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(vocab_size=1024)
+    tokenizer = build_tokenizer(vocab_size=1024)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     hidden, heads = 64, 4
     config = Qwen2VLConfig(

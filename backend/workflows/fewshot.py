@@ -150,7 +150,7 @@ def tiles_under(table: TileTable, feats: list[LabelFeature]) -> tuple[np.ndarray
 
 def default_block_km(table: TileTable) -> float:
     """Six tile edges (the median tile), at least 100 m."""
-    from .location import haversine_km
+    from ..search.location import haversine_km
 
     if not len(table):
         return 1.0

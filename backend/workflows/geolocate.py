@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..schemas_workflows import LocateResponse
-from .location import haversine_km
+from ..search.location import haversine_km
 
 if TYPE_CHECKING:
     from ..types import Hit

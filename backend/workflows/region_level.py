@@ -75,8 +75,9 @@ def load_regions(store: IndexStore, tiles: TileTable) -> RegionTable:
     """Every stored region of the tiles in ``tiles``, with unit vectors and WGS84 box polygons."""
     import shapely
 
-    from ..region_search import RegionHit, _Scenes, region_polygons
-    from ..search import index_tiling
+    from ..search.features import Scenes, region_polygons
+    from ..search.hits import RegionHit
+    from ..search.query import index_tiling
 
     require_regions(store)
     labels = store.tile_labels([r.tile_id for r in tiles.records])
@@ -86,7 +87,7 @@ def load_regions(store: IndexStore, tiles: TileTable) -> RegionTable:
     boxes = [tuple(float(v) for v in r.box) for r in rows]
     tile_size = index_tiling(store).tile_size
     hits = [RegionHit(rec, box, 0.0) for rec, box in zip(records, boxes, strict=True)]  # type: ignore[arg-type]
-    polys = np.array(region_polygons(_Scenes(store), hits, tile_size, WGS84) if hits else [], dtype=object)
+    polys = np.array(region_polygons(Scenes(store), hits, tile_size, WGS84) if hits else [], dtype=object)
     cx, cy = (shapely.get_coordinates(shapely.centroid(polys)).T if len(polys)
               else (np.zeros(0), np.zeros(0)))
     return RegionTable(records, normalise(vecs), np.asarray(cy, dtype=float), np.asarray(cx, dtype=float),
@@ -134,7 +135,8 @@ class RegionLabelling(Labelling):
 
     def features(self, out_crs: str) -> list[dict[str, Any]]:
         """One GeoJSON Feature per region (its box in ``out_crs``)."""
-        from ..region_search import RegionHit, _region_rings, _Scenes
+        from ..search.features import Scenes, region_rings
+        from ..search.hits import RegionHit
 
         if not len(self.table):
             return []
@@ -143,7 +145,7 @@ class RegionLabelling(Labelling):
             rings = [[list(xy) for xy in p.exterior.coords] for p in self.table.polygons]
         else:
             hits = [RegionHit(rec, box, 0.0) for rec, box in zip(self.table.records, self.table.boxes, strict=True)]
-            rings = _region_rings(_Scenes(self.store), hits, self.table.tile_size, out_crs)
+            rings = region_rings(Scenes(self.store), hits, self.table.tile_size, out_crs)
         out = []
         for i, rec in enumerate(self.table.records):
             out.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [rings[i]]}, "properties": {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import InputError, ModelMismatchError
+from ..loading import EmbedderLike, open_index, resolve_embedder
 from ..schemas import SearchResponse
 from ..schemas_workflows import (
     AskRequest,
@@ -29,7 +30,6 @@ from ..schemas_workflows import (
     RefineResponse,
     VectorSearchRequest,
 )
-from ..service import EmbedderLike, _resolve_embedder, open_index
 
 if TYPE_CHECKING:
     from ..index.store import IndexStore
@@ -52,7 +52,7 @@ def _model(embedder: EmbedderLike | None, store: IndexStore, index: str) -> Embe
     """The model, checked against (and sized to) the one the index was built with."""
     from ..binding import bind
 
-    return bind(_resolve_embedder(embedder, model=None, index=index), store.meta, index=str(index))
+    return bind(resolve_embedder(embedder, model=None, index=index), store.meta, index=str(index))
 
 
 def _vector(values: list[float], store: IndexStore, what: str) -> np.ndarray:
@@ -144,16 +144,11 @@ def run_ask(req: AskRequest, embedder: EmbedderLike | None = None, store_cache: 
 
 def run_vector_search(req: VectorSearchRequest, store_cache: Cache = None) -> SearchResponse:
     """Search ``req.index`` with an embedding (no model needed)."""
-    from ..raster import geometry
-    from ..search import find_hits, hit_feature
+    from ..search import search_vector
 
-    t0 = time.perf_counter()
-    geometry.parse_crs(req.out_crs)
     with _store(req.index, store_cache) as store:
-        vec = _vector(req.vector, store, "vector")
-        hits = find_hits(store, vec, k=req.k, min_score=req.min_score, near=req.near)
-        return SearchResponse(features=[hit_feature(h, req.out_crs) for h in hits], crs=req.out_crs,  # type: ignore[misc]
-                              query={"kind": "vector"}, took_ms=round((time.perf_counter() - t0) * 1000, 2))
+        return search_vector(store, _vector(req.vector, store, "vector"), k=req.k, min_score=req.min_score,
+                             out_crs=req.out_crs, near=req.near)
 
 
 #: What the CLI passes when it loads the index's model lazily.

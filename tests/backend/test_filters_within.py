@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shapely
 
-from geovec.backend.filters import parse_within
+from geovec.backend.search.filters import parse_within
 
 
 def test_long_wkt_within_parses() -> None:

@@ -1,4 +1,5 @@
-"""The package's import graph, built with the standard library's ast: no cycles, one-way layers.
+"""The package's import graph, built with the standard library's ast: no cycles, one-way layers
+(between the packages, and inside the backend), no private name imported from another module.
 
 Every ``import`` counts, at module level, inside functions and under
 ``TYPE_CHECKING``: a lazy import is still a dependency.
@@ -19,6 +20,17 @@ FORBIDDEN = {
     "training": ("plugin", "qgis", "PyQt5", "PyQt6"),
     "plugin": ("backend", "training", "torch", "transformers", "rasterio", "hnswlib", "numpy", "pydantic"),
 }
+#: The backend's layers, bottom first (by the name under ``backend``; "" is ``backend/__init__.py``): a
+#: module imports from its own layer and the layers below it, never from one above.
+BACKEND_LAYERS: list[tuple[str, ...]] = [
+    ("errors", "types", "paths", "jsonsafe", "schemas", "schemas_workflows"),
+    ("raster", "model", "index", "binding", "regions", "loading"),
+    ("search",),
+    ("indexing",),
+    ("workflows",),
+    ("service",),
+    ("server", "cli", "demo", "__main__", ""),
+]
 
 
 def package_modules(root: Path) -> dict[str, Path]:
@@ -129,6 +141,51 @@ def layer_violations(edges: dict[str, set[str]], external: dict[str, set[str]]) 
     return bad
 
 
+def backend_layer(module: str) -> int | None:
+    """The index of ``module``'s layer in :data:`BACKEND_LAYERS` (None: not a backend module, or unplaced)."""
+    parts = module.split(".")
+    if parts[0] != "backend":
+        return None
+    name = parts[1] if len(parts) > 1 else ""
+    return next((i for i, names in enumerate(BACKEND_LAYERS) if name in names), None)
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Backend imports that run up a layer, and backend modules placed in no layer."""
+    bad = []
+    for m in sorted(edges):
+        if not (m == "backend" or m.startswith("backend.")):
+            continue
+        mine = backend_layer(m)
+        if mine is None:
+            bad.append(f"{m} is in no layer of BACKEND_LAYERS")
+            continue
+        for t in sorted(edges[m]):
+            theirs = backend_layer(t)
+            if theirs is not None and theirs > mine:
+                bad.append(f"{m} (layer {mine}) imports {t} (layer {theirs})")
+    return bad
+
+
+def private_imports(root: Path, package: str = "geovec") -> list[str]:
+    """``from X import _name`` where X is another module of the package (``_name`` stays in its module)."""
+    mods = package_modules(root)
+    bad = []
+    for m, path in sorted(mods.items()):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                t = _absolute(m, path.name == "__init__.py", node.level, node.module)
+            elif node.module and (node.module == package or node.module.startswith(package + ".")):
+                t = node.module.removeprefix(package).lstrip(".")
+            else:
+                continue
+            bad += [f"{m} imports {t}.{a.name}".replace(" .", " ") for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__") and t != m]
+    return bad
+
+
 def test_the_package_has_no_import_cycle() -> None:
     edges, _ = import_graph(ROOT)
     assert {"backend.cli", "backend.index.store", "training.trainer", "plugin"} <= set(edges)
@@ -139,6 +196,16 @@ def test_layers_import_one_way() -> None:
     edges, external = import_graph(ROOT)
     assert "backend.errors" in edges["training.trainer"]  # training builds on the backend ...
     assert layer_violations(edges, external) == []  # ... never the reverse; no qgis in backend/
+
+
+def test_backend_layers_import_downward_only() -> None:
+    edges, _ = import_graph(ROOT)
+    assert "backend.search.run" in edges and "backend.errors" in edges["backend.search.run"]
+    assert upward_imports(edges) == []
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    assert private_imports(ROOT) == []
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -169,3 +236,21 @@ def test_layer_check_catches_backend_importing_training_or_qgis(tmp_path: Path) 
     edges, external = import_graph(root)
     assert layer_violations(edges, external) == ["backend.cli imports training.cli", "backend.gui imports qgis",
                                                  "plugin imports numpy"]
+
+
+def test_layer_check_catches_an_upward_or_unplaced_backend_module(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"backend/__init__.py": "", "backend/search/__init__.py": "",
+                             "backend/search/run.py": "def f():\n    from ..workflows import ask\n",
+                             "backend/workflows/__init__.py": "", "backend/workflows/ask.py": "from ..search import run\n",
+                             "backend/newthing.py": "from .errors import x\n", "backend/errors.py": ""})
+    edges, _ = import_graph(root)
+    assert upward_imports(edges) == ["backend.newthing is in no layer of BACKEND_LAYERS",
+                                     "backend.search.run (layer 2) imports backend.workflows (layer 4)",
+                                     "backend.search.run (layer 2) imports backend.workflows.ask (layer 4)"]
+
+
+def test_private_check_catches_a_private_name_from_another_module_only(tmp_path: Path) -> None:
+    root = _write(tmp_path, {"backend/__init__.py": "", "backend/a.py": "from .b import _hidden, shown\n",
+                             "backend/b.py": "from geovec.backend.a import __version__\n_hidden = shown = 1\n",
+                             "training/__init__.py": "", "training/c.py": "from geovec.backend.b import _x\n"})
+    assert private_imports(root) == ["backend.a imports backend.b._hidden", "training.c imports backend.b._x"]

@@ -14,8 +14,8 @@ from geovec.backend.cli import main
 from geovec.backend.demo import write_sample_folder
 from geovec.backend.index.store import IndexStore
 from geovec.backend.indexing import index_folder
-from geovec.backend.multi import MultiStore
 from geovec.backend.schemas import SearchRequest
+from geovec.backend.search.multi import MultiStore
 from geovec.backend.service import run_search
 from geovec.backend.types import TilingParams
 from tests.backend.serverproc import ServerProc

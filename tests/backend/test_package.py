@@ -19,7 +19,7 @@ def test_zip_ships_the_plugin_and_backend_only_and_the_readme_resolves(tmp_path:
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     names = set(zipfile.ZipFile(out).namelist())
-    assert {"geovec/plugin/main.py", "geovec/backend/cli.py", "geovec/README.md", "geovec/pyproject.toml"} <= names
+    assert {"geovec/plugin/main.py", "geovec/backend/cli/main.py", "geovec/README.md", "geovec/pyproject.toml"} <= names
     assert not [n for n in names if n.startswith(("geovec/training/", "geovec/tests/", "geovec/benchmarks/",
                                                   "geovec/scripts/")) or "__pycache__" in n]
     zipfile.ZipFile(out).extractall(tmp_path / "x")
@@ -35,4 +35,4 @@ def test_zip_ships_the_plugin_and_backend_only_and_the_readme_resolves(tmp_path:
                             "-w", str(tmp_path / "wheel"), str(plugin)], capture_output=True, text=True, timeout=300)
     assert wheel.returncode == 0, wheel.stderr[-2000:]
     files = zipfile.ZipFile(next((tmp_path / "wheel").glob("geovec-*.whl"))).namelist()
-    assert "geovec/backend/cli.py" in files and not [f for f in files if f.startswith("geovec/training")]
+    assert "geovec/backend/cli/main.py" in files and not [f for f in files if f.startswith("geovec/training")]

@@ -204,9 +204,9 @@ def test_within_and_scene_filters(env, capsys, monkeypatch) -> None:
     assert len(scenes["features"]) == 8
     assert {Path(f["properties"]["source"]).stem for f in scenes["features"]} == {"forest_albers", "town_ncsp_ftUS"}
     # a large filter goes through hnswlib with a filter: same hits as exact scoring
-    import geovec.backend.region_search as rs
+    import geovec.backend.search.filters as filters
 
-    monkeypatch.setattr(rs, "EXACT_MAX", 0)
+    monkeypatch.setattr(filters, "EXACT_MAX", 0)
     via_hnsw = _search(capsys, "--index", str(env["idx"]), "--text", "water", "--k", "20", "--within", LAKE_WKT)
     assert [f["properties"]["tile_id"] for f in via_hnsw["features"]] == [f["properties"]["tile_id"]
                                                                           for f in lake["features"]]

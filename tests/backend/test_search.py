@@ -1,4 +1,4 @@
-"""search(): image / text / box / point queries, CRSs, exclude_overlapping, bad input."""
+"""search() (the search entry point): image / text / box / point queries, CRSs, exclude_overlapping, bad input."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from geovec.backend.demo import write_sample_folder, write_scene
 from geovec.backend.errors import InputError, OutOfBoundsError
 from geovec.backend.indexing import index_folder
 from geovec.backend.schemas import SearchRequest
-from geovec.backend.search import search, search_image
+from geovec.backend.search import search
 from geovec.backend.types import TilingParams
 
 TILE = 32
@@ -47,7 +47,9 @@ def _wgs84_bounds(scene, window=None):
     return geometry.window_to_geometry(scene, window or (0, 0, scene.width, scene.height), "EPSG:4326")
 
 
-def test_tile_queried_with_its_own_image_comes_first(indexed, tiny_embedder) -> None:
+def test_tile_queried_with_its_own_image_comes_first(indexed, tiny_embedder, tmp_path: Path) -> None:
+    from PIL import Image
+
     from geovec.backend.raster.tiling import read_tile
 
     store, folder = indexed
@@ -55,7 +57,9 @@ def test_tile_queried_with_its_own_image_comes_first(indexed, tiny_embedder) -> 
         scene, stretch = _scene(store, folder / name)
         for window in [(0, 0, TILE, TILE), (TILE, TILE, TILE, TILE)]:
             image, vf = read_tile(scene, window, stretch, out_size=TILE)
-            resp = search_image(store, tiny_embedder, image, k=3)
+            png = tmp_path / f"{name}_{window[0]}.png"  # PNG is lossless: the query holds the tile's pixels
+            Image.fromarray(image).save(png)
+            resp = search(store, tiny_embedder, SearchRequest(index="x", image=str(png), k=3))
             top = resp.features[0].properties
             assert top["scene_id"] == scene.scene_id
             assert tuple(top["window"]) == window, (name, window, [f.properties["window"] for f in resp.features])

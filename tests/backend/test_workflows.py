@@ -26,11 +26,11 @@ from geovec.backend.schemas_workflows import (
     RefineRequest,
     VectorSearchRequest,
 )
+from geovec.backend.search.location import haversine_km
 from geovec.backend.types import EmbedInput, TilingParams
 from geovec.backend.workflows import service
 from geovec.backend.workflows.classifiers import CANDIDATES
 from geovec.backend.workflows.feedback import refine_direction
-from geovec.backend.workflows.location import haversine_km
 from geovec.backend.workflows.tiles import load_tiles
 from tests.backend.wfdata import CELLS, CRS, TILE, label_layer, tile_box, write_two_class_scene
 

@@ -33,7 +33,7 @@ from typing import Any
 from ...backend.errors import InputError
 from ..data import formats, layouts
 from . import tasks as T
-from .report import _fmt, plot_task_bars, plot_training_curves
+from .report import fmt, plot_task_bars, plot_training_curves
 
 log = logging.getLogger(__name__)
 SPEC_KINDS = (*T.FAMILIES, "holdout")
@@ -125,7 +125,7 @@ def write_eval_report(summary: dict[str, Any], out_dir: str | Path, *, train_log
     lines = [f"# GeoVec evaluation: `{summary['model']}` (preset {summary['preset']})", "",
              "| task | family | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for name, r in tasks.items():
-        row = [_fmt(r.get(c, r.get("chance") if c == "chance_p_at_1" else r.get("n") if c == "n_queries" else "")) for c in COLUMNS]
+        row = [fmt(r.get(c, r.get("chance") if c == "chance_p_at_1" else r.get("n") if c == "n_queries" else "")) for c in COLUMNS]
         lines.append(f"| {name} | {r.get('family', '')} | " + " | ".join(row) + " |")
     if tasks:
         files["bars"] = plot_task_bars(tasks, out / "figures" / "tasks.png", HEADLINE)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _fmt(v: Any) -> str:
+def fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.3f}"
     return str(v)
@@ -88,8 +88,8 @@ def write_train_report(report: dict[str, Any], out_dir: str | Path) -> dict[str,
                     ("validation after", report.get("val_after") or {})):
         if m:
             ci = m.get("p_at_1_ci95")
-            lines.append(f"| {name} | {_fmt(m['p_at_1'])} | {f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else ''} "
-                         f"| {_fmt(m.get('balanced_p_at_1', float('nan')))} | {_fmt(m['chance'])} | {m['n']} "
+            lines.append(f"| {name} | {fmt(m['p_at_1'])} | {f'{ci[0]:.3f}-{ci[1]:.3f}' if ci else ''} "
+                         f"| {fmt(m.get('balanced_p_at_1', float('nan')))} | {fmt(m['chance'])} | {m['n']} "
                          f"| {m.get('n_polygons', '')} |")
     if report.get("val_after"):
         lines += ["", "Validation blocks are for choices (steps, learning rate); the test blocks give the figure."]
@@ -98,7 +98,7 @@ def write_train_report(report: dict[str, Any], out_dir: str | Path) -> dict[str,
     if after.get("per_class"):
         lines += ["", "| class | before | after |", "|---|---|---|"]
         for c, v in after["per_class"].items():
-            lines.append(f"| {c} | {_fmt((before.get('per_class') or {}).get(c, float('nan')))} | {_fmt(v)} |")
+            lines.append(f"| {c} | {fmt((before.get('per_class') or {}).get(c, float('nan')))} | {fmt(v)} |")
     split = report.get("split") or {}
     lines += ["", "## Split", "", "```", json.dumps(split, indent=1), "```"]
     curves = plot_training_curves(out / "train_log.jsonl", out / "figures" / "training_curves.png")

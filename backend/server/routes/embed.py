@@ -19,7 +19,7 @@ router = APIRouter(tags=["embed"], responses=ERRORS)
 MAX_PIXELS = 4096 * 4096
 
 
-def _image(b64: str, i: int) -> Any:
+def decode_image(b64: str, i: int) -> Any:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -50,7 +50,7 @@ def to_embed_input(item: EmbedItem, i: int) -> Any:
         raise InputError(f"inputs[{i}] has neither text nor image_b64", "give a text, an image or both")
     if item.text is not None and not item.text.strip() and item.image_b64 is None:
         raise InputError(f"inputs[{i}].text is empty", "type a description, or send an image")
-    image = _image(item.image_b64, i) if item.image_b64 is not None else None
+    image = decode_image(item.image_b64, i) if item.image_b64 is not None else None
     if item.bbox is not None:
         if image is None:
             raise InputError(f"inputs[{i}].bbox needs an image", "send image_b64 with the bbox in its pixels")

@@ -77,10 +77,10 @@ def refine(body: RefineRequest, state: State) -> RefineResponse:
 def locate(body: LocateRequest, state: State) -> LocateResponse:
     """Where is this? Hits of a box/point query, an image or a vector, clustered into ranked locations."""
     from ...workflows.service import run_locate
-    from .embed import _image
+    from .embed import decode_image
 
     req = _with_query(_paths(body, state), state)
-    image = _image(req.image_b64, 0) if req.image_b64 is not None else None
+    image = decode_image(req.image_b64, 0) if req.image_b64 is not None else None
     return run_locate(req, resident_embedder(state, req.index), state.stores, image=image)
 
 

@@ -1,32 +1,30 @@
-"""Query service: text / box / point / image -> tile hits -> GeoJSON.
+"""Query building: text / box / point / image -> a :class:`Query` ready to embed (no model).
 
-A query is built in two steps so bad input fails before any model is loaded:
+A query is built before any model is loaded, so bad input fails first:
 :func:`build_query` resolves the raster, the pixel box and the context window and
 reads the query image with the scene's *stored* stretch (so query preprocessing
-equals index preprocessing), giving a :class:`Query`; :func:`run_query` embeds it
-with the model and searches the index. :func:`search` does both.
+equals index preprocessing). :mod:`.run` embeds it and searches the index.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, NotFoundError, OutOfBoundsError
-from .schemas import NearQuery, SearchRequest, SearchResponse
-from .types import Box, EmbedInput, Hit, Scene, Stretch, TileRecord, TilingParams, Window
+from ..errors import InputError, NotFoundError, OutOfBoundsError
+from ..schemas import SearchRequest
+from ..types import Box, EmbedInput, Scene, Stretch, TilingParams, Window
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from .index.store import IndexStore
-    from .model.embedder import Embedder
+    from ..index.store import IndexStore
+    from ..model.embedder import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
     the indexed scene that contains the query coordinates (where several do: the
     finest ground resolution, then the most bands).
     """
-    from .raster import geometry
+    from ..raster import geometry
 
     if req.raster:
         found = store.scene_for_path(req.raster)
@@ -72,8 +70,8 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
             return found
         if not Path(req.raster).exists():
             raise NotFoundError(f"raster {req.raster!r} does not exist", "give the path of a raster file")
-        from .raster.scan import open_scene
-        from .raster.stretch import compute_stretch
+        from ..raster.scan import open_scene
+        from ..raster.stretch import compute_stretch
 
         scene = open_scene(req.raster, bands=tiling.bands)
         log.info("raster %s is not in the index; computing its stretch", req.raster)
@@ -112,7 +110,7 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
 
 
 def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, float]:
-    from .raster import geometry
+    from ..raster import geometry
 
     cols, rows = geometry.to_pixels(scene, [x], [y], crs)
     col, row = float(np.asarray(cols).ravel()[0]), float(np.asarray(rows).ravel()[0])
@@ -128,8 +126,8 @@ def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, flo
 
 def build_query(store: IndexStore, req: SearchRequest) -> Query:
     """Validate ``req`` against the index and build the query (reads pixels, no model)."""
-    from .raster import geometry
-    from .raster.tiling import native_tile_size, read_tile
+    from ..raster import geometry
+    from ..raster.tiling import native_tile_size, read_tile
 
     latlon = (float(req.latlon[0]), float(req.latlon[1])) if req.latlon is not None else None
     if req.mode == "text":
@@ -188,9 +186,9 @@ def read_image_file(path: str) -> np.ndarray:
     except Exception:  # noqa: BLE001 - not a picture PIL reads: try it as a raster
         pass
     try:
-        from .raster.scan import open_scene
-        from .raster.stretch import compute_stretch
-        from .raster.tiling import read_tile
+        from ..raster.scan import open_scene
+        from ..raster.stretch import compute_stretch
+        from ..raster.tiling import read_tile
 
         scene = open_scene(str(p))
         side = max(scene.width, scene.height)
@@ -199,110 +197,3 @@ def read_image_file(path: str) -> np.ndarray:
     except Exception as e:  # noqa: BLE001
         raise InputError(f"image {path!r} cannot be read as an image or raster: {e}",
                          "give a PNG, JPEG or GeoTIFF file") from e
-
-
-def _overlaps(a: BaseGeometry, b: BaseGeometry) -> bool:
-    """True when ``a`` and ``b`` share area (touching edges do not count)."""
-    if not a.intersects(b):
-        return False
-    inter = a.intersection(b).area
-    return inter > 1e-4 * max(min(a.area, b.area), 1e-18)
-
-
-def find_hits(store: IndexStore, vector: np.ndarray, *, k: int, min_score: float | None = None,
-              exclude_wgs84: BaseGeometry | None = None, near: NearQuery | None = None) -> list[Hit]:
-    """Nearest tiles to ``vector``, dropping those below ``min_score`` or overlapping ``exclude_wgs84``;
-    ``near`` filters / re-ranks them by distance to a centre (see ``workflows.location``)."""
-    from shapely import wkt
-
-    if near is not None:
-        from .workflows.location import near_hits
-
-        excl = exclude_wgs84
-        keep = None if excl is None else (lambda rec: not _overlaps(wkt.loads(rec.footprint_wgs84), excl))
-        return near_hits(store, vector, near, k=k, min_score=min_score, keep=keep)
-    total = int(store.count)
-    if total <= 0:
-        return []
-    want = min(total, k if exclude_wgs84 is None else k * 4 + 16)
-    vec = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-    while True:
-        results = store.search(vec, want)[0]
-        hits: list[Hit] = []
-        for rec, score in results:
-            if min_score is not None and score < min_score:
-                break
-            if exclude_wgs84 is not None and _overlaps(wkt.loads(rec.footprint_wgs84), exclude_wgs84):
-                continue
-            hits.append(Hit(rank=len(hits) + 1, score=float(score), record=rec))
-            if len(hits) == k:
-                return hits
-        exhausted = len(results) < want or want >= total
-        below = min_score is not None and results and results[-1][1] < min_score
-        if exhausted or below:
-            return hits
-        want = min(total, want * 4)
-
-
-def hit_feature(hit: Hit, out_crs: str) -> dict[str, Any]:
-    """One hit as a GeoJSON Feature dict with its footprint in ``out_crs``."""
-    from shapely.geometry import box, mapping
-
-    from .raster import geometry
-
-    rec: TileRecord = hit.record
-    native = box(*rec.bounds)
-    geom = geometry.reproject_geometry(native, rec.crs_wkt, out_crs)
-    return {"type": "Feature", "geometry": mapping(geom), "properties": tile_properties(hit)}
-
-
-def tile_properties(hit: Hit) -> dict[str, Any]:
-    """The GeoJSON properties of a tile hit (see :class:`~geovec.backend.schemas.SearchResponse`)."""
-    rec: TileRecord = hit.record
-    return {
-            "rank": hit.rank,
-            "score": round(hit.score, 6),
-            "tile_id": rec.tile_id,
-            "scene_id": rec.scene_id,
-            "source": rec.sources[0] if rec.sources else None,
-            "sources": list(rec.sources),
-            "window": list(rec.window),
-            "center_lat": rec.center_lat,
-            "center_lon": rec.center_lon,
-            "gsd": rec.gsd,
-            "valid_fraction": rec.valid_fraction,
-            "regions": [r.__dict__ for r in hit.regions],
-            "level": "tile",
-            **hit.extra,
-    }
-
-
-def run_query(store: IndexStore, embedder: Embedder, query: Query, *, k: int = 10,
-              min_score: float | None = None, out_crs: str = "EPSG:4326",
-              near: NearQuery | None = None) -> SearchResponse:
-    """Embed ``query``, search ``store`` and return the hits as a GeoJSON FeatureCollection."""
-    from .raster import geometry
-
-    t0 = time.perf_counter()
-    geometry.parse_crs(out_crs)  # a bad out_crs fails before the model runs
-    vec = embedder.encode([query.embed_input(embedder)], batch_size=1)[0]
-    hits = find_hits(store, vec, k=k, min_score=min_score, exclude_wgs84=query.exclude_wgs84, near=near)
-    features = [hit_feature(h, out_crs) for h in hits]
-    info = {"kind": query.kind, **(query.info or {})}
-    return SearchResponse(features=features, crs=out_crs, query=info,  # type: ignore[arg-type]
-                          took_ms=round((time.perf_counter() - t0) * 1000, 2))
-
-
-def search(store: IndexStore, embedder: Embedder, req: SearchRequest) -> SearchResponse:
-    """Answer one :class:`SearchRequest` (text, box or point) against ``store``."""
-    t0 = time.perf_counter()
-    query = build_query(store, req)
-    resp = run_query(store, embedder, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs, near=req.near)
-    resp.took_ms = round((time.perf_counter() - t0) * 1000, 2)
-    return resp
-
-
-def search_image(store: IndexStore, embedder: Embedder, image: np.ndarray, *, k: int = 10,
-                 latlon: tuple[float, float] | None = None, out_crs: str = "EPSG:4326") -> SearchResponse:
-    """Tiles most similar to ``image`` (an (H, W, 3) uint8 array), embedded like an indexed tile."""
-    return run_query(store, embedder, image_query(image, latlon=latlon), k=k, out_crs=out_crs)

@@ -2,8 +2,7 @@
 
 :class:`MultiStore` offers the read side of :class:`~geovec.backend.index.store.IndexStore`
 that queries use (``search``, ``count``, ``meta``, ``scenes``, ``scene``,
-``scene_for_path``), so :func:`geovec.backend.search.build_query` and
-:func:`~geovec.backend.search.find_hits` run on it unchanged. ``search`` asks each
+``scene_for_path``, ``regions_spec``), so :func:`.run.search` runs on it unchanged. ``search`` asks each
 index for its own top ``k`` and merges them by cosine similarity (the global top ``k``
 is always among them); a tile stored in two indexes counts once. Every index must
 have the same model (dim, preset, checkpoint); box and point queries also need the
@@ -18,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError, ModelMismatchError
-from .types import Scene, Stretch, TileRecord
+from ..errors import InputError, ModelMismatchError
+from ..schemas import SearchRequest, SearchResponse
+from ..types import Scene, Stretch, TileRecord
 
 if TYPE_CHECKING:
-    from .index.store import IndexStore
+    from ..index.store import IndexStore
+    from ..loading import EmbedderLike
 
 
 class MultiStore:
@@ -31,7 +32,7 @@ class MultiStore:
     def __init__(self, stores: Sequence[IndexStore], *, force: bool = False) -> None:
         if not stores:
             raise InputError("no index to search", "give at least one --index")
-        from .binding import check_identity, describe, recorded_identity
+        from ..binding import check_identity, describe, recorded_identity
 
         first = stores[0]
         mine = recorded_identity(first.meta or {})
@@ -56,6 +57,11 @@ class MultiStore:
     @property
     def meta(self) -> dict[str, Any]:
         return dict(self.stores[0].meta or {})
+
+    @property
+    def regions_spec(self) -> None:
+        """Region search takes one index: a union of indexes offers tile hits only."""
+        return None
 
     @property
     def count(self) -> int:
@@ -152,34 +158,32 @@ class MultiStore:
             s.close()
 
 
-def search_indexes(req: Any, embedder: Any, store_cache: Any, *, resolve: Callable[..., Any],
-                   open_index: Callable[..., IndexStore]) -> Any:
-    """``run_search`` over ``req.index`` and ``req.indexes`` (hits carry an ``index`` property).
+def search_indexes(req: SearchRequest, embedder: EmbedderLike, open_index: Callable[[str], IndexStore], *,
+                   close: bool = True) -> SearchResponse:
+    """Answer ``req`` over ``req.index`` and ``req.indexes`` through :func:`.run.search` (hits carry an
+    ``index`` property). ``open_index`` opens one index read-only; ``close``: close them afterwards."""
+    from .run import search
 
-    ``resolve`` and ``open_index`` are the service's (passed in: the service imports this module).
-    """
-    from .binding import bind
-    from .search import build_query, run_query
-
+    if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes \
+            or req.near is not None:
+        raise InputError(f"region search, --rerank, --within, --scene and --near take one index, "
+                         f"not {1 + len(req.indexes)}", "search the indexes one at a time")
     paths = list(dict.fromkeys([req.index, *req.indexes]))  # the same index twice counts once
     stores: list[IndexStore] = []
     try:
         for p in paths:
-            stores.append(open_index(p, cache=store_cache))
-        force = bool(getattr(req, "force", False))
-        multi = MultiStore(stores, force=force)
+            stores.append(open_index(p))
+        multi = MultiStore(stores, force=bool(getattr(req, "force", False)))
         if req.mode != "text" and not multi.same_tiling:
             raise InputError(f"{req.mode} queries across indexes need one tiling; these differ: "
                              + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in stores),
                              "search them by text, or one at a time")
-        query = build_query(multi, req)  # type: ignore[arg-type]
-        emb = bind(resolve(embedder, model=None, index=req.index), multi.meta, index=str(req.index), force=force)
-        resp = run_query(multi, emb, query, k=req.k, min_score=req.min_score, out_crs=req.out_crs)  # type: ignore[arg-type]
+        resp = search(multi, embedder, req)  # type: ignore[arg-type]
         for f in resp.features:
             f.properties["index"] = multi.index_of(f.properties["tile_id"])
         resp.query["indexes"] = [str(s.path) for s in stores]
         return resp
     finally:
-        if store_cache is None:
+        if close:
             for s in stores:
                 s.close()

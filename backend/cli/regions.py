@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .schemas import SearchResponse
+from ..schemas import SearchResponse
 
 
 def _positive(text: str) -> int:
@@ -21,7 +21,7 @@ def _positive(text: str) -> int:
 
 def add_region_search_args(se: argparse.ArgumentParser) -> None:
     """Add --level, --rerank, --regions-per-hit, --nms-iou, --within, --within-crs, --scene."""
-    from .region_search import DEFAULT_RERANK
+    from ..search.candidates import DEFAULT_RERANK
 
     se.add_argument("--level", choices=("tile", "region"), default="tile",
                     help="rank tiles with their best regions (default) or rank regions")
@@ -47,7 +47,7 @@ def region_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.within is not None:
         within, crs = args.within, args.within_crs
         if not within.lstrip().startswith("{") and Path(within).expanduser().is_file():
-            from .filters import parse_within
+            from ..search.filters import parse_within
 
             within, crs = parse_within(within, crs).wkt, "EPSG:4326"
         fields.update(within=within, within_crs=crs)

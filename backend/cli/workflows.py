@@ -1,4 +1,4 @@
-"""``geovec classify | fewshot | refine | locate | ask`` (added to the main parser by ``backend/cli.py``)."""
+"""``geovec classify | fewshot | refine | locate | ask`` (added to the main parser by :mod:`.main`)."""
 
 from __future__ import annotations
 
@@ -75,10 +75,10 @@ def _print_classified(resp: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..cli_common import validated as _validated
     from ..schemas_workflows import ClassifyRequest
     from ..service import model_for_index
-    from .service import run_classify
+    from ..workflows.service import run_classify
+    from .common import validated as _validated
 
     fields: dict[str, Any] = {"index": args.index, "classes": args.classes, "out_dir": args.out,
                               "out_crs": args.out_crs, "return_features": False, "area": _area(args),
@@ -96,9 +96,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from ..cli_common import validated as _validated
     from ..schemas_workflows import FewShotRequest
-    from .service import run_fewshot
+    from ..workflows.service import run_fewshot
+    from .common import validated as _validated
 
     req = _validated(FewShotRequest, index=args.index, labels=args.labels, label_field=args.label_field,
                      layer=args.layer, method=args.method, block_km=args.block_km, folds=args.folds, seed=args.seed,
@@ -110,7 +110,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
 
 def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
-    from ..cli_common import UsageError
+    from .common import UsageError
 
     fields: dict[str, Any] = {"index": args.index}
     if getattr(args, "text", None) is not None:
@@ -124,7 +124,7 @@ def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _print_hits(resp: Any, args: argparse.Namespace) -> None:
+def print_hits(resp: Any, args: argparse.Namespace) -> None:
     if args.geojson:
         Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
     if args.json:
@@ -138,12 +138,12 @@ def _print_hits(resp: Any, args: argparse.Namespace) -> None:
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
-    from ..cli_common import UsageError
-    from ..cli_common import validated as _validated
     from ..schemas import SearchRequest
     from ..schemas_workflows import RefineRequest
     from ..service import model_for_index
-    from .service import run_refine
+    from ..workflows.service import run_refine
+    from .common import UsageError
+    from .common import validated as _validated
 
     if (args.vector is None) == (args.text is None and args.box is None and args.point is None):
         raise UsageError("give the original query: --text/--box/--point, or --vector FILE")
@@ -158,18 +158,18 @@ def cmd_refine(args: argparse.Namespace) -> int:
     resp = run_refine(req, lambda: model_for_index(args.index, model=args.model, device=args.device))
     if args.save_vector:
         Path(args.save_vector).expanduser().write_text(json.dumps({"query_vector": resp.query_vector}))
-    _print_hits(resp, args)
+    print_hits(resp, args)
     if resp.marks_path and not args.json:
         print(f"marks written to {resp.marks_path} (geovec train reads it: labels: {resp.marks_path})")
     return 0
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
-    from ..cli_common import validated as _validated
     from ..schemas import SearchRequest
     from ..schemas_workflows import LocateRequest
     from ..service import model_for_index
-    from .service import run_locate
+    from ..workflows.service import run_locate
+    from .common import validated as _validated
 
     fields: dict[str, Any] = {"index": args.index, "k": args.k, "radius_km": args.radius_km,
                               "max_locations": args.max_locations, "out_crs": args.out_crs}
@@ -190,7 +190,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     elif args.box is not None or args.point is not None:
         fields["query"] = _validated(SearchRequest, **_search_fields(args))
     else:
-        from ..cli_common import UsageError
+        from .common import UsageError
 
         raise UsageError("give what to locate: --box/--point (with --crs), --image FILE or --vector FILE")
     req = _validated(LocateRequest, **fields)
@@ -210,10 +210,10 @@ def cmd_locate(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from ..cli_common import validated as _validated
     from ..schemas_workflows import AskRequest
     from ..service import model_for_index
-    from .service import run_ask
+    from ..workflows.service import run_ask
+    from .common import validated as _validated
 
     req = _validated(AskRequest, index=args.index, box=args.box, crs=args.crs, raster=args.raster,
                      question=args.question, answers=args.answers or [])

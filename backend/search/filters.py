@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError, NotFoundError
+from ..errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
-    from .index.store import IndexStore
+    from ..index.store import IndexStore
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def parse_within(text: str, crs: str = "EPSG:4326") -> BaseGeometry:
     from shapely.geometry import shape
     from shapely.ops import unary_union
 
-    from .raster import geometry
+    from ..raster import geometry
 
     value = (text or "").strip()
     if not value:
