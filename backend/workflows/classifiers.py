@@ -76,6 +76,7 @@ def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, 
     decrease) within ``max_iter`` steps; a fit that did not is logged as a warning.
     """
     from scipy.optimize import minimize
+    from threadpoolctl import threadpool_limits
 
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -98,8 +99,11 @@ def softmax_regression(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, 
         g = sw[:, None] * (np.exp(logp) - onehot)
         return f, np.concatenate([(x.T @ g + 2.0 * l2 * w).ravel(), g.sum(axis=0)])
 
-    res = minimize(fg, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
-                   options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-12, "maxcor": 10})
+    # one BLAS thread: on these small problems scipy's threaded BLAS calls cost more than the work (~40x
+    # slower on 2 busy cores)
+    with threadpool_limits(1, user_api="blas"):
+        res = minimize(fg, np.zeros(d * k + k), jac=True, method="L-BFGS-B",
+                       options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-12, "maxcor": 10})
     theta = res.x
     fit = SoftmaxFit(theta[: d * k].reshape(d, k).astype(np.float32), theta[d * k:].astype(np.float32), absent,
                      bool(res.success), int(res.nit), str(res.message))
