@@ -89,6 +89,18 @@ class ModelUnavailableError(GeoVecError, RuntimeError):
     code = "model_unavailable"
 
 
+class WriteError(GeoVecError, OSError):
+    """An output cannot be written: a folder in the way, read-only, the folder gone."""
+
+    code = "cannot_write"
+
+
+class NoSpaceError(WriteError):
+    """The disk (or the file size limit) is full while writing an output; nothing half-written is left."""
+
+    code = "no_space"
+
+
 class CancelledError(GeoVecError):
     """A job was cancelled by the user; work done so far is kept."""
 
@@ -105,6 +117,8 @@ HTTP_STATUS: dict[type[GeoVecError], int] = {
     BusyError: 409,
     ModelUnavailableError: 503,
     CancelledError: 409,
+    NoSpaceError: 507,
+    WriteError: 409,
     GeoVecError: 400,
 }
 

@@ -247,7 +247,9 @@ class LayerBoxes:
         import fiona
         from shapely.geometry import shape
 
-        self.path = str(path)
+        from .paths import check_read
+
+        self.path = str(check_read(path, "region layer"))  # a job of the server: under its allowed folders
         try:
             with fiona.open(self.path) as src:
                 self.crs_wkt = src.crs_wkt or "EPSG:4326"

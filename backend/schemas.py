@@ -11,15 +11,17 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from .paths import ABSOLUTE_PATH, shown
+from .paths import ABSOLUTE_PATH, gate, looks_like_path, shown
 
 #: Text that may hold a file name that is not valid UTF-8: its bytes are kept as ``\xNN`` escapes.
 ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, str) else v)]
@@ -30,10 +32,46 @@ ShownStr = Annotated[str, BeforeValidator(lambda v: shown(v) if isinstance(v, st
 MAX_TEXT_CHARS = 2000
 
 
+def _gated(value: str, info: ValidationInfo) -> str:
+    """Every path field of a request passes the server's path gate (a no-op outside the server)."""
+    return gate(value, info.field_name or "path")
+
+
+def _gated_within(value: str | None, info: ValidationInfo) -> str | None:
+    """``within`` is GeoJSON, WKT or a file: a path (absolute) passes the gate like any path field."""
+    return gate(value.strip(), "within file") if value is not None and looks_like_path(value) else value
+
+
+def _gated_model(value: str, info: ValidationInfo) -> str:
+    """``model`` is a preset, a hub id or a local folder: a folder (absolute) passes the gate."""
+    return gate(value, "model") if looks_like_path(value) else value
+
+
+def _gated_spec(value: str | None, info: ValidationInfo) -> str | None:
+    """A region spec's ``layer=PATH`` passes the gate (the layer is read, and its path stored in the index)."""
+    if value is None:
+        return None
+    parts = []
+    for part in value.split(";"):
+        key, sep, arg = part.partition("=")
+        if sep and key.strip() == "layer":
+            part = f"{key}={gate(arg.strip(), 'region layer')}"
+        parts.append(part)
+    return ";".join(parts)
+
+
+#: Marks a field in the OpenAPI document as naming a file or folder on the server: ``path`` (always),
+#: ``path-or-text`` (a path when absolute), ``spec`` (``layer=PATH`` inside). Tests enumerate these.
+PATH_KEY = "x-geovec-path"
+
 #: A path. The document states that requests carry absolute ones (the server refuses a relative
-#: one with a 422 naming it; the CLI and the library resolve relative ones themselves).
+#: one with a 422 naming it; the CLI and the library resolve relative ones themselves). In the
+#: server every value goes through :func:`.paths.gate` (the allowed folders) as it is validated.
 AbsPath = Annotated[str, Field(min_length=1, max_length=4096,
-                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"})]
+                               json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$", PATH_KEY: "path"}),
+                    AfterValidator(_gated)]
+#: A model: preset, hub id or (absolute) local folder, gated like a path when it is one.
+ModelSpec = Annotated[str, Field(json_schema_extra={PATH_KEY: "path-or-text"}), AfterValidator(_gated_model)]
 
 
 class StrictModel(BaseModel):
@@ -63,14 +101,15 @@ class IndexRequest(StrictModel):
 
     folder: AbsPath = Field(description="folder of rasters (absolute path)")
     index: AbsPath = Field(description="index directory (absolute; created if absent)")
-    model: str | None = Field(None, description="preset, local path or hub id; default: the loaded model")
+    model: ModelSpec | None = Field(None, description="preset, local path or hub id; default: the loaded model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
     groups: dict[str, list[AbsPath]] | None = Field(None, description="explicit scene name -> band files")
     batch_size: int = Field(16, ge=1, le=1024)
     batch_tokens: int | None = Field(None, ge=64, le=1 << 22,
                                      description="size batches by token count instead of batch_size (GPUs)")
     force: bool = Field(False, description="add to an index built with another model (same dimension) anyway")
-    regions: str | None = Field(None, max_length=4096, description=(
+    regions: Annotated[str | None, AfterValidator(_gated_spec)] = Field(None, max_length=4096, json_schema_extra={
+        PATH_KEY: "spec"}, description=(
         "store candidate region vectors made by this SPEC ('' = default 'grid=1,2,3,4;overlap=0.25'); "
         "null keeps the index's own"))
 
@@ -143,7 +182,8 @@ class SearchRequest(StrictModel):
         "without stored regions; for a box query, candidates of the box's ground size)"))
     regions_per_hit: int = Field(3, ge=0, le=64, description="best regions (after NMS) attached to each tile hit")
     nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="IoU above which a weaker overlapping region is dropped")
-    within: str | None = Field(None, max_length=1_000_000, description=(
+    within: Annotated[str | None, AfterValidator(_gated_within)] = Field(None, max_length=1_000_000, json_schema_extra={
+        PATH_KEY: "path-or-text"}, description=(
         "confine hits to this area: GeoJSON geometry/feature/collection, WKT, or a vector file path"))
     within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
@@ -284,13 +324,15 @@ class ModelInfo(BaseModel):
 
 
 class Health(BaseModel):
+    """``/v1/health``: without the token only ``status`` and ``version``; the rest needs it."""
+
     status: Literal["ok"] = "ok"
     version: str
-    device: str
-    gpu_name: str | None = None
+    device: str | None = Field(None, description="with the token only")
+    gpu_name: str | None = Field(None, description="with the token only, when a GPU is in use")
     gpu_free_mb: float | None = None
-    model_loaded: bool
-    model: str | None = None
+    model_loaded: bool | None = Field(None, description="with the token only")
+    model: str | None = Field(None, description="with the token only, when a model is loaded or configured")
 
 
 # Server-only request bodies (added with the HTTP API; the CLI does not need them).
@@ -299,7 +341,7 @@ class Health(BaseModel):
 class ModelLoadRequest(StrictModel):
     """``POST /v1/models/load``."""
 
-    model: str = Field(min_length=1, max_length=4096, description="preset, local checkpoint dir or hub id")
+    model: ModelSpec = Field(min_length=1, max_length=4096, description="preset, local checkpoint dir or hub id")
     device: Literal["auto", "cuda", "cpu"] | None = None
 
 
@@ -307,7 +349,7 @@ class IndexCreateRequest(StrictModel):
     """``POST /v1/indexes``: create an empty index for a model."""
 
     path: AbsPath = Field(description="index directory to create (absolute)")
-    model: str | None = Field(None, max_length=4096, description="default: the loaded/configured model")
+    model: ModelSpec | None = Field(None, max_length=4096, description="default: the loaded/configured model")
     tiling: TilingOptions = Field(default_factory=TilingOptions)
 
 

@@ -27,6 +27,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -258,70 +259,93 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def run(self, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-        cfg, t = self.cfg, self.cfg.train
+        """Train ``cfg.train.steps`` steps (resuming from the last checkpoint), save and evaluate."""
+        t = self.cfg.train
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         _seed_all(t.seed)
         started = time.perf_counter()
-        if self.main:
-            base = resolve_base_model(cfg.model, self.out, seed=t.seed)
-        _barrier(self.world)
-        base = resolve_base_model(cfg.model, self.out, seed=t.seed)  # written by rank 0 by now
         ckpts = self._checkpoints()
-        resume_dir = ckpts[-1] if ckpts else None
+        run = self._start(ckpts[-1] if ckpts else None)
+        loop = self._loop(run)
+        self._train(run, loop, started, on_step)
+        return self._finish(run, loop, started)
+
+    def _start(self, resume_dir: Path | None) -> _Run:
+        """The base model, the data and the report; the 'before' evaluation on a fresh run."""
+        cfg = self.cfg
+        if self.main:
+            resolve_base_model(cfg.model, self.out, seed=cfg.train.seed)
+        _barrier(self.world)
+        base = resolve_base_model(cfg.model, self.out, seed=cfg.train.seed)  # written by rank 0 by now
         embedder = self._load(str(resume_dir) if resume_dir and not cfg.lora.enabled else base)
         image_size = cfg.data.image_size or int(embedder.preset.image_size)
         data = build_train_data(cfg.data, dict(embedder.instructions), image_size)
-        report: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "config": cfg.to_dict(), "split": data.split, "classes": data.classes,
-                                  "base_model": base, "device": self._device(), "reported_split": data.reported[0]}
-        has_test = bool(data.test_points)
+        report: dict[str, Any] = {"rank": self.rank, "world_size": self.world, "config": cfg.to_dict(),
+                                  "split": data.split, "classes": data.classes, "base_model": base,
+                                  "device": self._device(), "reported_split": data.reported[0]}
+        run = _Run(embedder, data, report, resume_dir)
         if resume_dir is None:
             if self.main:
                 self.log_path.unlink(missing_ok=True)
             if cfg.eval.before and self.main:
-                report["before"] = self.evaluate(embedder, data)
-                self._log({"event": "eval", "step": 0, **_flat(report["before"])})
-                log.info("before: %s P@1 %.3f", data.reported[0], report["before"]["p_at_1"])
-                if has_test:  # validation is what choices (steps, learning rate) are made on
-                    report["val_before"] = self.evaluate(embedder, data, "validation")
-                    self._log({"event": "val", "step": 0, **_flat(report["val_before"])})
-        model = self._setup_model(embedder, resume_dir)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(t.warmup_steps, max(t.steps, 1)))
+                self._evaluate_into(run, "before", step=0)
+        return run
+
+    def _evaluate_into(self, run: _Run, when: str, step: int) -> None:
+        """Evaluate on the reported split (and on validation when there is a test split) into the report."""
+        report = run.report
+        report[when] = self.evaluate(run.embedder, run.data)
+        self._log({"event": "eval", "step": step, **_flat(report[when])})
+        log.info("%s: %s P@1 %.3f", when, run.data.reported[0], report[when]["p_at_1"])
+        if run.data.test_points:  # validation is what choices (steps, learning rate) are made on
+            report[f"val_{when}"] = self.evaluate(run.embedder, run.data, "validation")
+            self._log({"event": "val", "step": step, **_flat(report[f"val_{when}"])})
+
+    def _loop(self, run: _Run) -> _Loop:
+        """Model (LoRA or full), optimizer, schedule, sampler and DDP wrapper; restored when resuming."""
+        t = self.cfg.train
         if t.batch_size % self.world:
             raise InputError(f"train.batch_size {t.batch_size} does not split over {self.world} processes",
                              f"use a multiple of {self.world}")
+        model = self._setup_model(run.embedder, run.resume_dir)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(t.warmup_steps, max(t.steps, 1)))
         # every rank draws the same global batch and keeps its shard: N ranks = one rank on the full batch
-        sampler = BalancedSampler(data.train_pairs, t.seed)
-        per_rank = t.batch_size // self.world
-        shard = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
-        ddp = None
+        loop = _Loop(params, opt, sched, BalancedSampler(run.data.train_pairs, t.seed))
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             dev = torch.device(self._device())
             # find_unused_parameters: a text-only chunk leaves the vision tower out of its graph; DDP then
             # all-reduces the gradient the tower accumulated in the step's earlier (no_sync) chunks
-            ddp = DistributedDataParallel(EncoderModule(embedder), find_unused_parameters=True,
-                                          device_ids=[dev.index] if dev.type == "cuda" else None)
-        step = 0
-        if resume_dir is not None:
-            state = torch.load(resume_dir / STATE_FILE, weights_only=False)
+            loop.ddp = DistributedDataParallel(EncoderModule(run.embedder), find_unused_parameters=True,
+                                               device_ids=[dev.index] if dev.type == "cuda" else None)
+        if run.resume_dir is not None:
+            state = torch.load(run.resume_dir / STATE_FILE, weights_only=False)
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            sampler.load_state_dict(state["sampler"])
+            loop.sampler.load_state_dict(state["sampler"])
             torch.set_rng_state(state["torch_rng"])
-            step = int(state["step"])
-            report["before"] = state.get("before")
+            loop.step = int(state["step"])
+            run.report["before"] = state.get("before")
             if state.get("val_before"):
-                report["val_before"] = state["val_before"]
-            log.info("resumed from %s at step %d", resume_dir, step)
+                run.report["val_before"] = state["val_before"]
+            log.info("resumed from %s at step %d", run.resume_dir, loop.step)
+        return loop
+
+    def _train(self, run: _Run, loop: _Loop, started: float,
+               on_step: Callable[[int, float], None] | None) -> None:
+        """The contrastive steps, from ``loop.step`` to ``cfg.train.steps``, with logs and checkpoints."""
+        t, embedder, data = self.cfg.train, run.embedder, run.data
+        per_rank = t.batch_size // self.world
+        shard = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         loss_fn = InfoNCELoss(t.temperature, symmetric=t.symmetric)
         groups_index = {c: i for i, c in enumerate(data.classes)}
         cuda = self._device().startswith("cuda")
         bf16 = t.bf16 if t.bf16 is not None else cuda
-
+        ddp = loop.ddp
         forward_many = ddp if ddp is not None else (lambda batches: [embedder.forward(b) for b in batches])
 
         def encode_many(batches: list[Any]) -> list[torch.Tensor]:
@@ -331,70 +355,90 @@ class Trainer:
         def encode(batch: Any) -> torch.Tensor:
             return encode_many([batch])[0]
 
-        bar = _progress(t.steps, step, self.progress and self.main)
-        while step < t.steps:
+        def prepare(items: list[Pair], side: str) -> list[Any]:
+            return [embedder.prepare([getattr(p, side) for p in items[i : i + t.chunk_size]])
+                    for i in range(0, len(items), t.chunk_size)]
+
+        bar = _progress(t.steps, loop.step, self.progress and self.main)
+        while loop.step < t.steps:
             t0 = time.perf_counter()
-            everyone = [data.train_pairs[i] for i in sampler.batch(t.batch_size)]
+            everyone = [data.train_pairs[i] for i in loop.sampler.batch(t.batch_size)]
             pairs = everyone[shard]
             groups = torch.tensor([groups_index[p.label] for p in pairs])
-            chunks = [pairs[i : i + t.chunk_size] for i in range(0, len(pairs), t.chunk_size)]
-            q_chunks = [embedder.prepare([p.query for p in c]) for c in chunks]
-            d_chunks = [embedder.prepare([p.doc for p in c]) for c in chunks]
             n_chunks = None
             if t.hard_negatives:
-                negs = [data.train_pairs[sampler.next_of(_other(data.classes, p.label, sampler.rng))]
+                negs = [data.train_pairs[loop.sampler.next_of(_other(data.classes, p.label, loop.sampler.rng))]
                         for p in everyone][shard]
-                n_chunks = [embedder.prepare([p.doc for p in negs[i : i + t.chunk_size]])
-                            for i in range(0, len(negs), t.chunk_size)]
-            opt.zero_grad(set_to_none=True)
-
+                n_chunks = prepare(negs, "doc")
+            q_chunks, d_chunks = prepare(pairs, "query"), prepare(pairs, "doc")
+            loop.opt.zero_grad(set_to_none=True)
             # DDP all-reduces (averages) the gradients in the step's last backward; the loss is scaled by
             # the world size so that the average is the global batch's gradient, and unscaled for the log
             loss = GradCache(encode, functools.partial(loss_fn, groups=groups), encode_many=encode_many,
                              no_sync=ddp.no_sync if ddp is not None else None).step(q_chunks, d_chunks, n_chunks)
             loss /= self.world
-            gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
-            opt.step()
-            sched.step()
-            step += 1
-            dt = time.perf_counter() - t0
+            gnorm = float(torch.nn.utils.clip_grad_norm_(loop.params, t.max_grad_norm))
+            loop.opt.step()
+            loop.sched.step()
+            loop.step += 1
+            step, dt = loop.step, time.perf_counter() - t0
             if on_step:
                 on_step(step, loss)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
             if step % t.log_every == 0 or step == t.steps or step == 1:
-                self._log({"event": "train", "step": step, "loss": loss, "lr": sched.get_last_lr()[0],
+                self._log({"event": "train", "step": step, "loss": loss, "lr": loop.sched.get_last_lr()[0],
                            "grad_norm": gnorm, "samples_per_s": len(pairs) / dt,
                            "elapsed_s": time.perf_counter() - started})
             if step % t.checkpoint_every == 0 and step < t.steps and self.main:
                 self._save_checkpoint(embedder, step, {
-                    "step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "before": report.get("before"), "val_before": report.get("val_before")})
+                    "step": step, "optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(),
+                    "sampler": loop.sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                    "before": run.report.get("before"), "val_before": run.report.get("val_before")})
         if bar is not None:
             bar.close()
-        final = self.out / "model"
+
+    def _finish(self, run: _Run, loop: _Loop, started: float) -> dict[str, Any]:
+        """Check the replicas agree, save the final model (rank 0) and evaluate it."""
+        report, final = run.report, self.out / "model"
         report["model_dir"] = str(final)
         report["train_wall_s"] = time.perf_counter() - started
-        report["replica_digests"] = _gather_digests(replica_digest(params), self.world)
+        report["replica_digests"] = _gather_digests(replica_digest(loop.params), self.world)
         if len(set(report["replica_digests"])) != 1:
             log.error("the %d ranks ended with different weights: %s", self.world, report["replica_digests"])
         if not self.main:
             _barrier(self.world)
             return report
         shutil.rmtree(final, ignore_errors=True)
-        self._save_model(embedder, final)
-        if cfg.eval.after:
-            report["after"] = self.evaluate(embedder, data)
-            self._log({"event": "eval", "step": step, **_flat(report["after"])})
-            log.info("after: %s P@1 %.3f", data.reported[0], report["after"]["p_at_1"])
-            if has_test:
-                report["val_after"] = self.evaluate(embedder, data, "validation")
-                self._log({"event": "val", "step": step, **_flat(report["val_after"])})
+        self._save_model(run.embedder, final)
+        if self.cfg.eval.after:
+            self._evaluate_into(run, "after", step=loop.step)
         report["wall_s"] = time.perf_counter() - started
         _barrier(self.world)
         return report
+
+
+@dataclass
+class _Run:
+    """What one training run carries from start to finish."""
+
+    embedder: Any
+    data: TrainData
+    report: dict[str, Any]
+    resume_dir: Path | None
+
+
+@dataclass
+class _Loop:
+    """The optimisation state of the step loop."""
+
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    sampler: BalancedSampler
+    ddp: Any = None
+    step: int = 0
 
 
 def _gather_digests(digest: str, world: int) -> list[str]:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 VECTOR_COLUMNS = ("embedding", "embeddings", "vector", "emb")
 ID_COLUMNS = ("tile_id", "id")
+#: Keys of the ``geovec`` metadata an import needs, and the columns a GeoVec-written file has.
+OURS_KEYS = ("dim", "preset", "checkpoint")
+OURS_COLUMNS = ("tile_id", "scene_id", "sources", "window", "bounds", "crs", "center_lat", "center_lon", "gsd",
+                "valid_fraction")
+#: Repeated tile ids named in the error (the count says how many there are in all).
+SHOW_DUPLICATES = 5
 CHUNK = 4096
 PARQUET_HINT = "install the extra: pip install 'geovec[parquet]'"
 
@@ -143,8 +150,22 @@ def read_metadata(file: str | Path) -> tuple[Any, dict[str, Any], dict[str, Any]
     try:
         geo = json.loads(kv.get(b"geo", b"{}"))
         ours = json.loads(kv[b"geovec"]) if b"geovec" in kv else None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise InputError(f"{p.name} has unreadable metadata ({e})", "give a valid GeoParquet file") from e
+    bad = "" if isinstance(geo, dict) else "is not a JSON object"
+    if not bad and not isinstance(geo.get("columns", {}), dict):
+        bad = "has 'columns' that is not an object"
+    if not bad and not isinstance(geo.get("primary_column", ""), str):
+        bad = f"has primary_column {str(geo.get('primary_column'))[:40]!r}, not a column name"
+    if bad:
+        raise InputError(f"{p.name}: its geo metadata {bad}", "fix the file's geo metadata (GeoParquet 1.x)")
+    if ours is not None:
+        missing = [k for k in OURS_KEYS if not isinstance(ours, dict) or k not in ours]
+        if not missing and (not isinstance(ours["dim"], int) or not isinstance(ours.get("tiling") or {}, dict)):
+            missing = ["an integer dim and a tiling object"]
+        if missing:
+            raise InputError(f"{p.name}: its geovec metadata lacks {', '.join(missing)}",
+                             "export the index again, or drop the geovec metadata and import with --model")
     return pf, geo, ours
 
 
@@ -186,10 +207,21 @@ def _scene_from_dict(d: dict[str, Any]) -> tuple[Scene, Stretch]:
     return scene, Stretch.from_dict(d["stretch"])
 
 
-def _records(pf: Any, geo: dict[str, Any], ours: dict[str, Any] | None, file: Path, chunk: int,
-             dim: int) -> Iterator[tuple[list[TileRecord], np.ndarray]]:
-    import shapely
+@dataclass
+class _Layout:
+    """Where a file keeps what an import needs, checked before anything is written."""
+
+    geom_col: str
+    vec_col: str
+    id_col: str | None
+    src_crs: Any
+    to_wgs84: Any
+
+
+def _layout(pf: Any, geo: dict[str, Any], ours: dict[str, Any] | None, file: Path) -> _Layout:
+    """The columns and CRS of ``file`` (InputError naming what is wrong: a column, the CRS, an id repeated)."""
     from pyproj import CRS, Transformer
+    from pyproj.exceptions import CRSError, ProjError
 
     names = pf.schema_arrow.names
     geom_col = geo.get("primary_column") or _column(names, ("geometry", "geom"), "geometry", file)
@@ -197,12 +229,84 @@ def _records(pf: Any, geo: dict[str, Any], ours: dict[str, Any] | None, file: Pa
         raise InputError(f"{file.name}: geo metadata names geometry column {geom_col!r}, which is absent",
                          "fix the file's geo metadata")
     vec_col = _column(names, VECTOR_COLUMNS, "embedding", file)
-    id_col = next((n for n in ID_COLUMNS if n in names), None)
-    crs_meta = ((geo.get("columns") or {}).get(geom_col) or {}).get("crs", "OGC:CRS84")
-    src_crs = CRS.from_user_input(crs_meta) if crs_meta is not None else CRS.from_user_input("OGC:CRS84")
-    to_wgs84 = None if src_crs.equals(CRS.from_user_input("OGC:CRS84")) else \
-        Transformer.from_crs(src_crs, "EPSG:4326", always_xy=True)
-    src_wkt = src_crs.to_wkt()
+    if ours is not None:
+        missing = [n for n in OURS_COLUMNS if n not in names]
+        if missing:
+            raise InputError(f"{file.name}: its geovec metadata says GeoVec wrote it, but it lacks the column(s) "
+                             f"{', '.join(missing)}", "export the index again, or drop the geovec metadata")
+    id_col = "tile_id" if ours is not None else next((n for n in ID_COLUMNS if n in names), None)
+    column = (geo.get("columns") or {}).get(geom_col) or {}
+    crs_meta = column.get("crs", "OGC:CRS84") if isinstance(column, dict) else "OGC:CRS84"
+    try:
+        src_crs = CRS.from_user_input(crs_meta if crs_meta is not None else "OGC:CRS84")
+    except (CRSError, TypeError, ValueError) as e:
+        raise InputError(f"{file.name}: the CRS in its geo metadata ({json.dumps(crs_meta)[:80]}) is not a CRS PROJ "
+                         f"reads: {str(e).split(': (')[-1].rstrip(')')[:160]}",
+                         "write a complete PROJJSON CRS (or leave crs out for OGC:CRS84)") from e
+    try:
+        to_wgs84 = None if src_crs.equals(CRS.from_user_input("OGC:CRS84")) else \
+            Transformer.from_crs(src_crs, "EPSG:4326", always_xy=True)
+    except ProjError as e:
+        raise InputError(f"{file.name}: its CRS {src_crs.name!r} cannot be transformed to WGS84 (not a CRS of the "
+                         f"Earth?): {str(e).split('proj_create_operations: ')[-1].split(' You may')[0][:160]}",
+                         "give footprints in a CRS of the Earth") from e
+    if id_col is not None:
+        _no_repeated_ids(pf, id_col, file)
+    return _Layout(geom_col, vec_col, id_col, src_crs, to_wgs84)
+
+
+def _no_repeated_ids(pf: Any, id_col: str, file: Path) -> None:
+    """InputError naming how many tile ids repeat, and the first few with their row counts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ids = pf.read(columns=[id_col]).column(0)
+    counts = pc.value_counts(ids.cast(pa.string()) if not pa.types.is_string(ids.type) else ids)
+    many = [(c["values"], c["counts"]) for c in counts.to_pylist() if c["counts"] > 1]
+    if many:
+        shown = ", ".join(f"{v!r} ({n} rows)" for v, n in many[:SHOW_DUPLICATES])
+        raise InputError(f"{file.name}: {len(many)} tile ids appear on more than one row "
+                         f"({sum(n for _, n in many)} rows): {shown}" + (", ..." if len(many) > SHOW_DUPLICATES else ""),
+                         "give every row its own id (or drop the repeated rows); nothing was imported")
+
+
+def _geometries(values: list[Any], name: str, file: Path, row0: int) -> Any:
+    """WKB values as shapely geometries (InputError naming the first row that is empty or not WKB)."""
+    import shapely
+
+    try:
+        geoms = shapely.from_wkb(values, on_invalid="ignore")
+    except (TypeError, ValueError, shapely.errors.GEOSException) as e:
+        kinds = sorted({type(v).__name__ for v in values if v is not None})
+        raise InputError(f"{file.name}: column {name} is not valid WKB (it holds {', '.join(kinds)} values: {e})",
+                         "store each footprint as WKB (GeoParquet encoding WKB)") from e
+    for i, (v, g) in enumerate(zip(values, geoms, strict=True)):
+        if g is None or g.is_empty:
+            what = "has no geometry" if v is None or g is not None else "is not valid WKB"
+            raise InputError(f"{file.name}: row {row0 + i} of column {name} {what}",
+                             "store a footprint (WKB) on every row")
+    return geoms
+
+
+def _on_the_globe(wgs: Any, file: Path, row0: int, crs: Any) -> None:
+    """InputError naming the first footprint whose WGS84 bounds are not finite lon/lat."""
+    import shapely
+
+    b = shapely.bounds(wgs)
+    ok = np.isfinite(b).all(axis=1) & (b[:, 0] >= -180) & (b[:, 2] <= 180) & (b[:, 1] >= -90) & (b[:, 3] <= 90)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise InputError(f"{file.name}: row {row0 + i}'s footprint lies outside the globe in WGS84 "
+                         f"(bounds {[round(float(v), 4) for v in b[i]]}, file CRS {crs.name!r})",
+                         "give footprints in the CRS the geo metadata states")
+
+
+def _records(pf: Any, lay: _Layout, ours: dict[str, Any] | None, file: Path, chunk: int,
+             dim: int) -> Iterator[tuple[list[TileRecord], np.ndarray]]:
+    import shapely
+
+    geom_col, vec_col, id_col, to_wgs84 = lay.geom_col, lay.vec_col, lay.id_col, lay.to_wgs84
+    src_wkt = lay.src_crs.to_wkt()
     file_id = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:16]
     row0 = 0
     for batch in pf.iter_batches(batch_size=chunk):
@@ -212,20 +316,24 @@ def _records(pf: Any, geo: dict[str, Any], ours: dict[str, Any] | None, file: Pa
             raise ModelMismatchError(f"{file.name}: column {vec_col} holds vectors of shape {vecs.shape[1:]}, "
                                      f"the index's model gives {dim}-d vectors",
                                      "import with the model that computed these vectors (--model)")
-        geoms = shapely.from_wkb(cols[geom_col].to_pylist())
+        geoms = _geometries(cols[geom_col].to_pylist(), geom_col, file, row0)
         wgs = geoms if to_wgs84 is None else shapely.transform(geoms, lambda xy: np.column_stack(
-            to_wgs84.transform(xy[:, 0], xy[:, 1])))  # type: ignore[union-attr]
+            to_wgs84.transform(xy[:, 0], xy[:, 1])))
+        _on_the_globe(wgs, file, row0, lay.src_crs)
         recs: list[TileRecord] = []
         if ours is not None:
-            data = {n: cols[n].to_pylist() for n in ("tile_id", "scene_id", "sources", "window", "bounds", "crs",
-                                                     "center_lat", "center_lon", "gsd", "valid_fraction")}
-            for i in range(len(vecs)):
-                recs.append(TileRecord(
-                    tile_id=data["tile_id"][i], scene_id=data["scene_id"][i], sources=tuple(data["sources"][i]),
-                    window=tuple(data["window"][i]), crs_wkt=data["crs"][i],  # type: ignore[arg-type]
-                    bounds=tuple(data["bounds"][i]), footprint_wgs84=wgs[i].wkt,  # type: ignore[arg-type]
-                    center_lat=data["center_lat"][i], center_lon=data["center_lon"][i], gsd=data["gsd"][i],
-                    valid_fraction=data["valid_fraction"][i]))
+            data = {n: cols[n].to_pylist() for n in OURS_COLUMNS}
+            try:
+                for i in range(len(vecs)):
+                    recs.append(TileRecord(
+                        tile_id=data["tile_id"][i], scene_id=data["scene_id"][i], sources=tuple(data["sources"][i]),
+                        window=tuple(data["window"][i]), crs_wkt=data["crs"][i],  # type: ignore[arg-type]
+                        bounds=tuple(data["bounds"][i]), footprint_wgs84=wgs[i].wkt,  # type: ignore[arg-type]
+                        center_lat=data["center_lat"][i], center_lon=data["center_lon"][i], gsd=data["gsd"][i],
+                        valid_fraction=data["valid_fraction"][i]))
+            except (TypeError, ValueError) as e:
+                raise InputError(f"{file.name}: row {row0 + len(recs)} does not hold GeoVec's tile columns ({e})",
+                                 "export the index again, or drop the geovec metadata") from e
         else:
             ids = cols[id_col].to_pylist() if id_col else None
             for i, (g, w) in enumerate(zip(geoms, wgs, strict=True)):
@@ -279,6 +387,12 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
         if ours is not None and int(ours["dim"]) != dim:
             raise ModelMismatchError(f"{p.name} holds {ours['dim']}-d vectors from {ours['checkpoint']}, model "
                                      f"{model} gives {dim}-d", "omit --model to use the file's own model")
+    lay = _layout(pf, geo, ours, p)  # columns, CRS and ids checked before the index is touched
+    try:
+        scenes = [_scene_from_dict(d) for d in (ours or {}).get("scenes", [])]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"{p.name}: its geovec metadata has a scene that cannot be read ({type(e).__name__}: {e})",
+                         "export the index again, or drop the geovec metadata and import with --model") from e
     store = IndexStore.open_or_create(index, dim=dim, preset=preset, checkpoint=checkpoint, tiling=tiling,
                                       model=identity)
     summary = IndexSummary()
@@ -287,13 +401,12 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
         if ours is not None and stored and tiling and stored != tiling:
             raise InputError(f"index {index} was built with tiling {stored}, {p.name} with {tiling}",
                              "import into a new --index")
-        scenes = [_scene_from_dict(d) for d in (ours or {}).get("scenes", [])]
         for scene, stretch in scenes:
             status = store.scene_status(scene.scene_id)
             if status is None or status[0] != scene.fingerprint:
                 store.upsert_scene(scene, stretch)
         writer = TileWriter(store)
-        for recs, vecs in _records(pf, geo, ours, p, chunk, dim):
+        for recs, vecs in _records(pf, lay, ours, p, chunk, dim):
             summary.tiles += writer.write(recs, vecs)  # tile ids already stored are skipped
         for scene, _ in scenes:
             store.complete_scene(scene.scene_id)

@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The watchdog of a local Ray started by :func:`connect` (its stdin pipe must stay open while we live).
+_REAPER: Any = None
+
 RAY_HINT = "install the Ray extra: pip install 'geovec[ray]' (on the driver and on every node of the cluster)"
 
 
@@ -64,6 +67,11 @@ def connect(address: str | None = None) -> Any:
     """
     ray = import_ray()
     if not ray.is_initialized():
+        if not address:  # a local Ray, started here: a watchdog stops it if this process is killed
+            from . import ray_reaper
+
+            global _REAPER
+            _REAPER = _REAPER or ray_reaper.start()
         try:
             ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)

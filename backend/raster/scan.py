@@ -77,12 +77,12 @@ def _read_info(path: str) -> _FileInfo:
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    from ..paths import check_read, shown
+
     p = Path(path)
+    check_read(p, "raster")  # a server request or job: the file and a VRT's sources under the allowed folders
     if not p.exists():
         raise NotFoundError(f"raster {path!r} does not exist", "check the path")
-    from ..paths import check_sources, shown
-
-    check_sources(p)
     try:
         str(p).encode("utf-8")
     except UnicodeEncodeError as e:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, NotFoundError
+from ..paths import check_read, looks_like_path
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -57,8 +58,11 @@ def parse_within(text: str, crs: str = "EPSG:4326") -> BaseGeometry:
             geom = unary_union(geoms)
         except (ValueError, AttributeError, TypeError, KeyError, ShapelyError) as e:
             raise InputError(f"within {value[:80]!r} is not valid GeoJSON: {e}", _WITHIN_HINT) from e
-    elif _is_file(value):
-        geom, src_crs = _read_vector_file(Path(value).expanduser(), crs)
+    elif looks_like_path(value) or _is_file(value):
+        path = check_read(value, "within file")  # a server request: under the allowed folders, before existence
+        if not _is_file(value):
+            raise NotFoundError(f"within file {value[:300]!r} does not exist", _WITHIN_HINT)
+        geom, src_crs = _read_vector_file(path, crs)
     else:
         try:
             geom = wkt.loads(value)

@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
 Layers, outermost first: :class:`~.auth.GuardMiddleware` (Host, token, body cap),
-exception handlers (every error is an ErrorBody; GeoVecError -> status via
+:class:`~.confine.ConfineMiddleware` (the allowed folders for every path; the unexpected as a 500
+ErrorBody that keeps the connection), exception handlers (every error is an ErrorBody; GeoVecError -> status via
 ``errors.http_status`` only), then one router per resource under ``/v1``. No
 CORS middleware on purpose. The lifespan loads persisted jobs (resuming
 interrupted ones), writes the token file, and on shutdown stops jobs cleanly,
@@ -25,6 +26,7 @@ from .. import __version__
 from ..errors import GeoVecError, http_status
 from ..schemas import ErrorBody
 from .auth import GuardMiddleware
+from .confine import ConfineMiddleware
 from .responses import SafeJSONResponse
 from .settings import Settings
 from .state import ServerState
@@ -149,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app, settings)
     for mod in (health, models, indexes, jobs, search, embed, workflows):
         app.include_router(mod.router, prefix="/v1", default_response_class=SafeJSONResponse)
+    app.add_middleware(ConfineMiddleware, settings=settings)
     app.add_middleware(GuardMiddleware, settings=settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -7,7 +7,7 @@ A pure ASGI middleware (no per-request task or thread), in this order:
    as Host, so it is refused (DNS rebinding). ``--allow-remote`` also accepts
    the bind address, or any name when bound to a wildcard address.
 2. ``Authorization: Bearer <token>`` on every path but ``/v1/health`` -> else 401
-   (constant-time comparison).
+   (constant-time comparison). ``/v1/health`` without the token says only status and version.
 3. The body is capped at ``max_body`` bytes: a larger ``Content-Length`` is refused
    without being passed on, and a chunked/streamed body is counted as it arrives -> 413.
    The refused body is read and dropped first (up to :data:`DRAIN_LIMIT`), so the
@@ -36,6 +36,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/v1/health"})
+#: Scope key: whether the request carried the right token (public routes answer strangers with less).
+AUTHENTICATED = "geovec.authenticated"
 #: A streamed body over the cap is read and dropped up to this many bytes before the 413 is sent
 #: (a client still sending when the server closes would see a reset instead of the answer).
 DRAIN_LIMIT = 64 * 1024 * 1024
@@ -86,7 +88,9 @@ class GuardMiddleware:
                              f"Host header {host!r} is not a loopback name (127.0.0.1, localhost, ::1)",
                              "connect to http://127.0.0.1:<port>; other host names are refused")
             return
-        if scope.get("path") not in PUBLIC_PATHS and not self.token_ok(headers.get("authorization", b"")):
+        authenticated = self.token_ok(headers.get("authorization", b""))
+        scope[AUTHENTICATED] = authenticated  # a public route may say more to a caller with the token
+        if scope.get("path") not in PUBLIC_PATHS and not authenticated:
             await send_error(send, 401, "unauthorized",
                              "missing or wrong token: send 'Authorization: Bearer <token>'",
                              "read the token from the server's token file (server.json, mode 0600)",

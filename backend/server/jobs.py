@@ -266,6 +266,8 @@ class JobManager:
             from ..paths import confined
 
             with confined(self.settings.allowed_roots):  # every raster (and VRT source) under the roots
+                # the request through the path gate again: a job resumed after a restart, with other roots
+                IndexRequest.model_validate(job.request.model_dump())
                 summary = run_index(job.request, cast("Embedder", emb),  # a lock-serialised proxy, same interface
                                     progress=lambda ev: self._on_progress(job, ev), cancel=job.cancel)
             with self._lock:

@@ -131,9 +131,12 @@ def save_marks(store: IndexStore, req: RefineRequest) -> str:
         feats.append({"type": "Feature", "geometry": mapping(wkt.loads(rec.footprint_wgs84)),
                       "properties": {"label": lab, "mark": mark, "tile_id": tile_id, "scene_id": rec.scene_id}})
     assert req.save_marks is not None
+    from ..paths import make_folder, output_file
+
     path = Path(req.save_marks).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    make_folder(path.parent, "marks folder")
+    with output_file(path, "marks layer") as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     log.info("wrote %d marks to %s", len(feats), path)
     return str(path)
 

@@ -18,12 +18,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError, NotFoundError
+from ..paths import check_read
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
 from . import classifiers, region_level, selection
 from .labelling import respond
@@ -78,7 +78,7 @@ def _from_geojson(body: dict[str, Any], crs: str, label_field: str, where: str) 
 
 
 def _from_file(path: str, label_field: str, layer: str | None) -> list[LabelFeature]:
-    p = Path(path).expanduser()
+    p = check_read(path, "label layer")  # under the allowed folders (a server request) before anything else
     if not p.exists():
         raise NotFoundError(f"label layer {path!r} does not exist", "give a GeoJSON, GeoPackage or shapefile")
     if p.suffix.lower() in (".geojson", ".json"):

@@ -9,8 +9,10 @@ scored highest.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, NotFoundError
+from ..errors import InputError
+from ..paths import NO_SPACE, make_folder, output_file, write_error
 from ..schemas_workflows import ClassifyResponse, ClassMap, CrossValidation
 
 if TYPE_CHECKING:
@@ -104,7 +107,7 @@ class Labelling:
         import rasterio
         from rasterio.transform import Affine
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = make_folder(out_dir)
         by_scene: dict[str, list[int]] = {}
         for i, rec in enumerate(self.table.records):
             by_scene.setdefault(rec.scene_id, []).append(i)
@@ -127,14 +130,16 @@ class Labelling:
                        "transform": Affine(*scene.transform), "compress": "deflate", "tiled": scene.width >= 256
                        and scene.height >= 256}
             try:
-                with rasterio.open(path, "w", **profile) as dst:
+                with output_file(path, "class map") as tmp, rasterio.open(tmp, "w", **profile) as dst:
                     dst.write(arr, 1)
                     dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*PALETTE[i % len(PALETTE)], 255)
                                                               for i in range(len(self.classes))}})
                     dst.update_tags(classes=json.dumps(self.classes))
                     dst.update_tags(1, **{f"class_{i + 1}": c for i, c in enumerate(self.classes)})
             except rasterio.errors.RasterioError as e:
-                raise NotFoundError(f"cannot write class map {path}: {e}", "choose a writable output folder") from e
+                full = any(os.strerror(n) in str(e) for n in NO_SPACE)
+                raise write_error(OSError(errno.ENOSPC if full else errno.EIO, str(e)), path,
+                                  "class map") from e
             maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
         return maps
 
@@ -159,7 +164,8 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
         body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
         if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
             body["crs"] = {"type": "name", "properties": {"name": out_crs}}
-        gj.write_text(json.dumps(body))
+        with output_file(gj, "tiles layer") as tmp:
+            tmp.write_text(json.dumps(body))
         geojson_path = str(gj)
     return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
                             classes=lab.classes, counts=lab.counts(), tiles=lab.tile_count(), class_maps=maps,

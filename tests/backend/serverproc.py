@@ -21,7 +21,7 @@ class ServerProc:
     """
 
     def __init__(self, home: Path, *, model: Path | None, roots: list[Path], extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, max_file_bytes: int | None = None) -> None:
         self.home = home
         self.token_file = home / "config" / "server.json"
         self.data_dir = home / "data"
@@ -30,6 +30,7 @@ class ServerProc:
         self.roots = roots
         self.extra_args = extra_args or []
         self.extra_env = env or {}
+        self.max_file_bytes = max_file_bytes  # RLIMIT_FSIZE: a write past it fails (EFBIG) as on a full disk
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
         self.start_s = 0.0
@@ -64,7 +65,8 @@ class ServerProc:
             args += ["--model", str(self.model)]
         t0 = time.monotonic()
         console = open(self.home / "console.log", "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(args, stdout=console, stderr=subprocess.STDOUT, env=env, cwd=self.home)
+        self.proc = subprocess.Popen(args, stdout=console, stderr=subprocess.STDOUT, env=env, cwd=self.home,
+                                     preexec_fn=self._limits if self.max_file_bytes else None)
         console.close()
         deadline = t0 + timeout
         while time.monotonic() < deadline:
@@ -82,6 +84,11 @@ class ServerProc:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"geovec serve did not answer /v1/health in {timeout} s:\n{self.console[-3000:]}")
+
+    def _limits(self) -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (self.max_file_bytes, self.max_file_bytes))
 
     def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.token if token is None else token}"}

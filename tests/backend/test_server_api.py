@@ -67,7 +67,9 @@ def indexed(world):
 
 def test_starts_fast_without_a_model(world) -> None:
     srv = world["srv"]
-    h = httpx.get(srv.url + "/v1/health").json()  # no token needed
+    h = httpx.get(srv.url + "/v1/health").json()  # no token needed: status and version only
+    assert h["status"] == "ok" and h["version"] and "model" not in h
+    h = world["c"].get("/v1/health").json()  # with the token: the model and device too
     assert h["status"] == "ok" and h["model_loaded"] is False and h["model"] == str(world["model"])
     assert h["device"] == "cpu" and h["version"]
     print(f"server answered /v1/health {srv.start_s:.2f} s after launch")
@@ -162,7 +164,7 @@ def test_text_box_point_search_over_http_equals_in_process(indexed, world, tiny_
         for a, b in zip(got["features"], want.features, strict=True):
             assert math.isclose(a["properties"]["score"], b.properties["score"], abs_tol=1e-4)
             assert {"rank", "score", "source", "window"} <= set(a["properties"])
-    h = httpx.get(world["srv"].url + "/v1/health").json()
+    h = world["c"].get("/v1/health").json()  # with the token: the model too
     assert h["model_loaded"] is True and h["model"] == str(world["model"])
 
 

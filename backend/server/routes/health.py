@@ -1,13 +1,18 @@
-"""``GET /v1/health``: the only route without a token (the plugin polls it at start-up)."""
+"""``GET /v1/health``: the only route without a token (the plugin polls it at start-up).
+
+Without the token it says only what a stranger may know: status and version. With it, also the
+device, the GPU and the model (whose local path is none of a stranger's business).
+"""
 
 from __future__ import annotations
 
 import sys
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ... import __version__
 from ...schemas import ErrorBody, Health
+from ..auth import AUTHENTICATED
 from ..deps import State
 
 router = APIRouter(tags=["health"])
@@ -29,6 +34,10 @@ def health_of(state: State) -> Health:
                   model_loaded=slot.loaded, model=slot.spec)
 
 
-@router.get("/health", response_model=Health, responses={403: {"model": ErrorBody}})
-async def health(state: State) -> Health:
+@router.get("/health", response_model=Health, response_model_exclude_none=True,
+            responses={403: {"model": ErrorBody}})
+async def health(state: State, request: Request) -> Health:
+    """Status and version; with the bearer token also device, GPU and model."""
+    if not request.scope.get(AUTHENTICATED):
+        return Health(version=__version__)
     return health_of(state)

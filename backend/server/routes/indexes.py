@@ -8,14 +8,16 @@ from pathlib import Path
 from fastapi import APIRouter, Query
 
 from ...errors import BusyError, ExistsError, GeoVecError, NotFoundError
-from ...schemas import ABSOLUTE_PATH, IndexCreateRequest, IndexInfo, IndexOpenRequest
+from ...schemas import ABSOLUTE_PATH, PATH_KEY, IndexCreateRequest, IndexInfo, IndexOpenRequest
 from ..deps import ERRORS, State
 from ..paths import check_path
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/indexes", tags=["indexes"], responses=ERRORS)
 INDEX_FILES = ("index.json", "vectors.hnsw", "meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm", "writer.lock")
-PathQuery = Query(min_length=1, max_length=4096, json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$"},
+#: An index path in the query string; checked by the same gate as the body's ``AbsPath`` (``check_path``).
+PathQuery = Query(min_length=1, max_length=4096,
+                  json_schema_extra={"pattern": ABSOLUTE_PATH + "[^\\u0000]*$", PATH_KEY: "path"},
                   description="index directory (absolute)")
 
 

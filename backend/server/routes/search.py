@@ -11,7 +11,6 @@ from fastapi import APIRouter
 
 from ...schemas import SearchRequest, SearchResponse
 from ..deps import ERRORS, State
-from ..paths import check_path
 from ..state import ServerState
 
 log = logging.getLogger(__name__)
@@ -19,17 +18,9 @@ router = APIRouter(tags=["search"], responses=ERRORS)
 
 
 def checked_search(body: SearchRequest, state: ServerState) -> SearchRequest:
-    """``body`` with every path it names (index, indexes, raster, image, a within file) checked against the roots."""
-    update: dict[str, Any] = {"index": str(check_path(body.index, "index", state.settings)),
-                              "indexes": [str(check_path(p, "index", state.settings)) for p in body.indexes]}
-    if body.raster is not None:
-        update["raster"] = str(check_path(body.raster, "raster", state.settings))
-    if body.image is not None:
-        update["image"] = str(check_path(body.image, "image", state.settings))
-    if body.within is not None and not body.within.lstrip().startswith("{") and len(body.within) < 4096 \
-            and "(" not in body.within:  # a vector file path, not GeoJSON or WKT
-        update["within"] = str(check_path(body.within.strip(), "within file", state.settings))
-    return body.model_copy(update=update)
+    """``body`` as validated: every path it names (index, indexes, raster, image, a ``within`` file) has passed
+    the path gate (:func:`...paths.gate`, run by the ``AbsPath`` type under :class:`..confine.ConfineMiddleware`)."""
+    return body
 
 
 def resident_embedder(state: ServerState, index: str | Path) -> Callable[[], Any]:
@@ -48,11 +39,10 @@ def resident_embedder(state: ServerState, index: str | Path) -> Callable[[], Any
 @router.post("/search", response_model=SearchResponse)
 def search(body: SearchRequest, state: State) -> SearchResponse:
     """Answer one query with the resident model (loaded on first use: --model, else the index's own)."""
-    from ...paths import confined
     from ...service import run_search
 
     req = checked_search(body, state)
     # A job checkpointing meanwhile is safe: IndexStore.open pairs the sidecar with the vector file
-    # it vouches for (current or previous) and retries when a checkpoint moves both.
-    with confined(state.settings.allowed_roots):  # a raster given here: its VRT sources too
-        return run_search(req, resident_embedder(state, req.index), state.stores)
+    # it vouches for (current or previous) and retries when a checkpoint moves both. The request runs
+    # confined to the allowed folders (ConfineMiddleware): a raster given here, its VRT sources too.
+    return run_search(req, resident_embedder(state, req.index), state.stores)

@@ -21,7 +21,7 @@ from ...schemas_workflows import (
     VectorSearchRequest,
 )
 from ..deps import ERRORS, State
-from ..state import ServerState, check_path
+from ..state import ServerState
 from .search import checked_search, resident_embedder
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,9 @@ router = APIRouter(tags=["workflows"], responses=ERRORS)
 
 
 def _paths(body: Any, state: ServerState, **names: str) -> Any:
-    """``body`` with its index (and the other named path fields, when set) checked against the allowed roots."""
-    update = {"index": str(check_path(body.index, "index", state.settings))}
-    for field, what in names.items():
-        value = getattr(body, field)
-        if value is not None:
-            update[field] = str(check_path(value, what, state.settings))
-    return body.model_copy(update=update)
+    """``body`` as validated: its path fields (``index`` and ``names``) have passed the path gate of the ``AbsPath``
+    type, and files reached from them (VRT sources, layers, outputs) are checked as the request runs confined."""
+    return body
 
 
 def _with_query(req: Any, state: ServerState) -> Any:
