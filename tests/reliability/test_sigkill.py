@@ -35,14 +35,14 @@ from geovec.backend.types import TilingParams
 folder, index, model, point, nth = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 stages.TileWriter.__init__.__defaults__ = (0.0,)  # checkpoint after every batch
 stages.CHECKPOINT_COST_RATIO = 0.0
-seen = {"n": 0}
+seen = {"n": 0, "renamed": False}
 
 def hit():
     seen["n"] += 1
     if seen["n"] == nth:
         os.kill(os.getpid(), signal.SIGKILL)
 
-write_json, replace = files.write_json_atomic, os.replace
+write_json, replace, fsync_dir = files.write_json_atomic, os.replace, files.fsync_dir
 if point in ("mid-create", "before-sidecar"):   # new vector file written, sidecar not yet replaced
     def patched(target, obj):
         if target.name == "index.json":
@@ -55,6 +55,17 @@ elif point == "before-rename":                   # sidecar names the new file; i
             hit()
         return replace(src, dst)
     os.replace = patched
+elif point == "after-rename":                    # renamed, the folder not yet fsynced
+    def patched(src, dst):
+        out = replace(src, dst)
+        seen["renamed"] = str(dst).endswith("vectors.hnsw")
+        return out
+    def patched_sync(p):
+        if seen["renamed"]:
+            seen["renamed"] = False
+            hit()
+        return fsync_dir(p)
+    os.replace, files.fsync_dir = patched, patched_sync
 elif point == "after-commit":                    # tiles committed to SQLite, not yet added to hnswlib
     grown = store_mod.grown_capacity
     def patched(cap, need):
@@ -66,13 +77,7 @@ index_folder(folder, index, emb, params=TilingParams(tile_size=32), batch_size=4
 print("finished without being killed")
 '''
 
-# One point per state on disk that resume must handle differently: no sidecar yet (mid-create), SQLite ahead
-# of the vector file (after-commit), a new vector file the sidecar does not name (before-sidecar), a sidecar
-# naming a file not yet renamed in (before-rename). "after-rename" (killed between the rename and the
-# folder's fsync) was merged away: a killed process cannot lose what it wrote to the page cache, so the
-# disk holds a completed checkpoint, the state test_server_jobs' cancel-then-resume and SIGKILL-restart
-# tests resume from; the missing fsync only matters on power loss, which no process kill simulates.
-POINTS = [("mid-create", 1), ("after-commit", 3), ("before-sidecar", 3), ("before-rename", 4)]
+POINTS = [("mid-create", 1), ("after-commit", 3), ("before-sidecar", 3), ("before-rename", 4), ("after-rename", 2)]
 
 
 def _tiles(index: Path) -> list[str]:
