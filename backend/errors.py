@@ -107,6 +107,12 @@ class CancelledError(GeoVecError):
     code = "cancelled"
 
 
+class ShardError(GeoVecError, RuntimeError):
+    """A shard of an index set on a cluster cannot start or does not answer."""
+
+    code = "shard_unavailable"
+
+
 HTTP_STATUS: dict[type[GeoVecError], int] = {
     InputError: 422,
     NotFoundError: 404,
@@ -116,6 +122,7 @@ HTTP_STATUS: dict[type[GeoVecError], int] = {
     IndexCorruptError: 409,
     BusyError: 409,
     ModelUnavailableError: 503,
+    ShardError: 503,
     CancelledError: 409,
     NoSpaceError: 507,
     WriteError: 409,

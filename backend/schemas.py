@@ -94,6 +94,19 @@ class TilingOptions(StrictModel):
     resolution: float | None = Field(None, gt=0, description="target metres/pixel; null = native")
     min_valid_fraction: float = Field(0.5, ge=0.0, le=1.0)
     bands: list[int] | None = Field(None, min_length=3, max_length=3, description="1-based R,G,B band numbers")
+    nodata: float | None = Field(None, description=(
+        "a value that is fill, not imagery, in the scenes indexed by this request (wins over a file's nodata tag; "
+        "a pixel is fill when any model band holds it); scenes already indexed keep theirs"))
+    fill: Literal["auto", "off"] = Field("auto", description=(
+        "'auto': in a scene without a nodata tag or mask, a constant collar (an L1 scene's zero border) is found "
+        "and treated as fill; 'off': every pixel of such a scene is imagery"))
+
+    @field_validator("nodata")
+    @classmethod
+    def _finite_nodata(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"nodata must be a finite number, got {v}")
+        return v
 
 
 class IndexRequest(StrictModel):
@@ -112,6 +125,11 @@ class IndexRequest(StrictModel):
         PATH_KEY: "spec"}, description=(
         "store candidate region vectors made by this SPEC ('' = default 'grid=1,2,3,4;overlap=0.25'); "
         "null keeps the index's own"))
+    date: str | None = Field(None, max_length=40, description=(
+        "acquisition date of every scene in the folder (YYYY-MM-DD[THH:MM:SS]); default: found in metadata or "
+        "file names"))
+    date_from_name: str | None = Field(None, max_length=200, description=(
+        "find each scene's date in its file name with this pattern, e.g. '%Y%m%d' (codes %Y %y %m %d %j %H %M %S)"))
 
 
 #: (lat, lon) ranges, stated in the document (the validators check the same).
@@ -151,6 +169,13 @@ class NearQuery(StrictModel):
         return self
 
 
+#: How an area (``within``, a workflow ``area``, the dock's view or selected polygon) keeps a tile or region.
+WithinMode = Literal["centre", "intersects", "inside"]
+WITHIN_MODE_DOC = ("which tiles/regions the area keeps: 'centre' (default) those whose centre lies in it, 'intersects' "
+                   "those sharing more than a sliver with it, 'inside' those lying wholly in it; region outlines "
+                   "follow the same rule")
+
+
 class SearchRequest(StrictModel):
     """One query: text, box, point or image; text may be combined with one of the others."""
 
@@ -186,9 +211,18 @@ class SearchRequest(StrictModel):
         PATH_KEY: "path-or-text"}, description=(
         "confine hits to this area: GeoJSON geometry/feature/collection, WKT, or a vector file path"))
     within_crs: str = Field("EPSG:4326", description="CRS of `within` (a vector file's own CRS wins)")
+    within_mode: WithinMode = Field("centre", description=WITHIN_MODE_DOC)
     scenes: list[str] | None = Field(None, min_length=1, max_length=1000, description="confine hits to these "
                                      "scenes (names or scene ids)")
     near: NearQuery | None = Field(None, description="filter / re-rank hits by distance to a centre")
+    date_from: str | None = Field(None, max_length=40, description="confine hits to scenes acquired on or after this "
+                                  "date (YYYY, YYYY-MM, YYYY-MM-DD...: from its start)")
+    date_to: str | None = Field(None, max_length=40, description="confine hits to scenes acquired up to this date "
+                                "(inclusive of its whole period: 2016-01 keeps all of January)")
+    other_dates: bool = Field(False, description="attach to each hit the tiles of other dates at the same place "
+                              "(`other_dates` property: date, score, tile_id)")
+    score_map: AbsPath | None = Field(None, description="also write the query's similarity to every tile as a "
+                                      "styled GeoTIFF per scene into this folder (absolute path)")
 
     @field_validator("text")
     @classmethod
@@ -245,6 +279,9 @@ class SearchResponse(BaseModel):
     crs: str = Field(description="CRS of the geometries")
     query: dict[str, Any] = Field(default_factory=dict)
     took_ms: float = 0.0
+    partial: bool = Field(False, description="true when some indexes of a multi-index search did not answer "
+                                             "(a shard restarting on a Ray cluster): the hits come from the others")
+    missing: list[str] = Field(default_factory=list, description="the indexes that did not answer (with partial)")
 
 
 class FileError(BaseModel):
@@ -265,6 +302,17 @@ class IndexSummary(BaseModel):
 
 
 class IndexInfo(BaseModel):
+    """``geovec info`` / ``GET /v1/indexes/info``.
+
+    ``extra["scene_list"]`` holds one dict per scene: scene_id, name, status, tiles, crs (authority code or
+    name), crs_wkt, extent (xmin, ymin, xmax, ymax in the scene CRS), extent_wgs84 (lon/lat), size
+    ([width, height] pixels), bands_used (R, G, B scene band numbers), dtype, stretch ({low, high, method}),
+    nodata (the file's tag or null), fill ({value, source: "tag" | "option" | "detected" | "none",
+    fraction: share of the scene that is fill, or null}), tiles_skipped (windows not stored because under
+    ``min_valid_fraction`` of their pixels are imagery: mostly fill; null until the scene is complete).
+    ``extra["regions"]`` (when the index stores regions) is {count, spec}.
+    """
+
     path: str
     count: int
     dim: int

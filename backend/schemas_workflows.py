@@ -14,7 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .schemas import AbsPath, Feature, NearQuery, SearchRequest, SearchResponse, StrictModel
+from .schemas import (
+    WITHIN_MODE_DOC,
+    AbsPath,
+    Feature,
+    NearQuery,
+    SearchRequest,
+    SearchResponse,
+    StrictModel,
+    WithinMode,
+)
 
 __all__ = ["AreaOptions", "AskRequest", "AskResponse", "ClassifyRequest", "ClassifyResponse", "FewShotRequest",
            "LocateRequest", "LocateResponse", "NearQuery", "RefineRequest", "RefineResponse", "VectorSearchRequest"]
@@ -33,7 +42,8 @@ def _finite_list(v: list[float] | None) -> list[float] | None:
 
 
 class AreaOptions(StrictModel):
-    """Limit a workflow to the tiles whose centre lies in a box or polygon (default: the whole index)."""
+    """Limit a workflow to the tiles (regions) in a box or polygon, by ``within_mode``, and/or whose scene's
+    date lies in a range (default: the whole index)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {
         "required": ["box", "wkt"], "properties": {"box": {"type": "array"}, "wkt": {"type": "string"}}}})
@@ -41,6 +51,10 @@ class AreaOptions(StrictModel):
     box: list[float] | None = Field(None, min_length=4, max_length=4, description="xmin ymin xmax ymax in `crs`")
     wkt: str | None = Field(None, max_length=1_000_000, description="polygon WKT in `crs`")
     crs: str = Field("EPSG:4326", description="CRS of box/wkt")
+    date_from: str | None = Field(None, max_length=40, description="only scenes acquired on or after this date")
+    date_to: str | None = Field(None, max_length=40, description="only scenes acquired up to this date (inclusive "
+                                                                 "of its whole period)")
+    within_mode: WithinMode = Field("centre", description=WITHIN_MODE_DOC)
 
     _fin = field_validator("box")(classmethod(lambda cls, v: _finite_list(v)))
 
@@ -146,6 +160,15 @@ class ClassifyResponse(BaseModel):
     took_ms: float = 0.0
 
 
+class RegionMark(StrictModel):
+    """One marked region hit: its tile and its box in tile-image pixels (a region feature's ``bbox_image``)."""
+
+    tile_id: str = Field(min_length=1, max_length=64)
+    bbox_image: list[float] = Field(min_length=4, max_length=4)
+
+    _fin = field_validator("bbox_image")(classmethod(lambda cls, v: _finite_list(v)))
+
+
 class RefineRequest(StrictModel):
     """Relevance feedback: the original query (or its vector) + good/bad marks -> a refined ranking."""
 
@@ -166,6 +189,13 @@ class RefineRequest(StrictModel):
     save_marks: AbsPath | None = Field(None, description="write the marks as a labelled GeoJSON layer `geovec train` reads")
     label: str | None = Field(None, max_length=200, description="label of good marks; default the query text")
     bad_label: str | None = Field(None, max_length=200, description="label of bad marks; default: not written")
+    level: Literal["tile", "region"] = Field("tile", description=(
+        "refine tile hits (marks in good/bad) or region hits (marks in good_regions/bad_regions; the index must "
+        "store regions; the hits, the vectors and the saved marks are regions)"))
+    good_regions: list[RegionMark] = Field(default_factory=list, max_length=10_000,
+                                           description="region hits marked good (level region)")
+    bad_regions: list[RegionMark] = Field(default_factory=list, max_length=10_000,
+                                          description="region hits marked bad (level region)")
 
     _fin = field_validator("vector")(classmethod(lambda cls, v: _finite_list(v)))
 
@@ -173,6 +203,10 @@ class RefineRequest(StrictModel):
     def _one_query(self) -> RefineRequest:
         if (self.query is None) == (self.vector is None):
             raise ValueError("give exactly one of query (the original search) or vector")
+        if self.level == "tile" and (self.good_regions or self.bad_regions):
+            raise ValueError("region marks (good_regions/bad_regions) need level 'region'")
+        if self.level == "region" and (self.good or self.bad):
+            raise ValueError("at level 'region' mark region hits (good_regions/bad_regions), not tile ids")
         return self
 
 

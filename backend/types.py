@@ -52,18 +52,38 @@ class Scene:
 
 @dataclass(frozen=True)
 class Stretch:
-    """Per-scene, per-channel linear stretch to uint8, computed once per scene."""
+    """Per-scene, per-channel linear stretch to uint8, computed once per scene, with the scene's fill.
+
+    ``fill`` is the value that is not imagery: the file's nodata tag (``fill_source`` "tag", masked by
+    GDAL already), a ``--nodata`` option ("option": a pixel is fill when any model band holds it), or a
+    constant collar found in an untagged scene ("detected": fill when all three model bands hold it).
+    ``fill_fraction`` is the share of the scene that is fill (from the decimated stretch sample).
+    """
 
     low: tuple[float, float, float]
     high: tuple[float, float, float]
     method: str = "percentile"  # "percentile" | "identity" (already 8-bit) | "minmax"
+    fill: float | None = None
+    fill_source: str = "none"  # "tag" | "option" | "detected" | "none"
+    fill_fraction: float | None = None
+
+    @property
+    def masks_fill(self) -> bool:
+        """Whether reads must mask ``fill`` themselves (GDAL masks a tagged nodata already)."""
+        return self.fill is not None and self.fill_source in ("option", "detected")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"low": list(self.low), "high": list(self.high), "method": self.method}
+        out: dict[str, Any] = {"low": list(self.low), "high": list(self.high), "method": self.method}
+        if self.fill_source != "none" or self.fill_fraction is not None:
+            out["fill"] = {"value": self.fill, "source": self.fill_source, "fraction": self.fill_fraction}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Stretch:
-        return cls(tuple(d["low"]), tuple(d["high"]), d.get("method", "percentile"))  # type: ignore[arg-type]
+        fill = d.get("fill") or {}
+        return cls(tuple(d["low"]), tuple(d["high"]), d.get("method", "percentile"),  # type: ignore[arg-type]
+                   fill=None if fill.get("value") is None else float(fill["value"]),
+                   fill_source=str(fill.get("source", "none")), fill_fraction=fill.get("fraction"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +96,10 @@ class TilingParams:
     min_valid_fraction: float = 0.5  # tiles with fewer valid (non-nodata) pixels are skipped
     bands: tuple[int, int, int] | None = None  # override of the scene's RGB band numbers
     percentiles: tuple[float, float] = (2.0, 98.0)
+    #: options of one indexing run (not properties of the index: neither recorded nor compared): a value that
+    #: is fill in the scenes indexed now, and whether untagged scenes are searched for a constant fill collar
+    nodata: float | None = field(default=None, compare=False)
+    fill: str = field(default="auto", compare=False)  # "auto" | "off"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +129,7 @@ class TilingParams:
             tile_size=int(opts.tile_size), overlap=float(opts.overlap), resolution=opts.resolution,
             min_valid_fraction=float(opts.min_valid_fraction),
             bands=tuple(opts.bands) if opts.bands else None,  # type: ignore[arg-type]
+            nodata=getattr(opts, "nodata", None), fill=str(getattr(opts, "fill", "auto")),
         )
 
 

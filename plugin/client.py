@@ -25,6 +25,7 @@ from qgis.PyQt.QtCore import QByteArray, QUrl
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from .params import Connection, IndexParams, SearchParams
+from .wording import gui_hint, gui_text
 
 API = "/v1"
 #: (method, path template) of every route the plugin calls; the contract test checks them.
@@ -48,25 +49,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "locate": ("POST", "/v1/locate"),
     "ask": ("POST", "/v1/ask"),
     "search_vector": ("POST", "/v1/search/vector"),
+    "change": ("POST", "/v1/change"),  # compare dates (plugin/processing/alg_change.py)
 }
-
-
-#: what to do, in dock terms, for backend hints that give command lines (by error code)
-GUI_HINTS = {
-    "not_found": "choose another index in the GeoVec dock, or build one with 'New index from folder…'",
-    "bad_input": "check the query and the options in the GeoVec dock",
-    "busy": "wait for the running indexing job, or cancel it in the GeoVec dock",
-    "model_unavailable": "choose a local checkpoint folder or the tiny test model in 'New index from folder…', "
-                         "or the model in GeoVec > Settings",
-    "index_corrupt": "build the index again with 'New index from folder…'",
-}
-
-
-def gui_hint(hint: str, code: str) -> str:
-    """``hint`` unless it gives a command line; then what to do in the dock (the command goes to the log)."""
-    if "geovec " not in hint and " --" not in hint and "`" not in hint:
-        return hint
-    return GUI_HINTS.get(code, "see the GeoVec tab of the log panel for details")
 
 
 class BackendError(Exception):
@@ -141,8 +125,9 @@ def _error_from_body(status: int | None, raw: bytes, fallback: str) -> BackendEr
         message, hint, code = fallback, "", ""
     if status == 401 or status == 403:
         hint = hint or "the backend refused the token: check the token file in GeoVec > Settings"
-    error = BackendError(message, gui_hint(hint, code), status=status, code=code)
-    error.details = hint if error.hint != hint else ""
+    error = BackendError(gui_text(message), gui_hint(hint, code), status=status, code=code)
+    said = [t for t, gui in ((message, error.message), (hint, error.hint)) if t != gui]
+    error.details = "backend said: " + " — ".join(said) if said else ""
     return error
 
 
@@ -228,7 +213,7 @@ class GeoVecClient:
         return self.call(*self._route("search"), params.to_request())
 
     def workflow(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``POST`` one of the workflow routes (classify, fewshot, refine, locate, ask, search_vector)."""
+        """``POST`` one of the workflow routes (classify, fewshot, refine, locate, ask, search_vector, change)."""
         return self.call(*self._route(name), body)
 
 

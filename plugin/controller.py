@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
-from qgis.core import Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsPointXY, QgsProject, QgsRectangle
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsRectangle,
+)
 from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QFileDialog
 
@@ -14,16 +23,31 @@ from .client import get_json_async
 from .export import FORMATS, ExportError, export_hits
 from .gui.dock import GeoVecDock
 from .gui.results import ResultsView
-from .hits import crs_from_text
+from .hits import crs_from_text, geometry_from_geojson
 from .maptools.point_tool import PointMapTool
 from .maptools.rectangle_tool import RectangleMapTool
-from .messages import Action, log, notify
+from .messages import Action, log, notify, withdraw
 from .params import Connection, IndexParams, SearchParams
 from .query import QueryBuilder
 from .settings import Setting
 from .tasks import GeoVecTask, IndexJobTask, IndexSummaryTask, Outcome, SearchTask, describe_summary
+from .tasks.search import forget_index
 
 logger = logging.getLogger(__name__)
+
+
+def area_of(params: SearchParams) -> tuple[QgsGeometry, QgsCoordinateReferenceSystem] | None:
+    """The area a search was confined to ("Search in view" / the selected polygon), with its CRS."""
+    if not isinstance(params.within, str | dict) or not params.within_crs:
+        return None
+    try:
+        data = json.loads(params.within) if isinstance(params.within, str) else params.within
+    except ValueError:
+        geom = QgsGeometry.fromWkt(str(params.within))
+    else:
+        geom = geometry_from_geojson(data) if isinstance(data, dict) else QgsGeometry()
+    crs = crs_from_text(params.within_crs)
+    return (geom, crs) if not geom.isEmpty() and crs.isValid() else None
 
 
 def status_line(health: dict) -> str:
@@ -58,6 +82,7 @@ class Controller(QObject):
         self.index_task: IndexJobTask | None = None
         self._waiting: list[Callable[[Connection], None]] = []
         self._jobs_checked = False
+        self._backend_errors: list = []  # message-bar items about the backend, withdrawn once it is ready
         self._jobs_request = None
         self._models_request = None
         self.alive = True
@@ -87,11 +112,11 @@ class Controller(QObject):
         return (labels[name], self.fixes[name]) if name in self.fixes else None
 
     def message(self, text: str, level: Qgis.MessageLevel = Qgis.Info, *, details: str = "",
-                fix: str | None = None) -> None:
+                fix: str | None = None):  # -> QgsMessageBarItem
         """One message-bar item; the status line repeats only what is not an error."""
         if level != Qgis.Critical:
             self.dock.set_status(text)
-        notify(self.iface, text, level, details=details, action=self.fix(fix) if fix else None)
+        return notify(self.iface, text, level, details=details, action=self.fix(fix) if fix else None)
 
     # --- backend --------------------------------------------------------------------------
     def connect_backend(self) -> None:
@@ -110,6 +135,8 @@ class Controller(QObject):
         if not self.alive:
             return
         self.dock.set_backend_status(status_line(self.backend.health or {}))
+        withdraw(self.iface, self._backend_errors)  # fixed: the first-run error does not stay up
+        self._backend_errors = []
         self.dock.reconnect_button.setText("Reconnect")
         waiting, self._waiting = self._waiting, []
         for fn in waiting:
@@ -142,8 +169,9 @@ class Controller(QObject):
         self.dock.set_backend_status("Backend: not available")
         self.dock.reconnect_button.setText("Connect")
         fix = "setup" if "Set up backend" in hint else "settings"
-        self.message(f"{message}: {hint}" if hint else message, Qgis.Critical, fix=fix,
-                     details=f"backend log: {self.backend.log_path}")
+        withdraw(self.iface, self._backend_errors)  # one backend error at a time, the latest
+        self._backend_errors = [self.message(f"{message}: {hint}" if hint else message, Qgis.Critical, fix=fix,
+                                             details=f"backend log: {self.backend.log_path}")]
 
     def _on_lost(self, text: str) -> None:
         if self.alive:
@@ -200,6 +228,9 @@ class Controller(QObject):
             text = (f"Indexed {summary.get('tiles', task.result.get('tiles_done', 0))} tiles from "
                     f"{summary.get('scenes', '?')} scenes into {task.params.index}")
             self.remember_index(task.params.index)
+            if task.params.model:  # a model that indexed: the dialog's default from now on
+                Setting.MODEL.set(task.params.model)
+        forget_index(task.params.index)  # stored regions or not: asked again at the next search
         if task.file_errors:
             text += f"; {len(task.file_errors)} file(s) failed (details in the GeoVec log)"
         details = "\n".join(f"{e.get('path')}: {e.get('error')}" for e in task.file_errors)
@@ -273,11 +304,13 @@ class Controller(QObject):
         if not self._finish(task):
             return
         if task.outcome is not Outcome.SUCCESS:
+            self.results.clear()  # the old hits would read as this query's answer
             self.dock.set_status(f"Search failed ({task.params.short_label})")
             self._task_failed(task)
             return
         crs = crs_from_text(task.params.out_crs)
-        n = self.results.show(task.result, task.params.label, crs)
+        area = area_of(task.params)
+        n = self.results.show(task.result, task.params.label, crs, within=area)
         self.workflows.on_search(task.params)
         took = task.result.get("took_ms", 0.0)
         self.dock.set_status(f"{n} hits for {task.params.short_label} ({took:.0f} ms)")

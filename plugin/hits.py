@@ -19,10 +19,11 @@ from qgis.PyQt.QtCore import QVariant
 
 
 def hit_fields() -> QgsFields:
-    """Attributes of every hit layer: rank, score, source, query, tile_id, scene_id, level, hit_rank.
+    """Attributes of every hit layer: rank, score, source, query, tile_id, scene_id, level, hit_rank, bbox_image.
 
     ``level`` is "tile" or "region"; ``hit_rank`` is the rank of the tile a region lies in
-    (a tile's own rank for tiles).
+    (a tile's own rank for tiles); ``bbox_image`` a region's box in tile-image pixels
+    ("x0,y0,x1,y1"; empty for tiles): with ``tile_id`` it names the region to the backend.
     """
     fields = QgsFields()
     fields.append(QgsField("rank", QVariant.Int))
@@ -33,7 +34,24 @@ def hit_fields() -> QgsFields:
     fields.append(QgsField("scene_id", QVariant.String))
     fields.append(QgsField("level", QVariant.String))
     fields.append(QgsField("hit_rank", QVariant.Int))
+    fields.append(QgsField("bbox_image", QVariant.String))
     return fields
+
+
+def bbox_text(box: Any) -> str:
+    """A region's ``bbox_image`` as "x0,y0,x1,y1" ('' when there is none)."""
+    if not isinstance(box, list | tuple) or len(box) != 4:
+        return ""
+    return ",".join(repr(float(v)) for v in box)
+
+
+def parse_bbox(text: str) -> list[float] | None:
+    """"x0,y0,x1,y1" -> four floats (None when ``text`` is not one)."""
+    try:
+        box = [float(v) for v in str(text or "").split(",")]
+    except ValueError:
+        return None
+    return box if len(box) == 4 else None
 
 
 def crs_from_text(text: str) -> QgsCoordinateReferenceSystem:
@@ -101,7 +119,8 @@ def features_from_response(resp: dict[str, Any], dst_crs: QgsCoordinateReference
         rank = int(props.get("rank", i + 1))
         out.append(_feature(feat.get("geometry") or {}, xform, [
             rank, float(props.get("score", 0.0)), source_of(props), query, str(props.get("tile_id", "")),
-            str(props.get("scene_id", "")), str(props.get("level") or "tile"), int(props.get("hit_rank", rank))]))
+            str(props.get("scene_id", "")), str(props.get("level") or "tile"), int(props.get("hit_rank", rank)),
+            bbox_text(props.get("bbox_image"))]))
     return out
 
 
@@ -124,7 +143,7 @@ def regions_from_response(resp: dict[str, Any], dst_crs: QgsCoordinateReferenceS
     found.sort(key=lambda r: (-r[0], r[1]))
     return [_feature(region["geometry"], xform, [
         rank, score, source_of(props), query, str(props.get("tile_id", "")), str(props.get("scene_id", "")),
-        "region", hit_rank]) for rank, (score, hit_rank, region, props) in enumerate(found, start=1)]
+        "region", hit_rank, bbox_text(region.get("bbox_image"))]) for rank, (score, hit_rank, region, props) in enumerate(found, start=1)]
 
 
 def memory_layer(name: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:

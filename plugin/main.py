@@ -45,10 +45,17 @@ class GeoVecPlugin:
         self.toolbar = self.iface.addToolBar("GeoVec")
         self.toolbar.setObjectName("GeoVecToolbar")
         self.dock_action = self._action(icon, "GeoVec search", self.toggle_dock, checkable=True, toolbar=True)
+        self._action(QIcon(), "Compare dates…", self.compare_dates)
         self._action(QIcon(), "Set up backend…", self.setup_backend)
         self._action(QIcon(), "Settings…", self.show_settings)
         if Setting.DOCK_OPEN.get():  # it was open when QGIS last closed
             QTimer.singleShot(0, self._reopen_dock)
+
+    def compare_dates(self) -> None:
+        """The 'Compare dates (change)' Processing dialog, with the dock's index as the default."""
+        import processing
+
+        processing.execAlgorithmDialog("geovec:change", {})
 
     def _reopen_dock(self) -> None:
         if self.actions and self.dock is None:

@@ -7,13 +7,17 @@ They serialise to the JSON bodies of backend/schemas.py (``IndexRequest``,
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 QueryMode = Literal["text", "box", "point"]
 Level = Literal["tile", "region"]
-#: region candidates scored inside this many top tiles when ranking regions and the user left it on auto
+WithinMode = Literal["intersects", "centre", "inside"]
+#: region candidates scored inside this many top tiles when ranking regions on an index without stored
+#: regions and the user left it on auto (an index with stored regions answers from them)
 AUTO_RERANK = 20
+#: how the dock's "Search in view" / selected polygon confines hits: the tile (region) centre lies in the area
+VIEW_WITHIN_MODE: WithinMode = "centre"
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,10 @@ class SearchParams:
     """One query: text, a box or a point (a box/point may come with text: one compositional query).
 
     ``level`` "region" ranks region boxes inside tiles; ``rerank`` scores the regions of the
-    top N tiles; ``within`` (GeoJSON geometry or WKT in ``within_crs``) and ``scenes``
-    confine the search. Region fields are sent only when set, so a backend without
-    region search still accepts every tile query.
+    top N tiles (None: the regions the index stores; see :func:`resolve_rerank`);
+    ``within`` (GeoJSON geometry or WKT in ``within_crs``, hits counted by ``within_mode``)
+    and ``scenes`` confine the search. Region fields are sent only when set, so a backend
+    without region search still accepts every tile query.
     """
 
     index: str
@@ -119,6 +124,7 @@ class SearchParams:
     rerank: int | None = None
     within: dict[str, Any] | str | None = None  # GeoJSON geometry (dict or text) or WKT
     within_crs: str | None = None
+    within_mode: WithinMode | None = None  # None: the backend's default
     scenes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -168,6 +174,8 @@ class SearchParams:
             body["within"] = self.within if isinstance(self.within, str) else json.dumps(self.within)
             if self.within_crs:
                 body["within_crs"] = self.within_crs
+            if self.within_mode:
+                body["within_mode"] = self.within_mode
         if self.scenes:
             body["scenes"] = list(self.scenes)
         if self.raster:
@@ -178,3 +186,20 @@ class SearchParams:
             body["min_score"] = float(self.min_score)
         body.update(self.extra)
         return body
+
+
+def index_has_regions(info: dict[str, Any]) -> bool:
+    """Whether an index (its ``GET /v1/indexes/info`` body) stores region candidates."""
+    extra = info.get("extra") or {}
+    return bool(extra.get("regions") or extra.get("regions_spec") or info.get("regions"))
+
+
+def resolve_rerank(params: SearchParams, has_regions: bool) -> SearchParams:
+    """Region mode "auto": the stored regions when the index has them, else rerank the top tiles.
+
+    Only a region-level query left on auto (``rerank`` None) changes; a number the user
+    gave is kept.
+    """
+    if params.level == "region" and params.rerank is None and not has_regions:
+        return replace(params, rerank=AUTO_RERANK)
+    return params

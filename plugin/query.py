@@ -15,7 +15,7 @@ from qgis.core import (
 from qgis.gui import QgsMapCanvas
 
 from .hits import crs_to_text
-from .params import SearchParams
+from .params import VIEW_WITHIN_MODE, SearchParams
 
 WGS84 = QgsCoordinateReferenceSystem("EPSG:4326")
 
@@ -55,7 +55,8 @@ class QueryBuilder:
     def within(self) -> tuple[str, str, str]:
         """The spatial filter of "Search in view": (GeoJSON geometry text, its CRS, what it is).
 
-        The selected polygons of the active vector layer when there are any, else the map view.
+        The selected polygons of the active vector layer when there are any, else the map view;
+        a hit counts when its tile (region) centre lies in it (``VIEW_WITHIN_MODE``).
         """
         layer = self.active_layer()
         if isinstance(layer, QgsVectorLayer) and layer.geometryType() == QgsWkbTypes.PolygonGeometry \
@@ -75,7 +76,7 @@ class QueryBuilder:
         extra: dict = {}
         if opts.get("in_view"):
             wkt, wcrs, _ = self.within()
-            extra = {"within": wkt, "within_crs": wcrs}
+            extra = {"within": wkt, "within_crs": wcrs, "within_mode": VIEW_WITHIN_MODE}
         text = kw.pop("text", None) or (opts.get("text") if mode != "text" else None)
         return SearchParams(
             index=index, mode=mode, crs=crs_to_text(crs) if crs else "EPSG:4326",

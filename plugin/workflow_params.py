@@ -86,18 +86,25 @@ class RefineParams:
     """One feedback round: the first query (or the vector the last round returned) plus the marks."""
 
     index: str
-    good: tuple[str, ...]
-    bad: tuple[str, ...]
+    good: tuple[str, ...] = ()  # tile ids (level tile)
+    bad: tuple[str, ...] = ()
     query: dict[str, Any] | None = None  # a SearchRequest body
     vector: tuple[float, ...] | None = None
     k: int = 10
     out_crs: str = "EPSG:4326"
     save_marks: str | None = None
     label: str | None = None
+    level: str = "tile"  # "region": the marks are region hits (good_regions / bad_regions), so are the hits
+    good_regions: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (tile id, bbox_image) of each region hit
+    bad_regions: tuple[tuple[str, tuple[float, ...]], ...] = ()
 
     def to_request(self) -> dict[str, Any]:
         body: dict[str, Any] = {"index": self.index, "good": list(self.good), "bad": list(self.bad),
                                 "k": int(self.k), "out_crs": self.out_crs}
+        if self.level == "region":
+            body.update(level="region", good=[], bad=[],
+                        good_regions=[{"tile_id": t, "bbox_image": list(b)} for t, b in self.good_regions],
+                        bad_regions=[{"tile_id": t, "bbox_image": list(b)} for t, b in self.bad_regions])
         if self.vector is not None:
             body["vector"] = [float(v) for v in self.vector]
         else:

@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import QFileDialog
 from .gui.ask_panel import AskPanel
 from .gui.feedback_panel import FeedbackPanel
 from .gui.results import FID_ROLE, LAYER_ROLE
-from .hits import crs_to_text
+from .hits import crs_to_text, parse_bbox
 from .maptools.rectangle_tool import RectangleMapTool
 from .params import Connection, SearchParams
 from .tasks import Outcome
@@ -28,6 +28,17 @@ from .tasks.workflow import WorkflowTask
 from .workflow_params import AskParams, RefineParams
 
 COLOURS = {"good": QColor(170, 230, 170), "bad": QColor(240, 170, 170)}
+
+
+def region_marks(keys: list[str]) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """("tile_id|x0,y0,x1,y1", ...) mark keys -> ((tile id, bbox_image), ...)."""
+    out = []
+    for key in keys:
+        tile, _, box = key.partition("|")
+        parsed = parse_bbox(box)
+        if parsed is not None:
+            out.append((tile, tuple(parsed)))
+    return tuple(out)
 
 
 class WorkflowController(QObject):
@@ -42,6 +53,7 @@ class WorkflowController(QObject):
         self.query_label = ""
         self.vector: list[float] | None = None
         self.out_crs = "EPSG:4326"
+        self.level = "tile"  # the level of the search being refined: marks and refined hits keep it
         self.ask_tool = RectangleMapTool(ctl.canvas)
         self.ask_tool.boxDrawn.connect(self.ask_box)
         self.feedback.markRequested.connect(self.mark_selected)
@@ -57,17 +69,23 @@ class WorkflowController(QObject):
         self.query_label = params.label
         self.vector = None
         self.out_crs = params.out_crs
+        self.level = params.level
         self.feedback.clear()
         self._paint_marks()
 
     def _tile_id(self, row: int) -> str | None:
-        """The tile id of the hit in table row ``row`` (a region hit marks its tile)."""
+        """The mark key of the hit in table row ``row``: its tile id, or at level region
+        "tile_id|x0,y0,x1,y1" (the region hit itself)."""
         item = self.ctl.dock.table.item(row, 0)
         layer = QgsProject.instance().mapLayer(item.data(LAYER_ROLE)) if item is not None else None
         if layer is None or layer.fields().indexFromName("tile_id") < 0:
             return None
         feat = layer.getFeature(item.data(FID_ROLE))
-        return str(feat["tile_id"]) if feat.isValid() and feat["tile_id"] else None
+        if not feat.isValid() or not feat["tile_id"]:
+            return None
+        if self.level == "region" and feat["level"] == "region" and parse_bbox(feat["bbox_image"]):
+            return f"{feat['tile_id']}|{feat['bbox_image']}"
+        return str(feat["tile_id"])
 
     def selected_tile_ids(self) -> list[str]:
         table = self.ctl.dock.table
@@ -99,17 +117,23 @@ class WorkflowController(QObject):
             self.ctl.message("Search first, then mark hits and refine.", Qgis.Warning)
             return None
         label = self.query.get("text") if save_marks else None
-        return RefineParams(index=self.query["index"], good=tuple(self.feedback.good()), bad=tuple(self.feedback.bad()),
-                            query=None if self.vector is not None else self.query,
+        common: dict[str, Any] = {}
+        if self.level == "region":
+            common = {"level": "region", "good_regions": region_marks(self.feedback.good()),
+                      "bad_regions": region_marks(self.feedback.bad())}
+        else:
+            common = {"good": tuple(self.feedback.good()), "bad": tuple(self.feedback.bad())}
+        return RefineParams(index=self.query["index"], query=None if self.vector is not None else self.query,
                             vector=tuple(self.vector) if self.vector is not None else None,
                             k=self.ctl.dock.options()["k"], out_crs=self.out_crs, save_marks=save_marks,
-                            label=label or ("marked" if save_marks else None))
+                            label=label or ("marked" if save_marks else None), **common)
 
     def refine(self, save_marks: str | None = None) -> None:
         params = self.refine_params(save_marks)
         if params is None:
             return
-        self.ctl.dock.set_status(f"Refining from {len(params.good)} good, {len(params.bad)} bad…")
+        good, bad = len(self.feedback.good()), len(self.feedback.bad())
+        self.ctl.dock.set_status(f"Refining from {good} good, {bad} bad {self.level}s…")
         self.ctl.with_backend(lambda conn: self._start("refine", conn, params, "GeoVec refine", self._refined))
 
     def _start(self, name: str, conn: Connection, params: Any, title: str, done: Any) -> None:
@@ -129,12 +153,12 @@ class WorkflowController(QObject):
         n = self.ctl.results.show(resp, f"refined: {self.query_label}", crs)
         self._paint_marks()
         self.ctl.dock.set_status(f"{n} refined hits for {self.query_label} "
-                                 f"({len(task.params.good)} good, {len(task.params.bad)} bad; "
+                                 f"({len(self.feedback.good())} good, {len(self.feedback.bad())} bad; "
                                  f"{resp.get('took_ms', 0):.0f} ms)")
         if resp.get("marks_path"):
             layer = QgsVectorLayer(resp["marks_path"], Path(resp["marks_path"]).stem, "ogr")
             QgsProject.instance().addMapLayer(layer)
-            self.ctl.message(f"Marks saved to {resp['marks_path']} (geovec train reads it as labels)", Qgis.Success)
+            self.ctl.message(f"Marks saved to {resp['marks_path']} (a training layer: one label per marked hit)", Qgis.Success)
 
     def _save_marks(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self.ctl.dock, "Save marks as a training layer",

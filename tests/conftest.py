@@ -39,3 +39,15 @@ def tiny_embedder(tiny_model_dir: Path):
     from geovec.backend.model.embedder import load_embedder
 
     return load_embedder(str(tiny_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs) for the whole session, stopped at its end; yields its GCS address (for drivers
+    in subprocesses). Ray starts slowly on a small machine: every Ray test shares this one."""
+    ray = pytest.importorskip("ray")
+    ctx = ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ctx.address_info["gcs_address"]
+    finally:
+        ray.shutdown()

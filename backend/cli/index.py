@@ -89,19 +89,24 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.from_parquet:
         return _import_parquet(args)
     if not args.folder:
-        raise UsageError("give the FOLDER to index (or --from-parquet FILE)")
+        raise UsageError("give the FOLDER (or raster FILEs) to index (or --from-parquet FILE)")
+    first = args.folder[0]
+    more = [str(abs_path(f)) for f in args.folder[1:]]
+    if more and args.engine == "ray":
+        raise UsageError("--engine ray indexes one folder; give a folder, or index the files without --engine ray")
     if args.repair:
         _repair(args.index)
-    tiling = validated(TilingOptions, **_tiling_fields(args))
-    groups = {name: [abs_path(f, base=args.folder) for f in files] for name, files in args.group} if args.group else None
-    req = validated(IndexRequest, folder=abs_path(args.folder), index=abs_path(args.index), model=args.model, tiling=tiling,
+    tiling = validated(TilingOptions, **_tiling_fields(args), nodata=args.nodata, fill=args.fill)
+    base = first if Path(first).expanduser().is_dir() else None
+    groups = {name: [abs_path(f, base=base) for f in files] for name, files in args.group} if args.group else None
+    req = validated(IndexRequest, folder=abs_path(first), index=abs_path(args.index), model=args.model, tiling=tiling,
                      groups=groups, batch_size=args.batch_size, batch_tokens=args.batch_tokens, force=args.force,
-                     regions=args.regions)
-    if not Path(args.folder).expanduser().is_dir():
-        from ..errors import NotFoundError
+                     regions=args.regions, date=args.date, date_from_name=args.date_from_name)
+    for path in args.folder:
+        if not Path(path).expanduser().exists():
+            from ..errors import NotFoundError
 
-        raise NotFoundError(f"folder {args.folder!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
+            raise NotFoundError(f"{path!r} does not exist", "give a folder of rasters, or raster files")
     exists = (Path(args.index).expanduser() / SIDECAR).exists()
     if exists and args.image_size is not None:
         recorded = (read_sidecar(args.index).get("model") or {}).get("image") or {}
@@ -147,7 +152,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             summary = run_index_ray(req, progress=bar, cancel=cancel, address=args.address, device=args.device,
                                     actors=args.actors, dtype=args.dtype, image_size=args.image_size)
         else:
-            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers)
+            summary = run_index(req, embedder, progress=bar, cancel=cancel, workers=args.workers, files=more)
     finally:
         bar.close()
         if old is not None:
@@ -158,7 +163,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         state = "CANCELLED (rerun to resume)" if summary.cancelled else "done"
         print(f"{state}: {summary.scenes} scene(s) indexed, {summary.scenes_skipped_unchanged} unchanged, "
               f"{summary.scenes_removed} removed; {summary.tiles} tile(s) embedded, {summary.tiles_skipped} "
-              f"skipped (below --min-valid); {summary.regions} region(s); {len(summary.errors)} error(s); "
+              f"skipped (mostly fill/nodata: under --min-valid imagery); {summary.regions} region(s); "
+              f"{len(summary.errors)} error(s); "
               f"{summary.seconds:.1f} s")
         for err in summary.errors:
             print(f"  error: {one_line(err.path)}: {one_line(err.error)}")
@@ -214,11 +220,35 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"tiling     {json.dumps(info.tiling)}\ncreated    {info.created}\nupdated    {info.updated}")
     reg = info.extra.get("regions")
     print(f"regions    {reg['count']} ({reg['spec']})" if reg else "regions    none (index with --regions to store them)")
+    dates = info.extra.get("dates")
+    print(f"dates      {dates['first']} .. {dates['last']} ({dates['dated']} dated, {dates['undated']} undated)"
+          if dates else "dates      none recorded (geovec index --date / --date-from-name)")
     for s in info.extra.get("scene_list", []):
-        print(f"  scene {one_line(str(s['name']))} [{s['status']}] {s['scene_id']}")
+        when = f" {s['acquired']} ({s['date_source']})" if s.get("acquired") else ""
+        print(f"  scene {one_line(str(s['name']))} [{s['status']}]{when} {s['scene_id']}")
+        if "crs" in s:
+            print(scene_lines(s))
     if args.verify and not _verify(args.index, False):
         return EXIT_ERROR
     return 0
+
+
+def scene_lines(s: dict[str, Any]) -> str:
+    """The ``info`` lines of one scene: CRS, extent, bands used, stretch, nodata and fill."""
+    ext = ", ".join(f"{v:.6g}" for v in s["extent"])
+    lon0, lat0, lon1, lat1 = s["extent_wgs84"]
+    st = s["stretch"]
+    stretch = st["method"] if st["method"] == "identity" else \
+        f"{st['method']} low {[round(v, 4) for v in st['low']]} high {[round(v, 4) for v in st['high']]}"
+    fill = s["fill"]
+    fill_txt = "none found" if fill["source"] == "none" else (
+        f"{fill['value'] if fill['value'] is not None else 'mask'} ({fill['source']}), "
+        f"{100 * (fill['fraction'] or 0):.1f} % of the scene")
+    skipped = "" if s.get("tiles_skipped") is None else f", {s['tiles_skipped']} skipped as mostly fill"
+    return (f"    crs {one_line(str(s['crs']))}; {s['size'][0]}x{s['size'][1]} px {s['dtype']}; extent {ext} "
+            f"(lon {lon0:.5f}..{lon1:.5f}, lat {lat0:.5f}..{lat1:.5f})\n"
+            f"    bands used (R,G,B) {s['bands_used']}; stretch {stretch}; nodata tag {s['nodata']}; "
+            f"fill {fill_txt}; {s['tiles']} tile(s){skipped}")
 
 
 def _verify(index: str, as_json: bool) -> bool:

@@ -27,7 +27,7 @@ from .search import cmd_search
 log = logging.getLogger(__name__)
 
 WORKFLOWS = ("classify", "fewshot", "refine", "locate", "ask")
-BUILTIN = ("model", "index", "search", "export", "info", "serve", *WORKFLOWS)
+BUILTIN = ("model", "index", "search", "export", "info", "serve", "change", *WORKFLOWS)
 
 
 class Parser(argparse.ArgumentParser):
@@ -41,7 +41,18 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see: {self.prog} --help)")
+        raise UsageError(f"{_did_you_mean(message)} (see: {self.prog} --help)")
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'serch' (choose from ...)" with the closest choice named."""
+    import difflib
+
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return message
+    close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1, cutoff=0.6)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def _add_serve(sub: Any) -> None:
@@ -74,7 +85,8 @@ def build_parser(command: str | None = None) -> Parser:
     full.set_defaults(func=cmd_model_fullsize)
 
     ix = sub.add_parser("index", help="index (or update) a folder of GeoTIFFs")
-    ix.add_argument("folder", nargs="?", help="folder of rasters (omit with --from-parquet)")
+    ix.add_argument("folder", nargs="*", metavar="PATH",
+                    help="a folder of rasters, or raster files (omit with --from-parquet)")
     ix.add_argument("--from-parquet", metavar="FILE",
                     help="import tiles + vectors from a GeoParquet file instead (pip install 'geovec[parquet]')")
     ix.add_argument("--index", required=True, help="index directory (created if absent)")
@@ -85,6 +97,10 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--resolution", type=finite, help="target metres/pixel (default native)")
     ix.add_argument("--bands", type=int, nargs=3, metavar=("R", "G", "B"), help="1-based bands fed as RGB")
     ix.add_argument("--min-valid", type=finite, help="skip tiles with fewer valid pixels (default 0.5)")
+    ix.add_argument("--nodata", type=finite, metavar="VALUE",
+                    help="this value is fill, not imagery, in the scenes indexed now (wins over the files' tag)")
+    ix.add_argument("--fill", choices=("auto", "off"), default="auto",
+                    help="auto (default): find a constant fill collar in scenes with no nodata tag or mask; off: don't")
     ix.add_argument("--batch-size", type=int, default=16)
     ix.add_argument("--batch-tokens", type=int, default=None,
                     help="size batches by token count instead (e.g. 32768 on a GPU)")
@@ -98,6 +114,9 @@ def build_parser(command: str | None = None) -> Parser:
     ix.add_argument("--regions", nargs="?", const="", metavar="SPEC",
                     help="also store candidate region vectors (SPEC default 'grid=1,2,3,4;overlap=0.25'; "
                          "keys grid, overlap, max, min, layer=VECTOR_FILE); tiles already indexed get theirs")
+    from .time import add_index_date_args, add_search_time_args
+
+    add_index_date_args(ix)
     ix.add_argument("--repair", action="store_true", help="rebuild the vector file from SQLite first")
     ix.add_argument("--device", default="auto")
     model_options(ix)
@@ -136,11 +155,16 @@ def build_parser(command: str | None = None) -> Parser:
     model_options(se)
     se.add_argument("--force", action="store_true", help="search with a model other than the index's anyway")
     se.add_argument("--local", action="store_true", help="search in this process even when `geovec serve` runs")
+    se.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="ray: each index in a shard actor on a Ray cluster (the model stays here)")
+    se.add_argument("--address", help="--engine ray: cluster address (auto, ray://HOST:10001); default: a local Ray")
     se.add_argument("--json", action="store_true")
-    se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON")
+    se.add_argument("--geojson", metavar="OUT", help="write the hits as GeoJSON (lon/lat unless --out-crs; a .csv "
+                    "name writes CSV with a WKT column and a .prj)")
     from .regions import add_region_search_args
 
     add_region_search_args(se)
+    add_search_time_args(se)
     se.add_argument("--server", nargs="?", const="", metavar="URL",
                     help="ask a running `geovec serve` (default URL from its token file) instead of loading the model")
     se.set_defaults(func=cmd_search)
@@ -158,14 +182,22 @@ def build_parser(command: str | None = None) -> Parser:
                      help="check SQLite integrity and every vector against its SQLite copy (exit 1 on problems)")
     inf.set_defaults(func=cmd_info)
 
+    if command is not None and command not in BUILTIN and not add_registered(sub, command):
+        command = None  # not a command at all (a typo): list every command, so the hint can find the one meant
+    elif command is not None and command not in BUILTIN:
+        return p  # a registered command (train, eval, ...), added above
     if command in (None, *WORKFLOWS):
         from .workflows import add_workflow_parsers
 
         add_workflow_parsers(sub, finite)
+    if command in (None, "change"):
+        from .time import add_change_parser
+
+        add_change_parser(sub, finite)
     if command in (None, "serve"):
         _add_serve(sub)
-    if command not in BUILTIN:  # train, eval, ...: added by other packages (see commands.py)
-        add_registered(sub, command)
+    if command is None:  # train, eval, ...: added by other packages (see commands.py)
+        add_registered(sub)
     return p
 
 

@@ -8,6 +8,9 @@ from typing import Any
 
 from ..schemas import SearchResponse
 
+#: The choices of ``--within-mode`` / ``--area-mode`` (``within_mode`` in requests).
+WITHIN_MODES = ("centre", "intersects", "inside")
+
 
 def _positive(text: str) -> int:
     try:
@@ -33,6 +36,9 @@ def add_region_search_args(se: argparse.ArgumentParser) -> None:
     se.add_argument("--within", metavar="GEOJSON|WKT|FILE",
                     help="confine hits to an area: a GeoJSON or WKT string, or a vector file")
     se.add_argument("--within-crs", default="EPSG:4326", help="CRS of --within (default EPSG:4326)")
+    se.add_argument("--within-mode", choices=WITHIN_MODES, default="centre",
+                    help="which hits --within keeps: centre (default: tile/region centre in the area), intersects "
+                         "(shares area with it), inside (wholly in it)")
     se.add_argument("--scene", action="append", metavar="NAME", help="confine hits to a scene (repeatable)")
 
 
@@ -50,7 +56,7 @@ def region_fields(args: argparse.Namespace) -> dict[str, Any]:
             from ..search.filters import parse_within
 
             within, crs = parse_within(within, crs).wkt, "EPSG:4326"
-        fields.update(within=within, within_crs=crs)
+        fields.update(within=within, within_crs=crs, within_mode=args.within_mode)
     return fields
 
 

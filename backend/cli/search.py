@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from ..jsonsafe import model_json
@@ -23,6 +21,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                               "exclude_overlapping": not args.include_overlapping, "out_crs": args.out_crs,
                               "force": args.force}
     fields.update(_region_fields(args))
+    from .time import print_score_maps, print_time, search_time_fields
+
+    fields.update(search_time_fields(args))
     if args.near is not None:
         fields["near"] = {"lat": args.near[0], "lon": args.near[1], "radius_km": args.radius_km,
                           "decay_km": args.decay_km}
@@ -49,7 +50,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.geojson:
         check_writable(args.geojson)  # before the (maybe slow) search, not after it
     resp = None
-    if args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
+    engine = getattr(args, "engine", "local")
+    if engine != "ray" and getattr(args, "address", None):
+        raise UsageError("--address goes with --engine ray")
+    if engine == "ray":
+        resp = _search_on_ray(req, args)
+    elif args.server is not None:  # answered by a running `geovec serve` (its model, its open indexes)
         from ..server.client import search_via_server
 
         resp = search_via_server(req, args.server or None)
@@ -59,9 +65,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         resp = run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
                                                        dtype=args.dtype))
     if args.geojson:
+        from ..writers import write_vector
         from .regions import geojson_with_regions
 
-        Path(args.geojson).expanduser().write_text(json.dumps(geojson_with_regions(resp), indent=1), encoding="utf-8")
+        write_vector(args.geojson, geojson_with_regions(resp), resp.crs)
     if args.json:
         print(model_json(resp, indent=2))
         return 0
@@ -71,14 +78,30 @@ def cmd_search(args: argparse.Namespace) -> int:
         p = f.properties
         where = f"  [{p['index']}]" if p.get("index") else ""
         box = f"  box {tuple(p['bbox_image'])}" if p.get("level") == "region" else ""
+        when = f"  {p['acquired']}" if p.get("acquired") else ""
         print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
-              f"{p['center_lon']:.5f}  window {tuple(p['window'])}{box}  {p['source']}{where}")
+              f"{p['center_lon']:.5f}  window {tuple(p['window'])}{box}{when}  {p['source']}{where}")
+        print_time(p)
         if p.get("level") != "region":
             for r in p.get("regions") or []:
                 print(f"       region {r['rank']}  {r['score']:+.4f}  box {tuple(r['bbox_image'])}")
+    print_score_maps(resp.query)
     if args.geojson:
         print(f"wrote {len(resp.features)} hit(s) to {args.geojson}")
     return 0
+
+
+def _search_on_ray(req: Any, args: argparse.Namespace) -> Any:
+    """``req`` with every index in a shard actor on Ray (started here, stopped afterwards)."""
+    from ..cluster import RayShards
+    from ..service import model_for_index, run_search
+
+    shards = RayShards(args.address)
+    try:
+        return run_search(req, lambda: model_for_index(args.index[0], model=args.model, device=args.device,
+                                                       dtype=args.dtype), index_set=shards)
+    finally:
+        shards.close()
 
 
 def _search_via_running_server(req: Any) -> Any:

@@ -42,9 +42,10 @@ def read_vector(path: str) -> list[float]:
 
 
 def _area(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.area_box is None and args.area_wkt is None:
+    dates = {"date_from": getattr(args, "date_from", None), "date_to": getattr(args, "date_to", None)}
+    if args.area_box is None and args.area_wkt is None and not any(dates.values()):
         return None
-    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs}
+    return {"box": args.area_box, "wkt": args.area_wkt, "crs": args.area_crs, "within_mode": args.within_mode, **dates}
 
 
 def _print_classified(resp: Any, args: argparse.Namespace) -> None:
@@ -124,17 +125,39 @@ def _search_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def _write_layer(path: str, resp: Any) -> None:
+    """``resp`` (a FeatureCollection response) as GeoJSON, or CSV for a .csv path, in its own CRS."""
+    from ..writers import write_vector
+
+    write_vector(path, json.loads(resp.model_dump_json()), str(getattr(resp, "crs", "EPSG:4326")))
+
+
 def print_hits(resp: Any, args: argparse.Namespace) -> None:
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        _write_layer(args.geojson, resp)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return
     for f in resp.features:
         p = f.properties
-        print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon {p['center_lon']:.5f}")
+        box = f"  box {tuple(p['bbox_image'])}" if p.get("level") == "region" else ""
+        print(f"{p['rank']:>3}  {p['score']:+.4f}  {p['tile_id']}  lat {p['center_lat']:.5f} lon "
+              f"{p['center_lon']:.5f}{box}")
     if not resp.features:
         print("no hits")
+
+
+def _region_marks(items: list[list[str]] | None) -> list[dict[str, Any]]:
+    """``--good-region TILE_ID X0 Y0 X1 Y1`` values as region marks (the box as a region hit's bbox_image)."""
+    from .common import UsageError
+
+    out = []
+    for item in items or []:
+        try:
+            out.append({"tile_id": item[0], "bbox_image": [float(v) for v in item[1:]]})
+        except ValueError:
+            raise UsageError(f"region mark {' '.join(item)!r} is not TILE_ID X0 Y0 X1 Y1 (numbers)") from None
+    return out
 
 
 def cmd_refine(args: argparse.Namespace) -> int:
@@ -149,7 +172,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
         raise UsageError("give the original query: --text/--box/--point, or --vector FILE")
     fields: dict[str, Any] = {"index": args.index, "good": args.good or [], "bad": args.bad or [], "k": args.k,
                               "exclude_marked": args.exclude_marked, "out_crs": args.out_crs,
-                              "save_marks": args.save_marks, "label": args.label, "bad_label": args.bad_label}
+                              "save_marks": args.save_marks, "label": args.label, "bad_label": args.bad_label,
+                              "level": args.level, "good_regions": _region_marks(args.good_region),
+                              "bad_regions": _region_marks(args.bad_region)}
     if args.vector is not None:
         fields["vector"] = read_vector(args.vector)
     else:
@@ -196,7 +221,7 @@ def cmd_locate(args: argparse.Namespace) -> int:
     req = _validated(LocateRequest, **fields)
     resp = run_locate(req, lambda: model_for_index(args.index, model=args.model, device=args.device), image=image)
     if args.geojson:
-        Path(args.geojson).expanduser().write_text(resp.model_dump_json(indent=1))
+        _write_layer(args.geojson, resp)
     if args.json:
         print(resp.model_dump_json(indent=2))
         return 0
@@ -240,6 +265,10 @@ def _area_args(p: argparse.ArgumentParser, finite: Any) -> None:
                    help="only tiles centred in this box")
     p.add_argument("--area-wkt", help="only tiles centred in this polygon (WKT)")
     p.add_argument("--area-crs", default="EPSG:4326", help="CRS of --area-box/--area-wkt")
+    p.add_argument("--date-from", metavar="DATE", help="only scenes acquired on or after DATE (2016, 2016-01, ...)")
+    p.add_argument("--date-to", metavar="DATE", help="only scenes acquired up to DATE (2016-01 = all of January)")
+    p.add_argument("--within-mode", choices=("centre", "intersects", "inside"), default="centre",
+                   help="which tiles (regions) the area keeps: centre (default), intersects, inside")
 
 
 def _level_arg(p: argparse.ArgumentParser) -> None:
@@ -291,6 +320,12 @@ def add_workflow_parsers(sub: Any, finite: Any) -> None:
     r.add_argument("--vector", help="the original query vector (.npy or JSON) instead of --text/--box/--point")
     r.add_argument("--good", nargs="*", metavar="TILE_ID")
     r.add_argument("--bad", nargs="*", metavar="TILE_ID")
+    r.add_argument("--level", choices=("tile", "region"), default="tile",
+                   help="refine tile hits (default) or region hits (an index with --regions; marks: --good-region)")
+    r.add_argument("--good-region", action="append", nargs=5, metavar=("TILE_ID", "X0", "Y0", "X1", "Y1"),
+                   help="a region hit marked good: its tile id and bbox_image (repeatable)")
+    r.add_argument("--bad-region", action="append", nargs=5, metavar=("TILE_ID", "X0", "Y0", "X1", "Y1"),
+                   help="a region hit marked bad (repeatable)")
     r.add_argument("--k", type=int, default=10)
     r.add_argument("--exclude-marked", action="store_true")
     r.add_argument("--save-marks", metavar="OUT.geojson", help="write the marks as a layer geovec train reads")

@@ -3,7 +3,8 @@
 One row per tile: ``tile_id``, ``scene_id``, ``sources``, ``window`` (native pixels),
 ``bounds`` and ``crs`` (native), ``center_lat``/``center_lon``, ``gsd``,
 ``valid_fraction``, ``geometry`` (the footprint, WKB, lon/lat WGS84 = OGC:CRS84),
-``bbox`` (its covering, GeoParquet 1.1) and ``embedding`` (float32 x dim). The file's
+``bbox`` (its covering, GeoParquet 1.1), ``embedding`` (float32 x dim) and the scene's
+``acquired`` date with its ``acquired_source`` (null when undated). The file's
 ``geo`` metadata follows GeoParquet 1.1; its ``geovec`` metadata records the model
 (dim, preset, checkpoint), the tiling and the scenes, so an import gives back an
 index that searches (and updates) like the original.
@@ -21,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,7 @@ def _schema(pa: Any, dim: int) -> Any:
         ("crs", pa.dictionary(pa.int32(), pa.string())), ("center_lat", pa.float64()), ("center_lon", pa.float64()),
         ("gsd", pa.float64()), ("valid_fraction", pa.float64()), ("geometry", pa.binary()), ("bbox", bbox),
         ("embedding", pa.list_(pa.float32(), dim)),
+        ("acquired", pa.string()), ("acquired_source", pa.string()),
     ])
 
 
@@ -98,7 +101,14 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
     rows = 0
     try:
         con.execute("BEGIN")  # one snapshot: a writer meanwhile changes nothing we read
+        try:  # acquisition dates (indexes made before them have no scene_dates table)
+            dates = {sid: (a, src) for sid, a, src in con.execute("SELECT scene_id, acquired, source FROM scene_dates")}
+        except sqlite3.OperationalError:
+            dates = {}
         scenes = [db.scene_dict(r, 0) for r in con.execute(f"SELECT {db.SCENE_COLS} FROM scenes ORDER BY scene_id")]
+        for d in scenes:  # dates travel with the scenes, so an import keeps them
+            if d["scene_id"] in dates:
+                d["acquired"], d["acquired_source"] = dates[d["scene_id"]]
         info = {"format": FORMAT, "dim": dim, "space": meta.get("space", "cosine"), "preset": meta.get("preset"),
                 "checkpoint": meta.get("checkpoint"), "model": meta.get("model"), "tiling": meta.get("tiling"),
                 "scenes": scenes}
@@ -123,6 +133,8 @@ def export_geoparquet(index: str | Path, out: str | Path, *, chunk: int = CHUNK)
                     "geometry": shapely.to_wkb(geoms).tolist(),
                     "bbox": [dict(zip(("xmin", "ymin", "xmax", "ymax"), v, strict=True)) for v in b.tolist()],
                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel(), pa.float32()), dim),
+                    "acquired": [dates.get(r.scene_id, (None, None))[0] for r in recs],
+                    "acquired_source": [dates.get(r.scene_id, (None, None))[1] for r in recs],
                 }
                 writer.write_table(pa.table(cols, schema=schema))
                 rows += len(recs)
@@ -410,6 +422,11 @@ def import_geoparquet(file: str | Path, index: str | Path, *, model: str | None 
             summary.tiles += writer.write(recs, vecs)  # tile ids already stored are skipped
         for scene, _ in scenes:
             store.complete_scene(scene.scene_id)
+        from ..index.dates import record
+        from ..raster.dates import SceneDate
+
+        record(store, [(d["scene_id"], SceneDate(str(d["acquired"]), str(d.get("acquired_source") or "imported")))
+                       for d in (ours or {}).get("scenes", []) if d.get("acquired")])
         summary.scenes = len(scenes)
         writer.checkpoint()
     finally:

@@ -137,7 +137,8 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
             done = store.tile_ids(scene.scene_id)
     resumed = bool(done)
     if stretch is None:
-        stretch = compute_stretch(scene, percentiles=params.percentiles)
+        stretch = compute_stretch(scene, percentiles=params.percentiles, nodata=params.nodata,
+                                  detect_fill=params.fill != "off")
         store.upsert_scene(scene, stretch)
     windows = list(GridSampler(scene, params))
     if done:
@@ -145,7 +146,7 @@ def plan_scene(store: IndexStore, scene: Scene, params: TilingParams) -> ScenePl
     return ScenePlan(scene, stretch, windows, resumed, backfill=store.tiles_without_regions(scene.scene_id))
 
 
-def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path,
+def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams, *, folder: Path | None,
                 keep_paths: set[str] = frozenset(),  # type: ignore[assignment]
                 errors: list[FileError] | None = None, keep_folders: Sequence[str] = (),
                 seen: set[str] | None = None) -> Plan:
@@ -155,8 +156,9 @@ def plan_scenes(store: IndexStore, scenes: Sequence[Scene], params: TilingParams
     (raised if ``errors`` is None) and the run goes on.
     """
     plan = Plan()
-    plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths,
-                                   keep_folders=keep_folders, seen=seen)
+    if folder is not None:  # a folder run drops the scenes gone from it; a run over listed files drops nothing
+        plan.removed = remove_vanished(store, {s.scene_id for s in scenes}, folder=folder, keep_paths=keep_paths,
+                                       keep_folders=keep_folders, seen=seen)
     for scene in scenes:
         try:
             sp = plan_scene(store, scene, params)

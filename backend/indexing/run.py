@@ -77,7 +77,7 @@ def batch_for_tokens(embedder: Embedder, tile_size: int, batch_tokens: int, *, d
 
 
 def index_folder(
-    folder: str | Path,
+    folder: str | Path | Sequence[str | Path],
     index_path: str | Path,
     embedder: Embedder,
     *,
@@ -91,11 +91,14 @@ def index_folder(
     runner: StageRunner | None = None,
     regions: str | None = None,
     batch_tokens: int | None = None,
+    date: str | None = None,
+    date_from_name: str | None = None,
 ) -> IndexSummary:
     """Index (or update) every raster under ``folder`` into the index at ``index_path``.
 
     Args:
-        folder: folder scanned recursively for .tif/.tiff/.vrt.
+        folder: folder scanned recursively for .tif/.tiff/.vrt; or one raster file, or a list of them
+            (grouped into scenes like a folder's files; nothing else in the index is removed).
         index_path: index directory (created if absent).
         embedder: the model; its preset/checkpoint must match an existing index.
         params: tiling parameters (must equal the index's for an existing index).
@@ -117,24 +120,34 @@ def index_folder(
         batch_tokens: size batches by token count instead: as many tiles per forward as fit
             this many image + prompt tokens (a GPU stays busy with small images and does not
             run out of memory with large ones); overrides ``batch_size``.
+        date: acquisition date of every scene scanned (overrides what is found; see
+            :mod:`geovec.backend.raster.dates`); ``date_from_name``: a pattern such as ``%Y%m%d``
+            that finds it in file names. Without either, scenes get the date found in their
+            metadata or names, once.
 
     Returns:
         An :class:`IndexSummary`; per-file problems are in ``errors``.
     """
-    from ..raster.scan import scan_folder
+    from ..index.dates import check_date_options, date_scenes
+    from ..raster.scan import scan_files, scan_folder
     from ..regions import RegionSpec
     from .region_stage import setup_regions
 
     t0 = time.monotonic()
     if regions is not None:
         RegionSpec.parse(regions)  # bad input fails before the index is touched
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise NotFoundError(f"folder {str(folder)!r} does not exist or is not a folder",
-                            "give a folder containing .tif/.tiff/.vrt rasters")
-    root = root.resolve()
+    check_date_options(date, date_from_name)
+    items = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    root: Path | None = None
+    if len(items) == 1 and Path(items[0]).expanduser().is_dir():
+        root = Path(items[0]).expanduser().resolve()
+        scan = scan_folder(root, groups=groups, bands=params.bands)
+    elif not items or (len(items) == 1 and not Path(items[0]).expanduser().exists()):
+        raise NotFoundError(f"{str(items[0]) if items else 'no path'!r} does not exist",
+                            "give a folder containing .tif/.tiff/.vrt rasters, or raster files")
+    else:  # raster files: index these, remove nothing else
+        scan = scan_files(items, groups=groups, bands=params.bands)
     cancel = cancel or threading.Event()
-    scan = scan_folder(root, groups=groups, bands=params.bands)
     summary = IndexSummary(errors=[FileError(path=p, error=r) for p, r in scan.errors])
     error_paths = {str(Path(p).resolve()) for p, _ in scan.errors}
 
@@ -153,6 +166,7 @@ def index_folder(
         plan = plan_scenes(store, scan.scenes, params, folder=root, keep_paths=error_paths,
                            errors=summary.errors, keep_folders=scan.unreadable, seen=scan.seen)
         summary.scenes_skipped_unchanged = plan.unchanged
+        date_scenes(store, scan.scenes, date=date, pattern=date_from_name)
         summary.scenes_removed = plan.removed
         total = sum(len(p.windows) + len(p.backfill) for p in plan.scenes)
         prog = RunProgress(total, len(plan.scenes), progress)

@@ -277,10 +277,16 @@ def scan_folder(folder: str | Path, *, groups: dict[str, list[str]] | None = Non
     result.unreadable.extend(str(d) for d in walk.unreadable)
     result.seen.update(str(p.resolve()) for p in walk.files)
     result.seen.update(claimed)
+    _group_files([p for p in walk.files if str(p.resolve()) not in claimed], result, bands)
+    result.scenes.sort(key=lambda s: s.sources[0])
+    log.info("scanned %s: %d scene(s), %d error(s)", root, len(result.scenes), len(result.errors))
+    return result
+
+
+def _group_files(files: Sequence[Path], result: ScanResult, bands: tuple[int, int, int] | None) -> None:
+    """Open ``files`` and group them into scenes (one-band files sharing a stem and a grid stack)."""
     infos: list[_FileInfo] = []
-    for p in walk.files:
-        if str(p.resolve()) in claimed:
-            continue
+    for p in files:
         try:
             infos.append(_read_info(str(p)))
         except GeoVecError as e:
@@ -311,6 +317,35 @@ def scan_folder(folder: str | Path, *, groups: dict[str, list[str]] | None = Non
             result.scenes.append(_make_scene([info], name=Path(info.path).stem, stacked=False, bands=bands))
         except GeoVecError as e:
             result.errors.append((info.path, str(e)))
+
+
+def scan_files(files: Sequence[str | Path], *, groups: dict[str, list[str]] | None = None,
+               bands: tuple[int, int, int] | None = None) -> ScanResult:
+    """Scenes of the raster files listed (grouped as :func:`scan_folder` groups a folder's files).
+
+    Raises:
+        NotFoundError: a listed path does not exist or is a folder (name folders on their own).
+    """
+    paths: list[Path] = []
+    for f in files:
+        p = Path(f).expanduser()
+        if not p.is_file():
+            what = "is a folder (give a folder on its own, or files)" if p.is_dir() else "does not exist"
+            raise NotFoundError(f"raster {str(f)!r} {what}", "give raster files (.tif/.tiff/.vrt) or one folder")
+        paths.append(p.resolve())
+    result = ScanResult()
+    claimed: set[str] = set()
+    for gname, gfiles in (groups or {}).items():
+        try:
+            scene = open_scene([str(Path(g).expanduser().resolve()) for g in gfiles], bands=bands, name=gname)
+        except GeoVecError as e:
+            result.errors.append((",".join(gfiles), str(e)))
+            continue
+        claimed.update(scene.sources)
+        result.scenes.append(scene)
+    result.seen.update(str(p) for p in paths)
+    result.seen.update(claimed)
+    _group_files([p for p in dict.fromkeys(paths) if str(p) not in claimed], result, bands)
     result.scenes.sort(key=lambda s: s.sources[0])
-    log.info("scanned %s: %d scene(s), %d error(s)", root, len(result.scenes), len(result.errors))
+    log.info("scanned %d file(s): %d scene(s), %d error(s)", len(paths), len(result.scenes), len(result.errors))
     return result

@@ -22,7 +22,7 @@ from ..errors import InputError, RasterError
 from ..types import Scene, Stretch, TileRecord, TilingParams, Window
 from . import geometry
 from .scan import check_bands
-from .stretch import apply_stretch
+from .stretch import apply_stretch, fill_mask
 
 if TYPE_CHECKING:
     from .handles import DatasetCache
@@ -167,10 +167,26 @@ def read_tile(scene: Scene, window: Window | Sequence[int], stretch: Stretch, *,
         if ox1 > ox0 and oy1 > oy0:
             part, ok = _read_bands(scene, rgb, (c0, r0, c1 - c0, r1 - r0), (oy1 - oy0, ox1 - ox0), min(sx, sy),
                                    handles)
+            fill = fill_mask(part, stretch)
+            if fill is not None:  # fill the file does not tag: not imagery either
+                ok &= ~fill
             data[:, oy0:oy1, ox0:ox1] = part
             valid[oy0:oy1, ox0:ox1] = ok
     image = apply_stretch(data, valid, stretch)
     return image, float(valid.mean())
+
+
+def valid_mask(scene: Scene, box: Sequence[int], stretch: Stretch,
+               handles: DatasetCache | None = None) -> np.ndarray:
+    """(rows, cols) bool at native resolution: which pixels of the pixel box (col0, row0, col1, row1),
+    clipped to the scene, are imagery (not nodata, masked, non-finite or the stretch's fill)."""
+    c0, r0, c1, r1 = (int(v) for v in box)
+    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, scene.width), min(r1, scene.height)
+    if c1 <= c0 or r1 <= r0:
+        return np.zeros((max(r1 - r0, 0), max(c1 - c0, 0)), dtype=bool)
+    data, ok = _read_bands(scene, scene.rgb, (c0, r0, c1 - c0, r1 - r0), (r1 - r0, c1 - c0), 1.0, handles)
+    fill = fill_mask(data, stretch)
+    return ok if fill is None else ok & ~fill
 
 
 def make_record(scene: Scene, window: Window | Sequence[int], *, valid_fraction: float,

@@ -9,9 +9,9 @@ indexes). The workflows build on :func:`build_query`, :func:`find_hits` and :fun
 
 from .features import hit_feature
 from .hits import find_hits
-from .multi import MultiStore, search_indexes
+from .multi import IndexSet, LocalIndexes, MultiStore, search_indexes, set_search_ok
 from .query import Query, build_query, image_query
 from .run import search, search_vector
 
-__all__ = ["MultiStore", "Query", "build_query", "find_hits", "hit_feature", "image_query", "search",
-           "search_indexes", "search_vector"]
+__all__ = ["IndexSet", "LocalIndexes", "MultiStore", "Query", "build_query", "find_hits", "hit_feature", "image_query", "search",
+           "search_indexes", "search_vector", "set_search_ok"]

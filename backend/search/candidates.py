@@ -13,7 +13,7 @@ from ..regions import RegionSpec, grid_boxes, nms, scale_boxes
 from ..schemas import SearchRequest
 from ..types import Box, TileRecord
 from . import filters
-from .features import Scenes, not_excluded
+from .features import Scenes, in_area, not_excluded
 from .hits import RegionHit, tile_hits, unit
 from .query import Query, index_tiling
 
@@ -98,10 +98,11 @@ def rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Searc
     if rerank:
         hits = tile_hits(store, tvec, n_rerank, flt=flt, min_score=None, exclude=None)
         cands = rerank_candidates(store, embedder, rvec, [h.record for h in hits], target_m, scenes)
-        return _finish(cands, req, scenes, tile_size, query.exclude_wgs84)
+        return _finish(cands, req, scenes, tile_size, query.exclude_wgs84, flt=flt)
     if flt is not None and len(flt.labels) <= filters.EXACT_MAX:
         recs = store.records_by_label(sorted(flt.labels))
-        return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84)
+        return _finish(stored_candidates(store, rvec, recs, target_m), req, scenes, tile_size, query.exclude_wgs84,
+                       flt=flt)
     want = req.k * 4 + 16
     slack = req.k if query.exclude_wgs84 is None else req.k * 4 + 16
     while True:
@@ -121,15 +122,15 @@ def rank_regions(store: IndexStore, embedder: Embedder, query: Query, req: Searc
         kept = kept[:slack]
         recs = store.records_by_label({r.tile_label for r, _ in kept})  # only the tiles of the chosen regions
         cands = [RegionHit(recs[r.tile_label], r.box, s) for r, s in kept if r.tile_label in recs]
-        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84, nms_done=True)
+        out = _finish(cands, req, scenes, tile_size, query.exclude_wgs84, nms_done=True, flt=flt)
         if len(out) >= req.k or want >= store.region_count:
             return out
         want = min(store.region_count, want * 4)
 
 
 def _finish(cands: list[RegionHit], req: SearchRequest, scenes: Scenes, tile_size: int,
-            exclude: BaseGeometry | None, *, nms_done: bool = False) -> list[RegionHit]:
-    """The best ``req.k`` of ``cands`` after per-tile NMS (skipped when ``nms_done``) and the exclusion."""
+            exclude: BaseGeometry | None, *, nms_done: bool = False, flt: TileFilter | None = None) -> list[RegionHit]:
+    """The best ``req.k`` of ``cands`` after per-tile NMS (skipped when ``nms_done``), the exclusion and the area."""
     if req.min_score is not None:
         cands = [c for c in cands if c.score >= req.min_score]
     if nms_done:
@@ -139,7 +140,7 @@ def _finish(cands: list[RegionHit], req: SearchRequest, scenes: Scenes, tile_siz
         ranked = sorted((r for rs in best.values() for r in rs), key=lambda r: -r.score)
     out: list[RegionHit] = []
     for r in ranked:
-        if not_excluded(scenes, r, tile_size, exclude):
+        if not_excluded(scenes, r, tile_size, exclude) and in_area(scenes, r, tile_size, flt, req.within_mode):
             out.append(r)
             if len(out) >= req.k:
                 break

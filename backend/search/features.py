@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
 
     from ..index.store import IndexStore
+    from .filters import TileFilter
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,17 @@ def not_excluded(scenes: Scenes, h: RegionHit, tile_size: int, exclude: BaseGeom
     if exclude is None or not overlaps(wkt.loads(h.record.footprint_wgs84), exclude):
         return True
     return not overlaps(region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), exclude)
+
+
+def in_area(scenes: Scenes, h: RegionHit, tile_size: int, flt: TileFilter | None, mode: str) -> bool:
+    """Whether the filter's area (if any) keeps region ``h`` under ``mode`` (its outline, not its tile)."""
+    if flt is None or flt.area is None:
+        return True
+    from shapely.prepared import prep
+
+    from .filters import keeps
+
+    return keeps(prep(flt.area), flt.area, region_geometry(scenes, h.record, h.box, tile_size, "EPSG:4326"), mode)
 
 
 def region_features(scenes: Scenes, ranked: list[RegionHit], tile_size: int, crs: str) -> list[dict[str, Any]]:

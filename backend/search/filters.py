@@ -34,6 +34,9 @@ class TileFilter:
 
     labels: set[int]
     description: dict[str, Any]
+    #: the WGS84 area of ``within`` (None for a scenes-only filter) and its ``within_mode``
+    area: BaseGeometry | None = None
+    mode: str = "centre"
 
 
 def parse_within(text: str, crs: str = "EPSG:4326") -> BaseGeometry:
@@ -125,34 +128,78 @@ def _shares_area(prepared: Any, area: BaseGeometry, footprint: BaseGeometry) -> 
     return area.intersection(footprint).area > 1e-6 * footprint.area
 
 
+def keeps(prepared: Any, area: BaseGeometry, footprint: BaseGeometry, mode: str = "centre") -> bool:
+    """Whether ``area`` keeps a tile or region with this footprint (both WGS84) under ``mode``.
+
+    ``centre``: the footprint's centre lies in the area (on its edge counts); ``intersects``: they share
+    more than a sliver; ``inside``: the footprint lies in the area (up to a sliver of 1e-6 of its area).
+    """
+    from shapely.geometry import Point
+
+    if mode == "centre":
+        return bool(prepared.intersects(Point(footprint.centroid.x, footprint.centroid.y)))
+    if not _shares_area(prepared, area, footprint):
+        return False
+    if mode == "inside":
+        return footprint.difference(area).area <= 1e-6 * footprint.area
+    return True
+
+
+def keep_mask(area: BaseGeometry, footprints: Any, lon: Any, lat: Any, mode: str = "centre") -> Any:
+    """Boolean array: which of ``footprints`` (shapely polygons, WGS84) with centres ``lon``/``lat`` ``area`` keeps."""
+    import numpy as np
+    import shapely
+
+    if mode == "centre":
+        return np.asarray(shapely.intersects_xy(area, np.asarray(lon, float), np.asarray(lat, float)), dtype=bool)
+    from shapely.prepared import prep
+
+    pa = prep(area)
+    return np.array([keeps(pa, area, fp, mode) for fp in footprints], dtype=bool)
+
+
 def tile_filter(store: IndexStore, *, within: str | None = None, within_crs: str = "EPSG:4326",
-                scenes: list[str] | None = None) -> TileFilter | None:
+                scenes: list[str] | None = None, date_from: str | None = None,
+                date_to: str | None = None, within_mode: str = "centre") -> TileFilter | None:
     """The tiles a search may return under ``within``/``scenes``; None when neither is given.
+
+    ``within_mode`` (see :func:`keeps`) decides which tiles the area keeps; ``TileFilter.area`` carries the
+    WGS84 area so region outlines can be held to the same rule.
 
     Raises:
         InputError: ``within`` is malformed, or covers no indexed scene (nothing to search).
         NotFoundError: a listed scene is not in the index.
     """
-    if within is None and not scenes:
+    if within is None and not scenes and date_from is None and date_to is None:
         return None
     from shapely import wkt
     from shapely.prepared import prep
 
+    from ..temporal.hits import date_filter_scenes
+
     scene_ids = resolve_scenes(store, scenes) if scenes else None
+    dated = date_filter_scenes(store, date_from, date_to)  # scenes acquired in [date_from, date_to]
+    if dated is not None:
+        scene_ids = dated if scene_ids is None else [s for s in scene_ids if s in set(dated)]
     area = parse_within(within, within_crs) if within is not None else None
     rows = store.labels_within(area.bounds if area is not None else None, scene_ids)
     if area is not None:
         pa = prep(area)
-        rows = [(label, fp) for label, fp in rows if _shares_area(pa, area, wkt.loads(fp))]
+        rows = [(label, fp) for label, fp in rows if keeps(pa, area, wkt.loads(fp), within_mode)]
     desc: dict[str, Any] = {}
     if scenes:
         desc["scenes"] = list(scenes)
+    if dated is not None:
+        desc.update(date_from=date_from, date_to=date_to, dated_scenes=len(dated))
     if within is not None:
-        desc.update(within_crs=within_crs, within_bounds_wgs84=[round(v, 7) for v in area.bounds])  # type: ignore[union-attr]
+        desc.update(within_crs=within_crs, within_mode=within_mode, within_bounds_wgs84=[round(v, 7) for v in area.bounds])  # type: ignore[union-attr]
     if not rows:
         what = (f"within {within[:80]!r} (in {within_crs})" if within is not None else "") + \
-            (f" scenes {scenes}" if scenes else "")
-        raise InputError(f"{what.strip()} covers no indexed scene of index {store.path}",
-                         "draw the area over indexed imagery (check --within-crs), or list other scenes")
+            (f" scenes {scenes}" if scenes else "") + \
+            (f" dated {date_from or '...'} to {date_to or '...'}" if dated is not None else "")
+        raise InputError(f"{what.strip()} covers no indexed scene of index {store.path} (or, within mode "
+                         f"{within_mode}, no tile)",
+                         "draw the area over indexed imagery (check --within-crs), use --within-mode intersects, "
+                         "or list other scenes")
     desc["tiles"] = len(rows)
-    return TileFilter({label for label, _ in rows}, desc)
+    return TileFilter({label for label, _ in rows}, desc, area, within_mode)

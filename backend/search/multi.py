@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class MultiStore:
         self.path = first.path
         self.dim = first.dim
         self._where: dict[str, str] = {}
+        #: names of the indexes that did not answer the last search (a shard restarting on a cluster)
+        self.missing: list[str] = []
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -89,12 +91,22 @@ class MultiStore:
             fast = self._search_one(qs, int(k))
             if fast is not None:
                 return [fast]
-        per_store = [s.search(vectors, k, filter=filter) for s in self.stores]
+        per_store = self.each(lambda s: s.search(vectors, k, filter=filter))
+        return self.merge(per_store, len(qs), int(k))
+
+    def each(self, call: Callable[[Any], Any]) -> dict[int, Any]:
+        """``call(store)`` for every index, by position (an :class:`IndexSet` on a cluster fans out in parallel
+        and leaves out the shards that do not answer, naming them in ``missing``)."""
+        return {i: call(s) for i, s in enumerate(self.stores)}
+
+    def merge(self, per_store: dict[int, list[list[tuple[TileRecord, float]]]], n_queries: int,
+              k: int) -> list[list[tuple[TileRecord, float]]]:
+        """Each index's best-first hits (by index position) merged into the ``k`` best; a tile counts once."""
         out: list[list[tuple[TileRecord, float]]] = []
-        for q in range(len(per_store[0])):
+        for q in range(n_queries):
             merged: list[tuple[TileRecord, float]] = []
             seen: set[str] = set()
-            ranked = heapq.merge(*[[(-score, i, rec) for rec, score in res[q]] for i, res in enumerate(per_store)],
+            ranked = heapq.merge(*[[(-score, i, rec) for rec, score in res[q]] for i, res in sorted(per_store.items())],
                                  key=lambda t: (t[0], t[1]))
             for neg, i, rec in ranked:
                 if rec.tile_id in seen:
@@ -158,32 +170,73 @@ class MultiStore:
             s.close()
 
 
-def search_indexes(req: SearchRequest, embedder: EmbedderLike, open_index: Callable[[str], IndexStore], *,
-                   close: bool = True) -> SearchResponse:
+class IndexSet(Protocol):
+    """Where the indexes of a multi-index search live: :meth:`open_set` gives a :class:`MultiStore` over
+    them (in this process: :class:`LocalIndexes`; on a Ray cluster: ``backend.cluster.RayShards``)."""
+
+    def open_set(self, paths: Sequence[str], *, force: bool = False) -> MultiStore: ...
+
+    def release(self, multi: MultiStore) -> None: ...
+
+
+class LocalIndexes:
+    """Every index opened in this process by ``open_index`` (read-only); closed after the search if ``close``."""
+
+    def __init__(self, open_index: Callable[[str], IndexStore], *, close: bool = True) -> None:
+        self.open_index = open_index
+        self.close = close
+
+    def open_set(self, paths: Sequence[str], *, force: bool = False) -> MultiStore:
+        stores: list[IndexStore] = []
+        try:
+            for p in paths:
+                stores.append(self.open_index(p))
+            return MultiStore(stores, force=force)
+        except BaseException:
+            if self.close:
+                for s in stores:
+                    s.close()
+            raise
+
+    def release(self, multi: MultiStore) -> None:
+        if self.close:
+            multi.close()
+
+
+def set_search_ok(req: SearchRequest) -> bool:
+    """Whether ``req`` can be answered by an :class:`IndexSet` (tile level; no rerank, within, scenes, near,
+    date filters, other dates or score maps: those read one index's records)."""
+    return not (req.level == "region" or req.rerank is not None or req.within is not None or req.scenes
+                or req.near is not None or req.date_from or req.date_to or req.other_dates or req.score_map)
+
+
+def search_indexes(req: SearchRequest, embedder: EmbedderLike,
+                   indexes: IndexSet | Callable[[str], IndexStore], *, close: bool = True) -> SearchResponse:
     """Answer ``req`` over ``req.index`` and ``req.indexes`` through :func:`.run.search` (hits carry an
-    ``index`` property). ``open_index`` opens one index read-only; ``close``: close them afterwards."""
+    ``index`` property). ``indexes``: an :class:`IndexSet`, or a function opening one index read-only
+    (``close``: close them afterwards). Indexes that did not answer (a shard restarting) are named in
+    ``missing`` with ``partial: true``."""
     from .run import search
 
-    if req.level == "region" or req.rerank is not None or req.within is not None or req.scenes \
-            or req.near is not None:
-        raise InputError(f"region search, --rerank, --within, --scene and --near take one index, "
-                         f"not {1 + len(req.indexes)}", "search the indexes one at a time")
+    if not set_search_ok(req):
+        raise InputError(f"region search, --rerank, --within, --scene, --near, --date-from/--date-to, --other-dates "
+                         f"and --score-map take one index, not {1 + len(req.indexes)}",
+                         "search the indexes one at a time")
+    index_set: IndexSet = indexes if hasattr(indexes, "open_set") else LocalIndexes(indexes, close=close)  # type: ignore[arg-type,assignment]
     paths = list(dict.fromkeys([req.index, *req.indexes]))  # the same index twice counts once
-    stores: list[IndexStore] = []
+    multi = index_set.open_set(paths, force=bool(getattr(req, "force", False)))
     try:
-        for p in paths:
-            stores.append(open_index(p))
-        multi = MultiStore(stores, force=bool(getattr(req, "force", False)))
         if req.mode != "text" and not multi.same_tiling:
             raise InputError(f"{req.mode} queries across indexes need one tiling; these differ: "
-                             + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in stores),
+                             + "; ".join(f"{s.path}: {(s.meta or {}).get('tiling')}" for s in multi.stores),
                              "search them by text, or one at a time")
         resp = search(multi, embedder, req)  # type: ignore[arg-type]
         for f in resp.features:
             f.properties["index"] = multi.index_of(f.properties["tile_id"])
-        resp.query["indexes"] = [str(s.path) for s in stores]
+        resp.query["indexes"] = [str(s.path) for s in multi.stores]
+        if multi.missing:
+            resp.partial = True
+            resp.missing = list(dict.fromkeys(multi.missing))
         return resp
     finally:
-        if close:
-            for s in stores:
-                s.close()
+        index_set.release(multi)

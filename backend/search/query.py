@@ -80,33 +80,67 @@ def resolve_scene(store: IndexStore, req: SearchRequest, tiling: TilingParams) -
     coords = req.box if req.box is not None else req.point
     assert coords is not None
     crs = geometry.parse_crs(req.crs)
-    candidates: list[tuple[Scene, Stretch]] = []
-    for row in store.scenes():
-        got = store.scene(row["scene_id"])
-        if got is None:
-            continue
-        scene = got[0]
-        try:
-            if req.box is not None:
-                geometry.box_to_pixel_box(scene, tuple(req.box), crs)  # type: ignore[arg-type]
-            else:
-                _point_pixel(scene, coords[0], coords[1], crs)
-        except OutOfBoundsError:
-            continue
-        except InputError:
-            raise
-        except Exception:  # noqa: BLE001 - a scene whose CRS cannot take these coordinates
-            log.debug("scene %s cannot take %s", scene.name, coords, exc_info=True)
-            continue
-        candidates.append(got)
+    candidates = _scenes_holding(store, req.box is not None, list(coords), crs, strict=True)
     if candidates:
         # Overlapping scenes: the finest ground resolution wins, then the most bands (imagery over a
         # one-band product such as a class map on the same grid), then the name; --raster overrides.
         return min(candidates, key=lambda c: (round(geometry.ground_resolution(c[0]), 6), -c[0].count, c[0].name))
     raise OutOfBoundsError(
         f"{req.mode} {coords} in {req.crs} lies outside every indexed scene ({len(store.scenes())} scenes)",
-        "check --crs, or give the raster it was drawn on with --raster",
+        _swap_hint(store, req, crs) or "check --crs, or give the raster it was drawn on with --raster",
     )
+
+
+def _scenes_holding(store: IndexStore, is_box: bool, coords: list[float], crs: Any, *,
+                    strict: bool) -> list[tuple[Scene, Stretch]]:
+    """The stored scenes a box (xmin ymin xmax ymax) or point (x y) in ``crs`` lands on.
+
+    ``strict``: an InputError other than out-of-bounds (e.g. a NaN) is raised, not skipped.
+    """
+    from ..raster import geometry
+
+    out: list[tuple[Scene, Stretch]] = []
+    for row in store.scenes():
+        got = store.scene(row["scene_id"])
+        if got is None:
+            continue
+        scene = got[0]
+        try:
+            if is_box:
+                geometry.box_to_pixel_box(scene, tuple(coords), crs)  # type: ignore[arg-type]
+            else:
+                _point_pixel(scene, coords[0], coords[1], crs)
+        except OutOfBoundsError:
+            continue
+        except InputError:
+            if strict:
+                raise
+            continue
+        except Exception:  # noqa: BLE001 - a scene whose CRS cannot take these coordinates
+            log.debug("scene %s cannot take %s", scene.name, coords, exc_info=True)
+            continue
+        out.append(got)
+    return out
+
+
+def _swap_hint(store: IndexStore, req: SearchRequest, crs: Any) -> str | None:
+    """A hint to swap the coordinates when ``crs`` is geographic and lat/lon order would land on a scene."""
+    if not crs.is_geographic:
+        return None
+    c = list(req.box if req.box is not None else req.point or [])
+    swapped = [c[1], c[0], c[3], c[2]] if req.box is not None else [c[1], c[0]]
+    if req.box is not None and not (swapped[0] < swapped[2] and swapped[1] < swapped[3]):
+        return None
+    try:
+        hit = _scenes_holding(store, req.box is not None, swapped, crs, strict=False)
+    except Exception:  # noqa: BLE001 - a hint never fails the error it decorates
+        return None
+    if not hit:
+        return None
+    what = "box" if req.box is not None else "point"
+    nums = " ".join(f"{v:g}" for v in swapped)
+    return (f"x comes first: longitude, then latitude; swapped, the {what} {nums} lies in scene {hit[0][0].name} "
+            "- did you give lat lon?")
 
 
 def _point_pixel(scene: Scene, x: float, y: float, crs: Any) -> tuple[float, float]:

@@ -32,7 +32,8 @@ from ..loading import EmbedderLike
 from ..schemas import NearQuery, SearchRequest, SearchResponse
 from ..types import EmbedInput
 from .candidates import DEFAULT_RERANK, best_per_tile, rank_regions, rerank_candidates, stored_candidates
-from .features import Scenes, hit_feature, not_excluded, region_dicts, region_features
+from .dedupe import collapse_duplicates
+from .features import Scenes, hit_feature, in_area, not_excluded, region_dicts, region_features
 from .filters import TileFilter, tile_filter
 from .hits import RegionHit, find_hits, tile_hits
 from .query import Query, build_query, index_tiling
@@ -93,10 +94,15 @@ def check(store: IndexStore, req: SearchRequest) -> TileFilter | None:
     if req.near is not None and req.level != "tile":
         raise InputError("near (a radius / distance re-rank on tile centres) applies to tile hits",
                          "search with level tile, or drop near")
-    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes)
+    # ranking regions: every tile sharing area with it may hold a kept region; the regions are then held to the mode
+    mode = req.within_mode if req.level == "tile" else "intersects"
+    return tile_filter(store, within=req.within, within_crs=req.within_crs, scenes=req.scenes,
+                       date_from=req.date_from, date_to=req.date_to, within_mode=mode)
 
 
 _UNSET: Any = object()
+#: Extra tile hits fetched so that folding byte-identical tiles into one still leaves ``k`` hits.
+DUP_SLACK = 8
 
 
 def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
@@ -114,8 +120,9 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
     n_rerank = req.rerank or DEFAULT_RERANK
     features: list[dict[str, Any]] = []
     if req.level == "tile":
-        hits = tile_hits(store, tvec, req.k, flt=flt, min_score=req.min_score, exclude=query.exclude_wgs84,
-                         near=req.near)
+        hits = tile_hits(store, tvec, req.k + DUP_SLACK, flt=flt, min_score=req.min_score,
+                         exclude=query.exclude_wgs84, near=req.near)
+        hits = collapse_duplicates(store, hits, req.k)  # byte-identical tiles: one hit, the others named
         cands: list[RegionHit] = []
         if req.regions_per_hit and hits:
             if use_rerank:
@@ -125,7 +132,8 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
                 labels = store.tile_labels([h.record.tile_id for h in hits])
                 cands = stored_candidates(store, rvec, {labels[h.record.tile_id]: h.record for h in hits
                                                         if h.record.tile_id in labels}, target_m)
-        cands = [c for c in cands if not_excluded(scenes, c, tile_size, query.exclude_wgs84)]
+        cands = [c for c in cands if not_excluded(scenes, c, tile_size, query.exclude_wgs84)
+                 and in_area(scenes, c, tile_size, flt, req.within_mode)]
         best = best_per_tile(cands, iou=req.nms_iou, limit=req.regions_per_hit)
         for h in hits:
             f = hit_feature(h, req.out_crs)
@@ -145,5 +153,8 @@ def run(store: IndexStore, embedder: Embedder, query: Query, req: SearchRequest,
         info["filter"] = flt.description
     if target_m is not None:
         info["box_ground_size_m"] = round(target_m, 3)
+    from ..temporal.hits import annotate  # dates of hits, other dates, score maps
+
+    annotate(store, features, tvec, req, flt.labels if flt is not None else None, info)
     return SearchResponse(features=features, crs=req.out_crs, query=info,  # type: ignore[arg-type]
                           took_ms=round((time.perf_counter() - t0) * 1000, 2))

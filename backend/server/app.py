@@ -121,7 +121,7 @@ def remove_token_file(settings: Settings) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     """The app for ``settings``. Builds no model and opens no index until a request needs one."""
-    from .routes import embed, health, indexes, jobs, models, search, workflows
+    from .routes import change, embed, health, indexes, jobs, models, search, workflows
 
     state = ServerState(settings)
 
@@ -149,7 +149,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.geovec = state
     app.state.settings = settings
     install_error_handlers(app, settings)
-    for mod in (health, models, indexes, jobs, search, embed, workflows):
+    for mod in (health, models, indexes, jobs, search, embed, workflows, change):
         app.include_router(mod.router, prefix="/v1", default_response_class=SafeJSONResponse)
     app.add_middleware(ConfineMiddleware, settings=settings)
     app.add_middleware(GuardMiddleware, settings=settings)

@@ -37,6 +37,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--token-file", default=None, help="where to write {url, token, pid} (GEOVEC_TOKEN_FILE)")
     p.add_argument("--data-dir", default=None, help="jobs file and default index folder (GEOVEC_DATA_DIR)")
     p.add_argument("--no-resume", action="store_true", help="do not resume interrupted jobs at start")
+    p.add_argument("--engine", choices=("local", "ray"), default=None,
+                   help="ray: searches put each index in a shard actor on a Ray cluster (GEOVEC_ENGINE)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: cluster address (auto, ray://HOST:10001; GEOVEC_RAY_ADDRESS); default: a local Ray")
     p.add_argument("--parent-pid", type=int, default=None,
                    help="stop gracefully once process PID has exited (set by clients that start the server)")
     p.set_defaults(func=run_serve)
@@ -94,7 +98,8 @@ def run_serve(args: argparse.Namespace) -> int:
             host=args.host, port=args.port, device=args.device, model=args.model, dtype=args.dtype,
             image_size=args.image_size,
             allow_remote=args.allow_remote, log_level=args.log_level, token_file=args.token_file,
-            data_dir=args.data_dir, auto_resume=False if args.no_resume else None)
+            data_dir=args.data_dir, auto_resume=False if args.no_resume else None,
+            engine=getattr(args, "engine", None), ray_address=getattr(args, "address", None))
     except (GeoVecError, ValueError) as e:
         print(f"geovec serve: {e}", file=sys.stderr)
         return 2
@@ -112,6 +117,16 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"geovec serve: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
         return 1
     settings = settings.model_copy(update={"url": url})
+    ray = None
+    if settings.engine == "ray":  # join (or start) Ray here, in the main thread: its signal handlers need it
+        from ..indexing.ray_engine import connect
+
+        try:
+            ray = connect(settings.ray_address)
+        except GeoVecError as e:
+            sock.close()
+            print(f"geovec serve: {e}", file=sys.stderr)
+            return 2
     app = create_app(settings)
     # The token goes only to the token file (0600): consoles end up in logs other users can read.
     print(f"GeoVec backend listening on {url}\n  token file: {settings.token_file} (holds the bearer token)\n"
@@ -141,6 +156,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sock.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if ray is not None:  # after the app closed its shard actors
+            ray.shutdown()
     if stopped_by:
         log.info("stopped by %s after a graceful shutdown", signal.Signals(stopped_by[0]).name)
     if parent_gone:  # shut down cleanly; leave now instead of waiting on idle worker threads

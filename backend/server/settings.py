@@ -59,6 +59,10 @@ class Settings(BaseModel):
     model_wait_s: float = Field(60.0, gt=0, description="longest a request waits for the busy model (then 409 busy)")
     allowed_roots: list[Path] = Field(default_factory=list,
                                       description="if set, every folder/index/raster path must lie under one")
+    engine: Literal["local", "ray"] = Field("local", description="ray: searches put each index in a shard actor "
+                                                                  "on a Ray cluster; the model stays here")
+    ray_address: str | None = Field(None, description="engine ray: the cluster (auto, ray://HOST:10001); "
+                                                       "None: a local Ray")
     token: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
     url: str = ""
 
@@ -68,7 +72,8 @@ class Settings(BaseModel):
 
         Variables: GEOVEC_HOST, GEOVEC_PORT, GEOVEC_DEVICE, GEOVEC_MODEL, GEOVEC_DTYPE, GEOVEC_IMAGE_SIZE, GEOVEC_ALLOW_REMOTE,
         GEOVEC_LOG_LEVEL, GEOVEC_TOKEN_FILE, GEOVEC_DATA_DIR, GEOVEC_LOG_DIR, GEOVEC_MAX_BODY,
-        GEOVEC_AUTO_RESUME, GEOVEC_ALLOWED_ROOTS (os.pathsep-separated), GEOVEC_MODEL_WAIT_S.
+        GEOVEC_AUTO_RESUME, GEOVEC_ALLOWED_ROOTS (os.pathsep-separated), GEOVEC_MODEL_WAIT_S, GEOVEC_ENGINE,
+        GEOVEC_RAY_ADDRESS.
         """
         import platformdirs
 
@@ -83,7 +88,8 @@ class Settings(BaseModel):
             "data_dir": Path(get("DATA_DIR") or platformdirs.user_data_path("geovec")),
             "log_dir": Path(get("LOG_DIR") or platformdirs.user_log_path("geovec")),
         }
-        simple = {"HOST": "host", "DEVICE": "device", "MODEL": "model", "LOG_LEVEL": "log_level", "DTYPE": "dtype"}
+        simple = {"HOST": "host", "DEVICE": "device", "MODEL": "model", "LOG_LEVEL": "log_level", "DTYPE": "dtype",
+                  "ENGINE": "engine", "RAY_ADDRESS": "ray_address"}
         for var, key in simple.items():
             if get(var):
                 values[key] = get(var)

@@ -33,6 +33,7 @@ from .paths import check_path
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from ..cluster import RayShards
     from ..index.store import IndexStore
     from ..model.embedder import Embedder
 
@@ -322,7 +323,15 @@ class ServerState:
         self.opened: set[str] = set()
         self.jobs = JobManager(settings, self.models)
         self.started = time.time()
+        #: engine ray: the shard actors searches go to (started on first use), else None
+        self.shards: RayShards | None = None
+        if settings.engine == "ray":
+            from ..cluster import RayShards
+
+            self.shards = RayShards(settings.ray_address)
 
     def close(self) -> None:
         self.jobs.shutdown()
         self.stores.close_all()
+        if self.shards is not None:
+            self.shards.close()

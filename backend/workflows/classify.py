@@ -18,7 +18,7 @@ from ..schemas_workflows import ClassifyRequest, ClassifyResponse
 from ..types import EmbedInput
 from .labelling import check_classes, respond
 from .region_level import labelling, load_regions, require_regions
-from .tiles import TileTable, area_mask, load_tiles, normalise, parse_area
+from .tiles import TileTable, area_mask, date_mask, load_tiles, normalise, parse_area
 
 if TYPE_CHECKING:
     from ..index.store import IndexStore
@@ -69,7 +69,8 @@ def zero_shot(store: IndexStore, embedder: Embedder, req: ClassifyRequest) -> Cl
     area = parse_area(req.area.box, req.area.wkt, req.area.crs) if req.area is not None else None
     if req.level == "region":
         table = load_regions(store, table)
-    table = table.take(area_mask(table, area))
+    table = table.take(area_mask(table, area, req.area.within_mode if req.area is not None else "centre")
+                       & date_mask(store, table, req.area))
     if not len(table):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = table.vectors @ prompts.T

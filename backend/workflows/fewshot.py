@@ -27,7 +27,7 @@ from ..paths import check_read
 from ..schemas_workflows import ClassifyResponse, CrossValidation, FewShotRequest
 from . import classifiers, region_level, selection
 from .labelling import respond
-from .tiles import TileTable, area_mask, load_tiles, parse_area
+from .tiles import TileTable, area_mask, date_mask, load_tiles, parse_area
 
 if TYPE_CHECKING:
     from shapely.geometry.base import BaseGeometry
@@ -198,8 +198,16 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
     methods = classifiers.candidates(req.method)
     cv = CrossValidation(method=methods[0], folds=int(len(np.unique(fold))), blocks=int(len(np.unique(blocks))),
                          block_km=round(block_km, 3), examples=int(len(rows)), features=int(len(np.unique(owner))))
+    thin = thin_classes(classes, y, owner, blocks)
     if cv.folds < 2:
         cv.note = "all examples fall in one spatial block: accuracy not measured (label more places)"
+        log.warning(cv.note)
+    elif thin:  # a held-out block would take a class's only examples: its accuracy would read 0, not unknown
+        cv.method = methods[0] if req.method != "auto" else "prototype"
+        cv.note = (f"accuracy not measured: class(es) {', '.join(thin)} lie in fewer than 2 spatial blocks of "
+                   f"{block_km:g} km, too few for cross-validation; the map uses {cv.method} fit on all "
+                   f"{len(rows)} example(s) - label those classes in more places (or give a smaller --block-km) "
+                   "to measure accuracy")
         log.warning(cv.note)
     else:
         sel = selection.select(x, y, fold, blocks, len(classes), methods, folds=req.folds, seed=req.seed, limit=limit)
@@ -209,13 +217,25 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
         cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
         cv.outer_choices = sel.outer_choices
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
-    target = items.take(area_mask(items, area))
+    target = items.take(area_mask(items, area, req.area.within_mode if req.area is not None else "centre")
+                        & date_mask(store, items, req.area))
     if not len(target):
         raise InputError(f"no indexed {req.level} is centred inside the area", "draw the area over indexed imagery")
     scores = clf.scores(target.vectors)
     lab = region_level.labelling(target, classes, scores, store)
     return respond(store, lab, out_dir=req.out_dir, out_crs=req.out_crs, return_features=req.return_features,
                    cv=cv, took_ms=(time.perf_counter() - t0) * 1000)
+
+
+def thin_classes(classes: list[str], y: np.ndarray, owner: np.ndarray, blocks: np.ndarray) -> list[str]:
+    """``"name (n feature(s), m block(s))"`` for each class whose examples lie in fewer than two spatial blocks."""
+    out = []
+    for c, name in enumerate(classes):
+        sel = y == c
+        nb = len(np.unique(blocks[sel]))
+        if nb < 2:
+            out.append(f"{name!r} ({len(np.unique(owner[sel]))} feature(s), {nb} block(s))")
+    return out
 
 
 def _limit_features(owner: np.ndarray, y: np.ndarray, per_class: int, seed: int, allowed: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ scored highest.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -30,11 +29,6 @@ if TYPE_CHECKING:
     from .tiles import TileTable
 
 log = logging.getLogger(__name__)
-
-#: Class colours of the maps (RGB), cycled after 12 classes.
-PALETTE = [(31, 119, 180), (44, 160, 44), (214, 39, 40), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120)]
-
 
 def check_classes(classes: list[str]) -> list[str]:
     """The class names, stripped; InputError for none, one, blank or duplicate names."""
@@ -107,6 +101,8 @@ class Labelling:
         import rasterio
         from rasterio.transform import Affine
 
+        from ..writers import write_class_colours, write_class_sidecars
+
         out_dir = make_folder(out_dir)
         by_scene: dict[str, list[int]] = {}
         for i, rec in enumerate(self.table.records):
@@ -116,7 +112,7 @@ class Labelling:
             got = store.scene(scene_id)
             if got is None:
                 continue
-            scene = got[0]
+            scene, stretch = got
             arr = np.zeros((scene.height, scene.width), dtype=np.uint8)
             for i in sorted(rows, key=lambda j: float(self.score[j])):  # the best-scoring item wins overlaps
                 c, r, ce, re_ = self.pixel_box(i)
@@ -124,6 +120,8 @@ class Labelling:
                 c1, r1 = min(scene.width, ce), min(scene.height, re_)
                 if c1 > c0 and r1 > r0:
                     arr[r0:r1, c0:c1] = int(self.best[i]) + 1
+            _unpaint_fill(arr, scene, stretch, [self.pixel_box(i) for i in rows
+                                                if self.table.records[i].valid_fraction < 1.0])
             path = out_dir / f"classmap_{_safe(scene.name)}_{scene_id[:8]}.tif"
             profile = {"driver": "GTiff", "width": scene.width, "height": scene.height, "count": 1,
                        "dtype": "uint8", "nodata": 0, "crs": rasterio.crs.CRS.from_wkt(scene.crs_wkt),
@@ -132,16 +130,28 @@ class Labelling:
             try:
                 with output_file(path, "class map") as tmp, rasterio.open(tmp, "w", **profile) as dst:
                     dst.write(arr, 1)
-                    dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*PALETTE[i % len(PALETTE)], 255)
-                                                              for i in range(len(self.classes))}})
-                    dst.update_tags(classes=json.dumps(self.classes))
-                    dst.update_tags(1, **{f"class_{i + 1}": c for i, c in enumerate(self.classes)})
+                    write_class_colours(dst, self.classes)
             except rasterio.errors.RasterioError as e:
                 full = any(os.strerror(n) in str(e) for n in NO_SPACE)
                 raise write_error(OSError(errno.ENOSPC if full else errno.EIO, str(e)), path,
                                   "class map") from e
+            write_class_sidecars(path, self.classes)  # the legend: .qml for QGIS, category names for GDAL
             maps.append(ClassMap(scene_id=scene_id, scene=scene.name, path=str(path)))
         return maps
+
+
+def _unpaint_fill(arr: np.ndarray, scene: Any, stretch: Any, boxes: list[tuple[int, int, int, int]]) -> None:
+    """Set the class map to 0 (not classified) where a partly-fill item's pixels are fill or nodata, not imagery.
+
+    Only items whose tile was not all imagery (``valid_fraction`` < 1) are read back, at native resolution.
+    """
+    from ..raster.tiling import valid_mask
+
+    for c0, r0, c1, r1 in boxes:
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, scene.width), min(r1, scene.height)
+        if c1 > c0 and r1 > r0:
+            ok = valid_mask(scene, (c0, r0, c1, r1), stretch)
+            arr[r0:r1, c0:c1][~ok] = 0
 
 
 def _safe(name: str) -> str:
@@ -152,6 +162,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
             cv: CrossValidation | None, took_ms: float) -> ClassifyResponse:
     """Write the maps (and tiles.geojson) when asked and build the response."""
     from ..raster import geometry
+    from ..writers import write_geojson
 
     geometry.parse_crs(out_crs)
     features = lab.features(out_crs) if (return_features or out_dir) else []
@@ -161,11 +172,7 @@ def respond(store: IndexStore, lab: Labelling, *, out_dir: str | None, out_crs: 
         folder = Path(out_dir).expanduser()
         maps = lab.write_class_maps(store, folder)
         gj = folder / f"{lab.layer_name}.geojson"
-        body: dict[str, Any] = {"type": "FeatureCollection", "features": features}
-        if out_crs.upper() not in ("EPSG:4326", "OGC:CRS84"):
-            body["crs"] = {"type": "name", "properties": {"name": out_crs}}
-        with output_file(gj, "tiles layer") as tmp:
-            tmp.write_text(json.dumps(body))
+        write_geojson(gj, {"type": "FeatureCollection", "features": features}, out_crs, what="tiles layer")
         geojson_path = str(gj)
     return ClassifyResponse(features=features if return_features else [], crs=out_crs,  # type: ignore[arg-type]
                             classes=lab.classes, counts=lab.counts(), tiles=lab.tile_count(), class_maps=maps,

@@ -92,6 +92,8 @@ def run_refine(req: RefineRequest, embedder: EmbedderLike | None = None, store_c
     """One relevance-feedback round (the model is used only when ``req.query`` must be embedded)."""
     from .feedback import check_marks, query_vector, refine
 
+    if req.level == "region":
+        return _refine_regions(req, embedder, store_cache)
     check_marks(req)
     with _store(req.index, store_cache) as store:
         if req.vector is not None:
@@ -102,6 +104,23 @@ def run_refine(req: RefineRequest, embedder: EmbedderLike | None = None, store_c
         build_query(store, req.query.model_copy(update={"index": req.index}))  # validate before the model
         emb = _model(embedder, store, req.index)
         return refine(store, req, query_vector(store, emb, req))
+
+
+def _refine_regions(req: RefineRequest, embedder: EmbedderLike | None, store_cache: Cache) -> RefineResponse:
+    """A feedback round over region hits: region vectors in, region hits (and region marks) out."""
+    from .region_feedback import check_region_marks, refine_regions, region_query_vector, require_regions
+
+    check_region_marks(req)
+    with _store(req.index, store_cache) as store:
+        require_regions(store)
+        if req.vector is not None:
+            return refine_regions(store, req, _vector(req.vector, store, "vector"))
+        from ..search import build_query
+
+        assert req.query is not None
+        build_query(store, req.query.model_copy(update={"index": req.index}))  # validate before the model
+        emb = _model(embedder, store, req.index)
+        return refine_regions(store, req, region_query_vector(store, emb, req))
 
 
 def run_locate(req: LocateRequest, embedder: EmbedderLike | None = None, store_cache: Cache = None,

@@ -89,13 +89,22 @@ def load_tiles(store: IndexStore) -> TileTable:
     return table
 
 
-def area_mask(table: TileTable, area: BaseGeometry | None) -> np.ndarray:
-    """Tiles whose centre lies in ``area`` (WGS84 lon/lat geometry); all tiles when None."""
+def area_mask(table: Any, area: BaseGeometry | None, mode: str = "centre") -> np.ndarray:
+    """Items (tiles, or regions with ``polygons``) ``area`` (WGS84 lon/lat) keeps under ``mode``; all when None.
+
+    ``centre``: the item's centre lies in the area; ``intersects`` / ``inside``: its footprint shares more
+    than a sliver with / lies wholly in the area (see :func:`geovec.backend.search.filters.keeps`).
+    """
     if area is None:
         return np.ones(len(table), dtype=bool)
     import shapely
 
-    return np.asarray(shapely.contains_xy(area, table.lon, table.lat), dtype=bool)
+    from ..search.filters import keep_mask
+
+    polygons = getattr(table, "polygons", None)
+    if polygons is None and mode != "centre":
+        polygons = shapely.from_wkt([r.footprint_wgs84 for r in table.records])
+    return np.asarray(keep_mask(area, polygons, table.lon, table.lat, mode), dtype=bool)
 
 
 def parse_area(box: list[float] | None, wkt: str | None, crs: str) -> BaseGeometry | None:
@@ -121,3 +130,17 @@ def parse_area(box: list[float] | None, wkt: str | None, crs: str) -> BaseGeomet
         if geom.is_empty or geom.area <= 0:
             raise InputError(f"area polygon {str(wkt)[:60]!r} has no area", "draw a polygon, not a line or point")
     return geometry.reproject_geometry(geom, geometry.parse_crs(crs), "EPSG:4326")
+
+
+def date_mask(store: IndexStore, table: TileTable, opts: Any) -> np.ndarray:
+    """Tiles whose scene was acquired within ``opts.date_from`` .. ``opts.date_to``; all when neither is set.
+
+    Raises:
+        InputError: a malformed date, or no scene of the index dated in that range.
+    """
+    if opts is None or (getattr(opts, "date_from", None) is None and getattr(opts, "date_to", None) is None):
+        return np.ones(len(table), dtype=bool)
+    from ..temporal.hits import date_filter_scenes
+
+    ids = set(date_filter_scenes(store, opts.date_from, opts.date_to) or [])
+    return np.array([r.scene_id in ids for r in table.records], dtype=bool)

@@ -37,9 +37,10 @@ class FeedbackPanel(QGroupBox):
         self.save_button = QPushButton("Save marks as training layer…", self)
         self.save_button.clicked.connect(self.saveMarksRequested)
         row.addWidget(self.refine_button)
-        row.addWidget(self.save_button)
         lay.addLayout(row)
+        lay.addWidget(self.save_button)  # on its own row: the dock stays narrow
         self.count_label = QLabel("", self)
+        self.count_label.setWordWrap(True)
         lay.addWidget(self.count_label)
         self.update_counts()
 

@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..params import IndexParams, parse_bands
 from ..settings import Setting
-from .model_choice import ModelChoice
+from .model_choice import ModelChoice, model_problem
 
 TIFF = (".tif", ".tiff")
 
@@ -88,6 +88,8 @@ class IndexDialog(QDialog):
     def problem(self) -> str:
         """What is wrong with the values ('' when they are fine)."""
         folder = Path(self.folder.filePath().strip() or ".").expanduser()
+        if model_problem(self.model.text()):
+            return model_problem(self.model.text())
         if not self.folder.filePath().strip():
             return "Choose the folder of GeoTIFFs to index."
         if not folder.is_dir():
@@ -114,7 +116,6 @@ class IndexDialog(QDialog):
         if problem:
             return
         Setting.TILE_SIZE.set(self.tile_size.value())
-        if self.model.text():
-            Setting.MODEL.set(self.model.text())
+        # the model becomes the default only once a job indexed with it (the controller saves it then)
         Setting.OVERLAP.set(self.overlap.value())
         super().accept()

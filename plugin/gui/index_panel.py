@@ -46,9 +46,14 @@ class IndexPanel(QGroupBox):
         self.summary_button.setText("ℹ")
         self.summary_button.setToolTip("Summary of this index: scenes, tiles, model, CRS, size on disk")
         self.summary_button.clicked.connect(lambda: self.summaryRequested.emit(self.index_path()))
+        self.compare_button = QToolButton(self)
+        self.compare_button.setText("⇄")
+        self.compare_button.setToolTip("Compare dates: what changed between two dates of this index (change maps)")
+        self.compare_button.clicked.connect(self.compare_dates)
         row.addWidget(self.index_combo, 1)
         row.addWidget(browse)
         row.addWidget(self.summary_button)
+        row.addWidget(self.compare_button)
         lay.addLayout(row)
         row = QHBoxLayout()
         self.new_index_button = QPushButton("New index from folder…", self)
@@ -67,6 +72,12 @@ class IndexPanel(QGroupBox):
         lay.addWidget(self.job_label)
         self.dialog: IndexDialog | None = None
         self.models: list[dict] = []  # the backend's GET /v1/models, once connected
+
+    def compare_dates(self) -> None:
+        """The Processing dialog 'Compare dates (change)' with this index filled in."""
+        import processing
+
+        processing.execAlgorithmDialog("geovec:change", {"INDEX": self.index_path()} if self.index_path() else {})
 
     def index_path(self) -> str:
         return self.index_combo.currentText().strip()

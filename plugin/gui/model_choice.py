@@ -34,13 +34,34 @@ def hub_id(model: str, models: list[dict]) -> str | None:
     return model if model.count("/") == 1 else None
 
 
+def looks_like_path(model: str) -> bool:
+    """A folder path rather than a preset name or a hub id (``owner/name``)."""
+    expanded = os.path.expanduser(model)
+    return (os.path.isabs(expanded) or model.startswith((".", "~")) or "\\" in model
+            or model.count("/") > 1)
+
+
+def model_problem(model: str) -> str:
+    """Why ``model`` cannot be used at all ('' when it may be): a checkpoint folder that is not there."""
+    if not model or not looks_like_path(model):
+        return ""
+    path = Path(model).expanduser()
+    if not path.exists():
+        return (f"The model folder {path} does not exist: choose a local checkpoint folder, a preset, or the "
+                "tiny test model.")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return f"{path} is not a model checkpoint (no config.json): choose the folder that holds config.json."
+    return ""
+
+
 def missing_model(model: str, models: list[dict]) -> str:
     """A warning when ``model`` would have to be downloaded (not in the local cache), else ''."""
     if not model:
         return ""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return "" if (path / "config.json").is_file() else f"{path} is not a model checkpoint (no config.json)."
+    if model_problem(model):
+        return model_problem(model)
+    if Path(model).expanduser().is_dir():
+        return ""
     repo = hub_id(model, models)
     if repo is None:
         return ""

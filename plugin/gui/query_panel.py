@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.PyQt.QtCore import pyqtSignal
+from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,7 +20,7 @@ from qgis.PyQt.QtWidgets import (
 from ..params import AUTO_RERANK
 from ..settings import Setting
 
-LEVELS = [("Whole tiles (with their best regions)", "tile"), ("Regions inside tiles", "region")]
+LEVELS = [("Whole tiles", "tile"), ("Regions inside tiles", "region")]
 
 
 class QueryPanel(QGroupBox):
@@ -56,10 +56,15 @@ class QueryPanel(QGroupBox):
             row.addWidget(button)
         lay.addLayout(row)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.level_combo = QComboBox(self)
         for text, value in LEVELS:
             self.level_combo.addItem(text, value)
         self.level_combo.setCurrentIndex(1 if Setting.LEVEL.get() == "region" else 0)
+        self.level_combo.setToolTip("Whole tiles (each with its best regions outlined), or the regions inside "
+                                    "tiles ranked by themselves (for a referring expression)")
+        self.level_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.level_combo.setMinimumContentsLength(12)
         self.k_spin = QSpinBox(self)
         self.k_spin.setRange(1, 1000)
         self.k_spin.setValue(Setting.K.get())
@@ -72,29 +77,30 @@ class QueryPanel(QGroupBox):
         self.rerank_spin.setRange(0, 500)
         self.rerank_spin.setSpecialValueText("auto")
         self.rerank_spin.setValue(Setting.RERANK.get())
-        self.rerank_spin.setToolTip("Score region candidates inside the top N tiles at query time. auto: "
-                                    f"{AUTO_RERANK} when ranking regions, else only the regions stored in the index")
+        self.rerank_spin.setToolTip("Score region candidates inside the top N tiles at query time. auto: the "
+                                    "regions the index stores; on an index without stored regions, ranking "
+                                    f"regions scores those of the top {AUTO_RERANK} tiles")
         form.addRow("Rank", self.level_combo)
         form.addRow("Regions from top tiles", self.rerank_spin)
         form.addRow("Results (k)", self.k_spin)
         form.addRow("Minimum score", self.min_score_spin)
         lay.addLayout(form)
-        self.in_view_check = QCheckBox("Search in view (or in the selected polygon)", self)
-        self.in_view_check.setToolTip("Only return hits inside the current map view, or inside the selected "
-                                      "polygon of the active layer when one is selected")
+        self.in_view_check = QCheckBox("Search in view", self)
+        self.in_view_check.setToolTip("Only return hits whose tile (or region) centre lies in the current map "
+                                      "view, or in the selected polygon of the active layer when one is selected")
         self.in_view_check.setChecked(Setting.IN_VIEW.get())
         self.exclude_check = QCheckBox("Exclude the query's own tiles", self)
         self.exclude_check.setChecked(Setting.EXCLUDE_OWN.get())
         self.location_check = QCheckBox("Condition on location", self)
         self.location_check.setChecked(Setting.CONDITION_LOCATION.get())
         for check in (self.in_view_check, self.exclude_check, self.location_check):
-            lay.addWidget(check)
+            lay.addWidget(check, 0, Qt.AlignLeft)  # as wide as its text: a click beside it does not toggle it
 
     def options(self) -> dict:
         """k, min_score (None at -1), level, rerank, in_view, exclude_own, condition_location, text."""
         min_score = self.min_score_spin.value()
         level = self.level_combo.currentData()
-        rerank = self.rerank_spin.value() or (AUTO_RERANK if level == "region" else None)
+        rerank = self.rerank_spin.value() or None  # auto: resolved against the index (params.resolve_rerank)
         return {"k": self.k_spin.value(), "min_score": None if min_score <= -1.0 else min_score,
                 "level": level, "rerank": rerank, "in_view": self.in_view_check.isChecked(),
                 "exclude_own": self.exclude_check.isChecked(),

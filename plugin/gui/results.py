@@ -38,6 +38,18 @@ LAYER_ROLE = Qt.UserRole + 1
 FLASHES, FLASH_MS = 2, 250
 
 
+def centred_in(feats: list[QgsFeature], crs: QgsCoordinateReferenceSystem, area: QgsGeometry,
+               area_crs: QgsCoordinateReferenceSystem) -> list[QgsFeature]:
+    """The features (in ``crs``) whose bounding-box centre lies in ``area`` (in ``area_crs``)."""
+    area = QgsGeometry(area)
+    if area_crs != crs:
+        try:
+            area.transform(QgsCoordinateTransform(area_crs, crs, QgsProject.instance()))
+        except Exception:  # noqa: BLE001 - QgsCsException: cannot compare, keep every feature
+            return feats
+    return [f for f in feats if area.intersects(QgsGeometry.fromPointXY(f.geometry().boundingBox().center()))]
+
+
 class NumericItem(QTableWidgetItem):
     """A table cell that sorts by its number, not its text."""
 
@@ -96,15 +108,20 @@ class ResultsView:
         layer.updateExtents()
         style_hits(layer, level)
 
-    def show(self, resp: dict[str, Any], query: str, crs: QgsCoordinateReferenceSystem) -> int:
+    def show(self, resp: dict[str, Any], query: str, crs: QgsCoordinateReferenceSystem,
+             within: tuple[QgsGeometry, QgsCoordinateReferenceSystem] | None = None) -> int:
         """Replace the hits with ``resp``'s (in ``crs``, the project CRS); returns how many rows the table got.
 
         Tiles go to "GeoVec hits", regions (each hit's ``regions``, or the features of a
-        region-level response) to "GeoVec regions" above them.
+        region-level response) to "GeoVec regions" above them. ``within`` (the area the
+        search was confined to, with its CRS): a region whose centre lies outside it is not
+        drawn (the centre rule the search used).
         """
         self.highlight.reset(QgsWkbTypes.PolygonGeometry)
         level = response_level(resp)
         regions = regions_from_response(resp, crs, query)
+        if within is not None:
+            regions = centred_in(regions, crs, *within)
         tiles = [] if level == "region" else features_from_response(resp, crs, query)
         tile_layer = self._fresh_layer(self.layer, LAYER_NAME, crs)
         self.layer_id = tile_layer.id()
@@ -117,6 +134,15 @@ class ResultsView:
         self._fill_table(rows_layer)
         self.focus_best()
         return rows_layer.featureCount()
+
+    def clear(self) -> None:
+        """Empty both hit layers and the table (a failed search leaves no stale answer on the map)."""
+        self.highlight.reset(QgsWkbTypes.PolygonGeometry)
+        for layer in self.layers():
+            layer.dataProvider().truncate()
+            layer.triggerRepaint()
+        self.table.setRowCount(0)
+        self.saved = False
 
     def _fill_table(self, layer: QgsVectorLayer) -> None:
         self.table.setSortingEnabled(False)

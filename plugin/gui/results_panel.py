@@ -76,7 +76,7 @@ class ResultsPanel(QWidget):
         for text, fmt in EXPORTS:
             menu.addAction(text).triggered.connect(lambda _=False, f=fmt: self.exportRequested.emit(f))
         self.export_button.setMenu(menu)
-        row.addWidget(self.zoom_all_button)
+        lay.addWidget(self.zoom_all_button)  # on its own row: the dock stays narrow
         row.addWidget(self.save_button, 1)
         row.addWidget(self.export_button)
         lay.addLayout(row)

@@ -7,27 +7,22 @@ import json
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
-    QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
-    QgsProcessingParameterCrs,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
 
-from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text
 from ..workflow_params import FewShotParams
-from .common import connection, processing_error
+from .base import GeoVecAlgorithm
 from .outputs import CLASS_FIELDS, LEVELS, features, fields_of
 
 METHODS = ["auto", "prototype", "logistic", "logistic_std", "knn"]
@@ -49,16 +44,13 @@ def labelled_geojson(source, field: str, context) -> dict:
     return {"type": "FeatureCollection", "features": feats}
 
 
-class FewShotAlgorithm(QgsProcessingAlgorithm):
-    INDEX = "INDEX"
+class FewShotAlgorithm(GeoVecAlgorithm):
     LABELS = "LABELS"
     LABEL_FIELD = "LABEL_FIELD"
     METHOD = "METHOD"
     BLOCK_KM = "BLOCK_KM"
-    CRS = "CRS"
     LEVEL = "LEVEL"
     OUTPUT_DIR = "OUTPUT_DIR"
-    OUTPUT = "OUTPUT"
     ACCURACY = "ACCURACY"
     CLASS_MAPS = "CLASS_MAPS"
 
@@ -74,23 +66,18 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
                 "with whole spatial blocks held out, its accuracy measured by nested cross-validation). The "
                 "held-out accuracy is reported before every tile is "
                 "classified; outputs the tiles and one class-map GeoTIFF per scene. LEVEL region learns from and "
-                "classifies the regions an index built with --regions stores (those centred in a labelled polygon, "
+                "classifies the regions an index built with 'Also index regions inside tiles' stores (those centred in a labelled polygon, "
                 "or the smallest one holding a labelled point).")
 
-    def createInstance(self) -> FewShotAlgorithm:  # noqa: N802
-        return FewShotAlgorithm()
-
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.add_index_parameter()
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.LABELS, "Labelled examples", [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterField(self.LABEL_FIELD, "Class field", "label", self.LABELS))
         self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Classifier", METHODS, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(self.BLOCK_KM, "Spatial block (km) for held-out accuracy",
                                                        QgsProcessingParameterNumber.Double, None, True, 0.001))
-        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
-                                                    optional=True))
+        self.add_crs_parameter()
         self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Classify tiles, or the regions the index stores",
                                                      LEVELS, defaultValue=0, optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_DIR, "Class maps folder"))
@@ -106,21 +93,16 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
         field = self.parameterAsString(parameters, self.LABEL_FIELD, context) or "label"
         if source.fields().indexFromName(field) < 0:
             raise QgsProcessingException(f"the examples layer has no field {field!r}")
-        crs = self.parameterAsCrs(parameters, self.CRS, context)
-        if not crs.isValid():
-            crs = WGS84
+        crs = self.out_crs(parameters, context)
         block = parameters.get(self.BLOCK_KM)
         params = FewShotParams(
-            index=self.parameterAsFile(parameters, self.INDEX, context),
+            index=self.index(parameters, context),
             geojson=labelled_geojson(source, field, context),
             method=METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
             block_km=None if block in (None, "") else self.parameterAsDouble(parameters, self.BLOCK_KM, context),
             out_dir=self.parameterAsString(parameters, self.OUTPUT_DIR, context) or None, out_crs=crs_to_text(crs),
             level=LEVELS[self.parameterAsEnum(parameters, self.LEVEL, context)])
-        try:
-            resp = GeoVecClient(connection(), feedback).workflow("fewshot", params.to_request())
-        except BackendError as e:
-            raise processing_error(e) from e
+        resp = self.call("fewshot", params.to_request(), feedback)
         cv = resp.get("cv") or {}
         nested = cv.get("nested_accuracy")
         acc = nested if nested is not None else (cv.get("accuracy") or {}).get(cv.get("method"))
@@ -136,10 +118,8 @@ class FewShotAlgorithm(QgsProcessingAlgorithm):
             feedback.pushInfo(f"held-out accuracy ({where}): {accs}; using {cv.get('method')}")
         if cv.get("note"):
             feedback.reportError(cv["note"], False)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(CLASS_FIELDS),
-                                          QgsWkbTypes.Polygon, crs)
-        for feat in features(resp, CLASS_FIELDS, crs):
-            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        dest = self.write(parameters, context, fields_of(CLASS_FIELDS), QgsWkbTypes.Polygon, crs,
+                          features(resp, CLASS_FIELDS, crs))
         maps = [m["path"] for m in resp.get("class_maps") or []]
         return {self.OUTPUT: dest, self.OUTPUT_DIR: params.out_dir, self.ACCURACY: acc,
                 self.CLASS_MAPS: ";".join(maps)}

@@ -3,36 +3,27 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
-    QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingParameterCrs,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterPoint,
     QgsWkbTypes,
 )
 
-from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text
 from ..workflow_params import LocateParams
-from .common import connection, processing_error
+from .base import GeoVecAlgorithm
 from .outputs import LOCATION_FIELDS, features, fields_of
 
 
-class LocateAlgorithm(QgsProcessingAlgorithm):
-    INDEX = "INDEX"
+class LocateAlgorithm(GeoVecAlgorithm):
     POINT = "POINT"
     EXTENT = "EXTENT"
     K = "K"
     RADIUS_KM = "RADIUS_KM"
     MAX_LOCATIONS = "MAX_LOCATIONS"
-    CRS = "CRS"
-    OUTPUT = "OUTPUT"
 
     def name(self) -> str:
         return "locate"
@@ -45,12 +36,8 @@ class LocateAlgorithm(QgsProcessingAlgorithm):
                 "are clustered by their centres (RADIUS_KM, default three tile diagonals) into ranked candidate "
                 "locations, output as points with a score (share of the evidence) and the number of hits.")
 
-    def createInstance(self) -> LocateAlgorithm:  # noqa: N802
-        return LocateAlgorithm()
-
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder",
-                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.add_index_parameter()
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, "Box to locate", optional=True))
         self.addParameter(QgsProcessingParameterPoint(self.POINT, "Or a point to locate", optional=True))
         self.addParameter(QgsProcessingParameterNumber(self.K, "Hits to cluster",
@@ -59,16 +46,13 @@ class LocateAlgorithm(QgsProcessingAlgorithm):
                                                        QgsProcessingParameterNumber.Double, None, True, 0.0001))
         self.addParameter(QgsProcessingParameterNumber(self.MAX_LOCATIONS, "Locations",
                                                        QgsProcessingParameterNumber.Integer, 10, False, 1, 1000))
-        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default EPSG:4326)", "EPSG:4326",
-                                                    optional=True))
+        self.add_crs_parameter()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Candidate locations",
                                                             QgsProcessing.TypeVectorPoint))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
-        crs = self.parameterAsCrs(parameters, self.CRS, context)
-        if not crs.isValid():
-            crs = QgsCoordinateReferenceSystem("EPSG:4326")
-        index = self.parameterAsFile(parameters, self.INDEX, context)
+        crs = self.out_crs(parameters, context)
+        index = self.index(parameters, context)
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context)
             qcrs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
@@ -79,23 +63,15 @@ class LocateAlgorithm(QgsProcessingAlgorithm):
             query = {"point": [pt.x(), pt.y()]}
         else:
             raise QgsProcessingException("give a box (EXTENT) or a POINT to locate")
-        if not qcrs.isValid():
-            qcrs = context.project().crs()
-        query.update(index=index, crs=crs_to_text(qcrs))
+        query.update(index=index, crs=self.input_crs(qcrs, context))
         radius = parameters.get(self.RADIUS_KM)
         params = LocateParams(index=index, query=query, k=self.parameterAsInt(parameters, self.K, context),
                               radius_km=None if radius in (None, "") else
                               self.parameterAsDouble(parameters, self.RADIUS_KM, context),
                               max_locations=self.parameterAsInt(parameters, self.MAX_LOCATIONS, context),
                               out_crs=crs_to_text(crs))
-        try:
-            resp = GeoVecClient(connection(), feedback).workflow("locate", params.to_request())
-        except BackendError as e:
-            raise processing_error(e) from e
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(LOCATION_FIELDS),
-                                          QgsWkbTypes.Point, crs)
+        resp = self.call("locate", params.to_request(), feedback)
         feats = features(resp, LOCATION_FIELDS, crs)
-        for feat in feats:
-            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        dest = self.write(parameters, context, fields_of(LOCATION_FIELDS), QgsWkbTypes.Point, crs, feats)
         feedback.pushInfo(f"{len(feats)} candidate locations from {(resp.get('query') or {}).get('hits')} hits")
         return {self.OUTPUT: dest}

@@ -10,6 +10,7 @@ from qgis.core import (
     QgsFields,
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
@@ -18,7 +19,10 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..client import BackendError
 from ..hits import crs_to_text, hit_fields
+from ..tasks.search import run_search
+from .common import processing_error
 from .search_base import SearchAlgorithm
 
 
@@ -94,6 +98,7 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
     """One box search per polygon; each hit carries the id and attributes of its query feature."""
 
     LAYER = "LAYER"
+    SKIPPED = "SKIPPED"
 
     def name(self) -> str:
         return "similar_per_feature"
@@ -103,7 +108,8 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Runs one box search per feature of LAYER (its bounding box on the imagery) and writes every hit "
-                "with the query feature's id and attributes (prefixed 'query_').")
+                "with the query feature's id and attributes (prefixed 'query_'). A feature outside the indexed "
+                "imagery is skipped with a warning naming it; the log ends with how many were skipped.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.add_index_parameter()
@@ -111,6 +117,7 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
                                                               [QgsProcessing.TypeVectorPolygon]))
         self.add_query_options()
         self.add_common_parameters()
+        self.addOutput(QgsProcessingOutputNumber(self.SKIPPED, "Features skipped (outside the indexed imagery)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         source = self.parameterAsSource(parameters, self.LAYER, context)
@@ -125,6 +132,8 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
         total = max(source.featureCount(), 1)
         level = "tile"
         opts = self.query_options(parameters, context)
+        client = self.client(feedback)
+        outside: list[int] = []
         for i, feat in enumerate(source.getFeatures(QgsFeatureRequest())):
             if feedback.isCanceled():
                 break
@@ -135,16 +144,31 @@ class SimilarPerFeatureAlgorithm(_GeomSearch):
             params = self.base_params(parameters, context, mode="box", crs=crs_to_text(source.sourceCrs()),
                                       box=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
                                       **opts)
+            try:
+                params, resp = run_search(client, params)
+            except BackendError as e:
+                if e.code != "out_of_bounds":
+                    raise processing_error(e) from e
+                outside.append(feat.id())
+                feedback.reportError(f"feature {feat.id()} lies outside the indexed imagery: skipped ({e.message})")
+                continue
             level = params.level
-            resp = self.search(params, feedback)
-            for hit in self.features(resp, crs, params.label, params.level):
+            found = self.features(resp, crs, params.label, params.level)
+            feedback.pushInfo(f"feature {feat.id()}: {len(found)} hits")
+            for hit in found:
                 out = QgsFeature(fields)
                 out.setGeometry(hit.geometry())
                 out.setAttributes(list(hit.attributes()) + [feat.id()] + list(feat.attributes()))
                 sink.addFeature(out, QgsFeatureSink.FastInsert)
             feedback.setProgress(100.0 * (i + 1) / total)
+        sink.flushBuffer()
+        del sink  # the file is complete when the algorithm returns (not when the frame is collected)
+        if outside:
+            feedback.reportError(f"{len(outside)} of {source.featureCount()} features lie outside the indexed "
+                                 f"imagery and were skipped (ids {', '.join(map(str, outside[:20]))}"
+                                 f"{', …' if len(outside) > 20 else ''})")
         self.style_output(dest, context, level)
-        return {self.OUTPUT: dest}
+        return {self.OUTPUT: dest, self.SKIPPED: len(outside)}
 
 
 __all__ = ["SearchBoxAlgorithm", "SearchPointAlgorithm", "SimilarPerFeatureAlgorithm"]

@@ -5,25 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterCrs,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsWkbTypes,
 )
 
-from ..client import BackendError, GeoVecClient
+from ..client import BackendError
 from ..hits import crs_to_text, features_from_response, hit_fields, regions_from_response, response_level
 from ..params import AUTO_RERANK, SearchParams
 from ..style import style_hits
-from .common import connection, default_index, output_crs, processing_error
+from ..tasks.search import run_search
+from .base import GeoVecAlgorithm
+from .common import processing_error
 
 LEVELS = ["tile", "region"]
 
@@ -47,31 +45,15 @@ class StyleHits(QgsProcessingLayerPostProcessorInterface):
         return inst
 
 
-class SearchAlgorithm(QgsProcessingAlgorithm):
-    """INDEX (default: the dock's), K, MIN_SCORE, LEVEL, CRS (default: the project's), OUTPUT."""
+class SearchAlgorithm(GeoVecAlgorithm):
+    """INDEX (default: the dock's), K, MIN_SCORE, LEVEL, RERANK, CRS (default: the project's), OUTPUT."""
 
-    INDEX = "INDEX"
     K = "K"
     MIN_SCORE = "MIN_SCORE"
     LEVEL = "LEVEL"
     RERANK = "RERANK"
-    CRS = "CRS"
-    OUTPUT = "OUTPUT"
     default_level = 0
-
-    def group(self) -> str:
-        return "Search"
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "search"
-
-    def createInstance(self):  # noqa: N802
-        return type(self)()
-
-    def add_index_parameter(self) -> None:
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder (default: the dock's index)",
-                                                     behavior=QgsProcessingParameterFile.Folder,
-                                                     defaultValue=default_index() or None, optional=True))
+    group_id = "search"
 
     def add_common_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterNumber(self.K, "Number of hits",
@@ -81,37 +63,27 @@ class SearchAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.LEVEL, "Rank", ["whole tiles", "regions inside tiles"],
                                                      defaultValue=self.default_level))
         self.addParameter(QgsProcessingParameterNumber(
-            self.RERANK, f"Score regions inside the top N tiles (0: {AUTO_RERANK} for regions, else stored only)",
-            QgsProcessingParameterNumber.Integer, 0, True, 0, 500))
-        # optional: QGIS 3.22 does not fill a CRS parameter's default in for a missing value
-        self.addParameter(QgsProcessingParameterCrs(self.CRS, "Output CRS (default: the project's)", None,
-                                                    optional=True))
+            self.RERANK, "Score regions inside the top N tiles (0: the regions the index stores; on an index "
+            f"without them, those of the top {AUTO_RERANK} tiles)", QgsProcessingParameterNumber.Integer, 0, True, 0,
+            500))
+        self.add_crs_parameter()
         self.addParameter(QgsProcessingParameterFeatureSink(self.OUTPUT, "Hits", QgsProcessing.TypeVectorPolygon))
-
-    def index(self, parameters, context) -> str:
-        path = self.parameterAsFile(parameters, self.INDEX, context) or default_index()
-        if not path:
-            raise processing_error(BackendError("No index given", "choose the index folder (or pick one in the "
-                                                                  "GeoVec dock first)"))
-        return path
 
     def base_params(self, parameters, context, **kw: Any) -> SearchParams:
         """SearchParams from the common parameters plus ``kw`` (mode, text, box, ...)."""
         min_score = parameters.get(self.MIN_SCORE)
         crs = self.out_crs(parameters, context)
         level = LEVELS[self.parameterAsEnum(parameters, self.LEVEL, context)]
-        rerank = self.parameterAsInt(parameters, self.RERANK, context) or (AUTO_RERANK if level == "region" else None)
+        rerank = self.parameterAsInt(parameters, self.RERANK, context) or None  # auto: resolved by run_search
         return SearchParams(index=self.index(parameters, context), k=self.parameterAsInt(parameters, self.K, context),
                             min_score=None if min_score in (None, "") else
                             self.parameterAsDouble(parameters, self.MIN_SCORE, context),
                             out_crs=crs_to_text(crs), level=level, rerank=rerank, **kw)
 
-    def out_crs(self, parameters, context) -> QgsCoordinateReferenceSystem:
-        return output_crs(self.parameterAsCrs(parameters, self.CRS, context), context)
-
-    def search(self, params: SearchParams, feedback) -> dict:
+    def search(self, params: SearchParams, feedback) -> tuple[SearchParams, dict]:
+        """``params`` (region mode "auto" resolved against the index) and the backend's answer."""
         try:
-            return GeoVecClient(connection(feedback), feedback).search(params)
+            return run_search(self.client(feedback), params)
         except BackendError as e:
             raise processing_error(e) from e
 
@@ -134,7 +106,7 @@ class SearchAlgorithm(QgsProcessingAlgorithm):
         params = self.base_params(parameters, context, **kw)
         crs = self.out_crs(parameters, context)
         feedback.setProgress(5)
-        resp = self.search(params, feedback)
+        params, resp = self.search(params, feedback)
         feedback.setProgress(80)
         sink, dest = self.sink(parameters, context, crs)
         feats = self.features(resp, crs, params.label, params.level)

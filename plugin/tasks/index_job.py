@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from ..client import BackendError, GeoVecClient
 from ..params import Connection, IndexParams, empty_folder_message, indexed_nothing
+from ..wording import gui_text
 from .base import GeoVecTask
 
 DONE_STATES = {"done", "failed", "cancelled", "interrupted"}
@@ -65,8 +66,11 @@ class IndexJobTask(GeoVecTask):
         self.file_errors = list(job.get("errors") or [])
         state = job.get("state")
         if state == "failed":
-            raise BackendError(f"indexing job failed: {job.get('message') or 'no message'}",
-                               "see the backend log; fix the files listed and run the job again")
+            said = str(job.get("message") or "no message")
+            error = BackendError(f"indexing job failed: {gui_text(said)}",
+                                 "see the GeoVec tab of the log panel; fix the files listed and run the job again")
+            error.details = f"backend said: {said}" if gui_text(said) != said else ""
+            raise error
         if state == "interrupted":
             raise BackendError("indexing job was interrupted", "run it again: it resumes where it stopped")
         if indexed_nothing(job):

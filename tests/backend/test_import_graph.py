@@ -23,10 +23,10 @@ FORBIDDEN = {
 #: The backend's layers, bottom first (by the name under ``backend``; "" is ``backend/__init__.py``): a
 #: module imports from its own layer and the layers below it, never from one above.
 BACKEND_LAYERS: list[tuple[str, ...]] = [
-    ("errors", "types", "paths", "jsonsafe", "schemas", "schemas_workflows"),
-    ("raster", "model", "index", "binding", "regions", "loading"),
+    ("errors", "types", "paths", "jsonsafe", "schemas", "schemas_workflows", "schemas_change"),
+    ("raster", "model", "index", "binding", "regions", "loading", "temporal", "writers"),
     ("search",),
-    ("indexing",),
+    ("indexing", "cluster"),
     ("workflows",),
     ("service",),
     ("server", "cli", "demo", "__main__", ""),

@@ -114,6 +114,7 @@ def _base(world: dict, tiny_model_dir: Path) -> dict[tuple[str, str], dict[str, 
                                                          "indexes": [idx]}},
         ("post", "/v1/ask"): {"index": idx, "box": tile_box(1, 1), "crs": CRS, "raster": str(root / "rasters/two.tif"),
                               "question": "what is here?", "answers": ["water", "town"]},
+        ("post", "/v1/change"): {"before": idx, "after": "2017", "index": idx, "out": str(root / "change")},
     }
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from geovec.backend.cli import main
 from geovec.backend.index.store import IndexStore
@@ -26,13 +25,9 @@ PARAMS = TilingParams(tile_size=64, min_valid_fraction=0.5)
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    """A local Ray with 2 CPUs for this module; drivers in subprocesses join it by its address."""
-    ctx = ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield ctx.address_info["gcs_address"]
-    finally:
-        ray.shutdown()
+def ray_address(ray_local: str) -> str:
+    """The session's local Ray (2 CPUs); drivers in subprocesses join it by its address."""
+    return ray_local
 
 
 def _contents(index: Path) -> dict[str, tuple]:

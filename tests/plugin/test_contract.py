@@ -89,11 +89,12 @@ def test_region_request_bodies_match_the_backend_contract(backend_python, region
                                        rerank=20).to_request()),
         ("SearchRequest", SearchParams("/idx", "box", box=(1, 2, 3, 4), crs="EPSG:32617", text="next to water",
                                        within="POLYGON((0 0,10 0,10 10,0 10,0 0))", within_crs="EPSG:32617",
-                                       scenes=("OSBS_029",)).to_request()),
+                                       within_mode="centre", scenes=("OSBS_029",)).to_request()),
         ("SearchRequest", SearchParams("/idx", "point", point=(1, 2), text="but greener").to_request()),
     ]
     cases = {"bodies": bodies, "routes": [], "openapi": str(ROOT / "backend" / "openapi.json"),
-             "reads": {"IndexSummary": ["tiles", "scenes", "scenes_skipped_unchanged"]}}
+             "reads": {"IndexSummary": ["tiles", "scenes", "scenes_skipped_unchanged"],
+                       "IndexInfo": ["extra"]}}  # extra.regions: whether region mode "auto" reranks
     res = subprocess.run([backend_python, "-c", CHECK], input=json.dumps(cases), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]

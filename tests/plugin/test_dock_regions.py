@@ -323,7 +323,8 @@ def test_search_in_view_and_compositional_parameters(dock, iface, shared_data):
     assert len(sent) == 1
     body = sent[0].to_request()
     assert body["text"] == "next to water" and len(body["box"]) == 4  # one compositional query
-    assert body["level"] == "region" and body["rerank"] == 20 and body["within_crs"] == "EPSG:3857"
+    assert body["level"] == "region" and body["within_crs"] == "EPSG:3857" and body["within_mode"] == "centre"
+    assert "rerank" not in body  # auto: the search task asks the index whether it stores regions
     view = QgsGeometry.fromWkt(QgsGeometry.fromPolygonXY([[QgsPointXY(x, y) for x, y in json.loads(
         body["within"])["coordinates"][0]]]).asWkt())
     assert view.boundingBox().toString(2) == iface.canvas.extent().toString(2)

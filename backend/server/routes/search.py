@@ -45,4 +45,4 @@ def search(body: SearchRequest, state: State) -> SearchResponse:
     # A job checkpointing meanwhile is safe: IndexStore.open pairs the sidecar with the vector file
     # it vouches for (current or previous) and retries when a checkpoint moves both. The request runs
     # confined to the allowed folders (ConfineMiddleware): a raster given here, its VRT sources too.
-    return run_search(req, resident_embedder(state, req.index), state.stores)
+    return run_search(req, resident_embedder(state, req.index), state.stores, index_set=state.shards)
