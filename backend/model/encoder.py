@@ -148,15 +148,17 @@ class Embedder:
         return batch
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, batch: Any) -> Any:
-        """Grad-enabled forward of a prepared batch -> (n, dim) L2-normalised float32 tensor."""
-        return fwd.forward_full(self.model, self.preset.positions, self._on_device(batch))
+    def forward(self, batch: Any, *, normalize: bool = True) -> Any:
+        """Grad-enabled forward of a prepared batch -> (n, dim) float32 tensor (L2-normalised by default)."""
+        return fwd.forward_full(self.model, self.preset.positions, self._on_device(batch), normalize=normalize)
 
     def encode(self, inputs: Sequence[EmbedInput], *, batch_size: int = 8, show_progress_bar: bool = False,
                normalize_embeddings: bool = True) -> np.ndarray:
         """Embed interleaved inputs; float32 (n, dim) in input order.
 
         Inputs are sorted by prompt length and batched under ``torch.inference_mode``.
+        ``normalize_embeddings=False`` returns the pooled hidden states as they are (their
+        norms vary); the default returns unit vectors, which every index and score assumes.
         """
         import torch
 
@@ -176,11 +178,9 @@ class Embedder:
         with _eval_mode(self.model), torch.inference_mode():
             for s in starts:
                 idx = order[s : s + batch_size]
-                vecs = self.forward(self.prepare([inputs[i] for i in idx]))
+                vecs = self.forward(self.prepare([inputs[i] for i in idx]), normalize=normalize_embeddings)
                 out[idx] = vecs.float().cpu().numpy()
-        if not normalize_embeddings:
-            return out
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
     # -- regions -----------------------------------------------------------------------------------
     def region_inputs(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,

@@ -120,6 +120,17 @@ def test_encode_shapes_order_and_batch_independence(tiny_embedder) -> None:
     np.testing.assert_allclose(v8[6], alone, atol=1e-4)
 
 
+def test_normalize_embeddings_false_returns_the_raw_pooled_vectors(tiny_embedder) -> None:
+    e = tiny_embedder
+    inputs = [EmbedInput(e.preset.instructions["tile"], image=_images(1)[0]),
+              EmbedInput(e.preset.instructions["text_query"], text="a harbour with ships")]
+    unit = e.encode(inputs, batch_size=2)
+    raw = e.encode(inputs, batch_size=2, normalize_embeddings=False)
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3), norms  # the last hidden state, not a unit vector
+    np.testing.assert_allclose(raw / norms[:, None], unit, atol=1e-5)  # same direction
+
+
 def test_same_image_same_vector_and_conditioning_changes_it(tiny_embedder) -> None:
     e = tiny_embedder
     im = _images(1, seed=3)[0]
