@@ -3,8 +3,11 @@
 The sidecar records the model's identity (``Embedder.identity``: preset, checkpoint,
 weights fingerprint, dtype, image policy). Searching or re-indexing with another
 model would mix vectors of two spaces and return meaningless hits, so it is refused
-with :class:`ModelMismatchError` naming both, unless forced. The image policy is
+with :class:`ModelMismatchError` naming both, unless forced. The image size is
 not a reason to refuse: queries are embedded at the size the index was built with.
+An index whose images the model in use would size otherwise at that size (built
+before the preset followed its authors' processor bounds, e.g. VLM2Vec's 1344 px
+fed as 2,304 image tokens instead of 1,225) is refused: it must be re-indexed.
 A different float dtype only moves vectors by ~1e-4 (cosine 0.9999), so it is logged;
 int8 (quantised linear layers) moves them more, so that is a warning.
 """
@@ -14,7 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelMismatchError
+from .errors import GeoVecError, ModelMismatchError
+from .model.presets import ImagePolicy
 
 if TYPE_CHECKING:
     from .model.encoder import Embedder
@@ -57,6 +61,15 @@ def check_identity(recorded: dict[str, Any], current: dict[str, Any], *, index: 
             reasons.append(f"weights {b} instead of {a}")
     elif recorded.get("checkpoint") and current.get("checkpoint") != recorded.get("checkpoint"):
         reasons.append(f"checkpoint {current.get('checkpoint')!r} instead of {recorded.get('checkpoint')!r}")
+    if not reasons:
+        old_images = image_policy_change(recorded, current)
+        if old_images:
+            msg = f"index {index} was built under another image policy of preset {recorded.get('preset')}: {old_images}"
+            if force:
+                log.warning("%s (forced: searched as built)", msg)
+                return
+            raise ModelMismatchError(msg, "re-index it into a new --index (its vectors are not comparable with "
+                                          "this model's), or --force to search it as built")
     if reasons:
         msg = (f"index {index} was built with {describe(recorded)}, not with the model in use, "
                f"{describe(current)}: {'; '.join(reasons)}")
@@ -73,6 +86,24 @@ def check_identity(recorded: dict[str, Any], current: dict[str, Any], *, index: 
         else:
             log.info("index %s was built in %s, the model runs in %s (vectors differ by ~1e-4)", index,
                      recorded["dtype"], current["dtype"])
+
+
+def image_policy_change(recorded: dict[str, Any], current: dict[str, Any]) -> str:
+    """How the index's fixed-size images differ from what the model in use makes of that size ('' if not).
+
+    The edge (``--image-size``) carries over; the processor bound must give the same pixels.
+    """
+    a, b = recorded.get("image"), current.get("image")
+    if not (isinstance(a, dict) and isinstance(b, dict)) or a.get("kind") != "fixed" or b.get("kind") != "fixed":
+        return ""
+    try:
+        old = ImagePolicy(**a)
+        new = ImagePolicy(**b).with_size(old.size)
+        if old.processed_hw(0, 0) == new.processed_hw(0, 0):
+            return ""
+    except (TypeError, ValueError, AssertionError, GeoVecError):
+        return ""
+    return f"its images were fed at {old.describe()}, the model in use feeds {new.describe()}"
 
 
 def bind(embedder: Embedder, meta: dict[str, Any], *, index: str, force: bool = False) -> Embedder:

@@ -70,7 +70,13 @@ def model_for_index(path: str | Path, *, model: str | None = None, device: str =
         raise ModelMismatchError(f"model {spec} gives {emb.dim}-d vectors but index {path} holds {dim}-d ones",
                                  f"query with the index's model ({meta.get('checkpoint')})")
     image = (meta.get("model") or {}).get("image")
-    return emb.with_image(image) if isinstance(image, dict) and image != emb.identity.get("image") else emb
+    if not isinstance(image, dict) or image == emb.identity.get("image"):
+        return emb
+    from .binding import image_policy_change
+
+    if image_policy_change({"image": image}, emb.identity):
+        return emb  # not adopted: binding refuses the index (its images were fed otherwise), see binding.py
+    return emb.with_image(image)
 
 
 def open_index(path: str | Path, *, cache: MutableMapping[str, IndexStore] | None = None) -> IndexStore:

@@ -218,13 +218,25 @@ def nms(boxes: Sequence[Sequence[float]], scores: Sequence[float], *, iou_thresh
         raise InputError(f"iou_threshold={iou_threshold} is not in 0..1", "use e.g. 0.5")
     if len(boxes) <= 1:
         return list(range(len(boxes)))
-    order = sorted(range(len(boxes)), key=lambda i: -float(scores[i]))
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")  # ties keep input order
+    b = np.asarray(boxes, dtype=np.float64).reshape(len(boxes), 4)[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    alive = np.ones(len(b), dtype=bool)
     keep: list[int] = []
-    for i in order:
-        if all(iou(boxes[i], boxes[j]) <= iou_threshold for j in keep):
-            keep.append(i)
-            if limit is not None and len(keep) >= limit:
-                break
+    for p in range(len(b)):  # one vectorised step per kept box against the lower-scoring ones
+        if not alive[p]:
+            continue
+        keep.append(int(order[p]))
+        if limit is not None and len(keep) >= limit:
+            break
+        rest = b[p + 1:]
+        iw = np.minimum(b[p, 2], rest[:, 2]) - np.maximum(b[p, 0], rest[:, 0])
+        ih = np.minimum(b[p, 3], rest[:, 3]) - np.maximum(b[p, 1], rest[:, 1])
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+        union = area[p] + area[p + 1:] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            overlap = np.where(union > 0, inter / union, 0.0)
+        alive[p + 1:] &= overlap <= iou_threshold
     return keep
 
 

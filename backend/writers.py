@@ -199,30 +199,6 @@ def paletted_qml(classes: Sequence[str], colours: Sequence[tuple[int, int, int]]
 """
 
 
-def pseudocolor_qml(low: float, high: float, label: str = "score") -> str:
-    """A QGIS style for a score map: a blue-white-red ramp from ``low`` to ``high`` with a labelled legend."""
-    mid = (low + high) / 2
-    items = "\n".join(f'            <item value="{v!r}" label="{label} {v:.3g}" alpha="255" color="{c}"/>'
-                      for v, c in ((low, "#2c7bb6"), (mid, "#ffffbf"), (high, "#d7191c")))
-    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.0" styleCategories="Symbology">
-  <pipe>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="{low!r}"
-                    classificationMax="{high!r}" nodataColor="">
-      <rasterTransparency/>
-      <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="{low!r}"
-                         maximumValue="{high!r}">
-{items}
-        </colorrampshader>
-      </rastershader>
-    </rasterrenderer>
-  </pipe>
-  <blendMode>0</blendMode>
-</qgis>
-"""
-
-
 def write_class_colours(dst: Any, classes: Sequence[str]) -> None:
     """Colour table and class tags of a class map open for writing (``dst``): 0 = not classified
     (transparent), value i = ``classes[i-1]`` in its :func:`class_colours` colour."""

@@ -19,8 +19,9 @@ retrieval quality with trained weights.
     flock /tmp/geovec-fullsize.lock .venv/bin/python benchmarks/bench_fullsize.py --sizes --index-tiles 0 \
         --compare fp32 int8 bf16 --compare-tiles 2
 
-Random weights: only speed and memory mean anything. On a 2-core CPU the preset's 1344 px
-costs minutes per tile; ``--sizes 448`` alone is the quick run.
+Random weights: only speed and memory mean anything. ``--sizes 1344`` is the preset's own
+input (1344 px, then the processor's bound: 980 px, 1,225 image tokens); on a 2-core CPU
+it costs tens of seconds to minutes per tile; ``--sizes 448`` alone is the quick run.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def child(ckpt: str, dtype: str, size: int, reps: int, threads: int | None) -> d
         "regions16": lambda: emb.encode_regions(img, [(x * 64, y * 64, x * 64 + 64, y * 64 + 64)
                                                       for y in range(4) for x in range(4)]),
     }
-    out: dict[str, object] = {"dtype": dtype, "size": size, "dim": emb.dim, "load_s": round(load_s, 1),
+    out: dict[str, object] = {"dtype": dtype, "size": size, "policy": emb.preset.image.describe(),
+                              "tokens": emb.tokens_per_image(256, 256), "dim": emb.dim, "load_s": round(load_s, 1),
                               "peak_load_mb": round(peak_load), "threads": torch.get_num_threads()}
     cases["text"]()  # warm-up
     for name, fn in cases.items():
@@ -231,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             for dtype in args.dtypes:
                 r = _run([__file__, "--child", str(ckpt), dtype, str(size), "--reps", str(args.reps), *threads], env)
                 print(f"{r['dtype']:>5} {r['size']:>6} {r['load_s']:>7} {r['peak_mb']:>8} {r['steady_mb']:>9} "
-                      f"{r['tile_s']:>7} {r['text_s']:>7} {r['regions16_s']:>12} {r['point_s']:>8}   (dim {r['dim']}, "
-                      f"{r['threads']} threads)", flush=True)
+                      f"{r['tile_s']:>7} {r['text_s']:>7} {r['regions16_s']:>12} {r['point_s']:>8}   (images "
+                      f"{r['policy']}, dim {r['dim']}, {r['threads']} threads)", flush=True)
         if args.compare:
             compare(args, ckpt, work, env, threads)
         if args.index_tiles:
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = json.loads(cli.stdout)
             n_rate = naive["tiles"] / naive["seconds"]
             p_rate = summary["tiles"] / summary["seconds"]
-            print(f"indexing {summary['tiles']} tiles at {args.index_size} px, {args.index_dtype}: geovec index "
+            print(f"indexing {summary['tiles']} tiles at --image-size {args.index_size}, {args.index_dtype}: geovec index "
                   f"{p_rate:.3f} tiles/s ({summary['seconds']:.0f} s) vs naive per-tile loop {n_rate:.3f} tiles/s "
                   f"({naive['seconds']} s): {p_rate / n_rate:.2f}x")
     finally:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: the full-size Qwen2-VL-2B architecture (random weights, bf16) on one GPU.
 # Prints pipeline vs naive Hugging Face loop tiles/s and MFU, and region-scoring throughput,
-# at the preset's image size (1344 px) and at 448 px, and the forward pass alone per vision-tower
+# at the preset's image policy (1344 px, then the processor's bound: 980 px, 1,225 image tokens, as VLM2Vec's
+# evaluation feeds its checkpoint) and at 448 px, and the forward pass alone per vision-tower
 # variant (per-image, batched, compile). About 4-6 minutes on one H100; --out DIR writes results.json.
 #
 #   benchmarks/gpu_check.sh [--out DIR] [gpu_check.py options]

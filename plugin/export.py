@@ -19,7 +19,9 @@ from .style import style_hits
 FORMATS: dict[str, tuple[str, str, list[str]]] = {
     "gpkg": ("GPKG", ".gpkg", []),
     "geojson": ("GeoJSON", ".geojson", ["RFC7946=NO", "COORDINATE_PRECISION=15"]),
-    "csv": ("CSV", ".csv", ["GEOMETRY=AS_WKT"]),
+    # CREATE_CSVT: GDAL also writes .prj (the CRS) and .csvt (field types) beside it, so the file opens in
+    # place with its numbers as numbers in QGIS, ogr2ogr and pandas+pyproj alike
+    "csv": ("CSV", ".csv", ["GEOMETRY=AS_WKT", "CREATE_CSVT=YES"]),
 }
 
 
@@ -83,6 +85,9 @@ def export_hits(layers: list[QgsVectorLayer], path: str, fmt: str,
         got = saved.featureCount() if saved.isValid() else "an unreadable layer"
         raise ExportError(f"{path} was written but reads back as {got} instead of {source.featureCount()} hits: "
                           "choose another folder or name")
-    if fmt != "csv":
-        style_hits(saved, "region" if all(f["level"] == "region" for f in source.getFeatures()) else "tile")
+    if not saved.crs().isValid() or saved.crs() != source.crs():
+        raise ExportError(f"{path} was written but reads back in {saved.crs().authid() or 'no CRS'} instead of "
+                          f"{source.crs().authid()}: choose another format")
+    # outlines, never an opaque fill over the imagery, whatever the format
+    style_hits(saved, "region" if all(f["level"] == "region" for f in source.getFeatures()) else "tile")
     return path, saved

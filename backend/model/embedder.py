@@ -189,7 +189,7 @@ def load_embedder(spec: str, *, device: str = "auto", preset: str | None = None,
         checkpoint = f"{checkpoint}+{adapter}"
     pre = _saved_image(pre.with_instructions(meta.get("instructions")), meta).with_image_size(image_size)
     target = torch_dtype or resolve_dtype(dtype, dev.type, cuda_dtype=pre.cuda_dtype)
-    model, processor, folders = _from_pretrained(base, adapter, target, dev)
+    model, processor, folders = _from_pretrained(base, adapter, target, dev, base_dtype=_base_dtype(pre, adapter))
     if torch_dtype is None and (dtype or "").lower() == "int8":
         from .quantize import quantize_int8
 
@@ -254,7 +254,19 @@ def _fast_tokenizer(base: str, offline: bool) -> Any:
     return tok if getattr(tok, "is_fast", False) else None
 
 
-def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tuple[Any, Any, list[Path]]:
+def _base_dtype(pre: Any, adapter: str | None) -> Any:
+    """The dtype base weights are rounded to before ``adapter`` is merged (the preset's ``base_dtype``)."""
+    if not adapter or pre.base_dtype != "bf16":
+        return None
+    import torch
+
+    return torch.bfloat16
+
+
+def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any,
+                     base_dtype: Any = None) -> tuple[Any, Any, list[Path]]:
+    """Model + processor + local folders; the base loads in ``base_dtype`` (when given), then
+    moves to ``dtype`` (a bf16 -> fp32 upcast is exact) before the adapter is merged in ``dtype``."""
     import transformers
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
@@ -265,7 +277,8 @@ def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tu
     dtype_kw = "dtype" if _version_tuple(transformers.__version__) >= (4, 56) else "torch_dtype"
     try:
         model = Qwen2VLForConditionalGeneration.from_pretrained(
-            base, attn_implementation="sdpa", local_files_only=offline, low_cpu_mem_usage=True, **{dtype_kw: dtype})
+            base, attn_implementation="sdpa", local_files_only=offline, low_cpu_mem_usage=True,
+            **{dtype_kw: base_dtype or dtype})
         processor = AutoProcessor.from_pretrained(base, local_files_only=offline, use_fast=False)
         processor.tokenizer = _fast_tokenizer(base, offline) or processor.tokenizer
     except (OSError, ValueError) as e:
@@ -273,6 +286,8 @@ def _from_pretrained(base: str, adapter: str | None, dtype: Any, dev: Any) -> tu
                                     _GET_A_MODEL) from e
     folders = [f for f in (_local_folder(base, offline),) if f is not None]
     if adapter:
+        if base_dtype is not None and base_dtype != dtype:
+            model = model.to(dtype)
         model = merge_adapter(model, adapter, local_files_only=offline)
         folders.append(Path(adapter) if Path(adapter).is_dir() else _adapter_snapshot(adapter))
     model.to(dev)

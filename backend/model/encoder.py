@@ -79,16 +79,7 @@ class Embedder:
 
     def tokens_per_image(self, height: int, width: int) -> int:
         """Image tokens an ``height`` x ``width`` input becomes under this model's image policy."""
-        ip = self.processor.image_processor
-        factor = int(ip.patch_size) * int(ip.merge_size)
-        policy = self.preset.image
-        if policy.kind == "fixed":
-            assert policy.size is not None
-            height = width = int(policy.size)
-        else:
-            height, width = pixels.smart_resize(height, width, 28, 4 * 28 * 28, 16384 * 28 * 28)
-        h, w = pixels.smart_resize(height, width, factor, int(ip.min_pixels), int(ip.max_pixels))
-        return (h // factor) * (w // factor)
+        return self.preset.image.tokens(height, width)
 
     # -- preprocessing -------------------------------------------------------------------------
     def _thread_processor(self) -> Any:
@@ -101,15 +92,23 @@ class Embedder:
         return proc
 
     def image(self, image: Any) -> Any:
-        """An (H, W, 3) uint8 array or PIL image, sized per the preset's image policy (PIL RGB)."""
+        """An (H, W, C) uint8 array or PIL image, sized per the preset's image policy (PIL RGB).
+
+        ``fixed`` (VLM2Vec): resized in its own mode first, then converted to RGB and resized
+        to the processor's bound, in the order of its evaluation (see :mod:`.presets`); the
+        processor's own resize is then the identity, so its pixels can be made on the device.
+        """
         from PIL import Image
+        from transformers.image_transforms import convert_to_rgb
 
         pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-        pil = pil.convert("RGB")
         policy = self.preset.image
         if policy.kind == "fixed":
             assert policy.size is not None
-            return pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC)
+            rgb: Any = convert_to_rgb(pil.resize((policy.size, policy.size), Image.Resampling.BICUBIC))
+            h, w = policy.processed_hw(policy.size, policy.size)
+            return rgb if rgb.size == (w, h) else rgb.resize((w, h), Image.Resampling.BICUBIC)
+        pil = pil.convert("RGB")
         w, h = pil.size  # GME: first to multiples of 28 (its fetch_image), then the processor's smart resize
         rh, rw = pixels.smart_resize(h, w, 28, 4 * 28 * 28, 16384 * 28 * 28)
         return pil.resize((rw, rh), Image.Resampling.BICUBIC)
@@ -150,15 +149,17 @@ class Embedder:
         return batch
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, batch: Any) -> Any:
-        """Grad-enabled forward of a prepared batch -> (n, dim) L2-normalised float32 tensor."""
-        return fwd.forward_full(self.model, self.preset.positions, self._on_device(batch))
+    def forward(self, batch: Any, *, normalize: bool = True) -> Any:
+        """Grad-enabled forward of a prepared batch -> (n, dim) float32 tensor (L2-normalised by default)."""
+        return fwd.forward_full(self.model, self.preset.positions, self._on_device(batch), normalize=normalize)
 
     def encode(self, inputs: Sequence[EmbedInput], *, batch_size: int = 8, show_progress_bar: bool = False,
                normalize_embeddings: bool = True) -> np.ndarray:
         """Embed interleaved inputs; float32 (n, dim) in input order.
 
         Inputs are sorted by prompt length and batched under ``torch.inference_mode``.
+        ``normalize_embeddings=False`` returns the pooled hidden states as they are (their
+        norms vary); the default returns unit vectors, which every index and score assumes.
         """
         import torch
 
@@ -178,11 +179,9 @@ class Embedder:
         with _eval_mode(self.model), torch.inference_mode():
             for s in starts:
                 idx = order[s : s + batch_size]
-                vecs = self.forward(self.prepare([inputs[i] for i in idx]))
+                vecs = self.forward(self.prepare([inputs[i] for i in idx]), normalize=normalize_embeddings)
                 out[idx] = vecs.float().cpu().numpy()
-        if not normalize_embeddings:
-            return out
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
     # -- regions -----------------------------------------------------------------------------------
     def region_inputs(self, image: Any, boxes: Sequence[Box], *, instruction: str | None = None,
@@ -295,23 +294,21 @@ def _expand(text: str, n_tokens: int) -> str:
 
 
 def _device_patches(processor: Any, preset: Preset) -> bool:
-    """Whether this preset's images can be patchified on the device (fixed size the processor keeps)."""
-    size = preset.image.size
-    return preset.image.kind == "fixed" and size is not None and pixels.device_patches_ok(processor.image_processor,
-                                                                                           int(size))
+    """Whether this preset's images can be patchified on the device (a fixed size the processor keeps)."""
+    if preset.image.kind != "fixed" or preset.image.size is None:
+        return False
+    h, w = preset.image.processed_hw(0, 0)
+    return h == w and pixels.device_patches_ok(processor.image_processor, int(h))
 
 
 def configure_processor(processor: Any, preset: Preset) -> None:
-    """Set the image processor's pixel bounds from the preset's image policy."""
+    """Set the image processor's pixel bounds from the preset's image policy (not the checkpoint's)."""
     ip = processor.image_processor
     policy = preset.image
-    lo, hi = int(ip.min_pixels), int(ip.max_pixels)
-    if policy.kind == "smart":
-        lo, hi = policy.min_tokens * 28 * 28, policy.max_tokens * 28 * 28
-    else:  # fixed: the checkpoint's bounds, widened only if they would not hold size x size
-        assert policy.size is not None
-        side = max(28, round(policy.size / 28) * 28) ** 2
-        lo, hi = min(lo, side), max(hi, side)
+    lo, hi = policy.min_tokens * 28 * 28, policy.max_tokens * 28 * 28
+    if policy.kind == "fixed":  # the image arrives at its processed size, which the bounds must keep
+        h, w = policy.processed_hw(0, 0)
+        lo, hi = min(lo, h * w), max(hi, h * w)
     ip.min_pixels, ip.max_pixels = lo, hi
     ip.size = {"shortest_edge": lo, "longest_edge": hi}
 

@@ -59,25 +59,27 @@ def position_ids(model: Any, mode: PositionMode, input_ids: torch.Tensor, attent
     return pos
 
 
-def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The last real token of each row (right or left padding), L2-normalised, float32."""
+def pool_last(hidden: torch.Tensor, attention_mask: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """The last real token of each row (right or left padding), float32; L2-normalised unless ``normalize=False``."""
     if bool((attention_mask[:, -1] == 1).all()):
         pooled = hidden[:, -1]
     else:
         last = attention_mask.long().sum(dim=1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if not normalize:
+        return pooled.float()
     return torch.nn.functional.normalize(pooled.float(), p=2, dim=-1)
 
 
-def forward_full(model: Any, mode: PositionMode, batch: Any) -> torch.Tensor:
-    """Embed a processor batch -> (n, dim) L2-normalised float32 (grad-enabled)."""
+def forward_full(model: Any, mode: PositionMode, batch: Any, *, normalize: bool = True) -> torch.Tensor:
+    """Embed a processor batch -> (n, dim) float32 (grad-enabled), L2-normalised unless ``normalize=False``."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     grid = batch.get("image_grid_thw")
     embeds = input_embeddings(model, ids, batch.get("pixel_values"), grid)
     pos = position_ids(model, mode, ids, mask, grid)
     out = backbone(model).language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
                                          use_cache=False, return_dict=True)
-    return pool_last(out.last_hidden_state, mask)
+    return pool_last(out.last_hidden_state, mask, normalize=normalize)
 
 
 def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, image_token_id: int) -> int:

@@ -16,25 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from .presets import smart_resize
+
+__all__ = ["U8_KEY", "smart_resize", "device_patches_ok", "stack_u8", "grid_of", "patchify"]
+
 #: Batch key of the (N, H, W, 3) uint8 images patchified on the device.
 U8_KEY = "pixel_u8"
-
-
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: multiples of ``factor``, area within [min, max], aspect kept."""
-    import math
-
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
 
 
 def device_patches_ok(image_processor: Any, size: int) -> bool:

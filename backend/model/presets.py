@@ -3,14 +3,37 @@
 Each preset feeds its checkpoint the way the checkpoint's authors do (their
 public inference and evaluation code), byte for byte:
 
-* ``vlm2vec-qwen2vl-2b`` — VLM2Vec (TIGER-AI-Lab/VLM2Vec, the MMEB evaluation of its
-  Qwen2-VL checkpoints): no chat template. An image input is
-  ``"<|image_pad|>\\n{instruction}[ {text}]\\n"``, a text query
-  ``"{instruction} {text}\\n"``, a text candidate the bare text. Images are resized
-  to 1344 x 1344 (PIL's default bicubic, ``--image_resolution high``) before the
-  checkpoint's processor. The bare image placeholder (no vision-start token) makes
-  Qwen2-VL's rope index see no image, so every token gets 1-D positions. The LoRA
-  adapter is merged into the base model at load.
+* ``vlm2vec-qwen2vl-2b`` — VLM2Vec as its MMEB evaluation runs its Qwen2-VL
+  checkpoints (TIGER-AI-Lab/VLM2Vec at commit 6e1e1d42; ``file:line`` below), no chat
+  template:
+
+  - prompts: an image input is ``"<|image_pad|>\\n{instruction}[ {text}]\\n"``
+    (``src/data/eval_dataset/image_i2t_eval.py:17-20`` and ``image_t2i_eval.py:35-37``
+    through ``process_input_text``, ``src/model/processor.py:650-673``), a text query
+    ``"{instruction} {text}\\n"`` (``image_t2i_eval.py:19``), a text candidate the
+    bare text (``image_i2t_eval.py:26``). The bare image placeholder (no vision-start
+    token) makes Qwen2-VL's rope index see no image, so every token gets 1-D positions.
+  - images, two resizes: the evaluation script passes ``--resize_use_processor false
+    --image_resolution high`` (``experiments/public/eval/eval_vlm2vecv1_8gpu.sh:57-58``),
+    so the collator first resizes every image, in the mode it was opened in, to
+    ``RESOLUTION_MAPPING["high"]`` = 1344 x 1344 with PIL's default (bicubic) filter
+    (``src/data/collator/eval_collator.py:162-163``,
+    ``src/data/eval_dataset/base_eval_dataset.py:38-42``); then the Qwen2-VL image
+    processor converts it to RGB and resizes it again within
+    ``size={"shortest_edge": resize_min_pixels, "longest_edge": resize_max_pixels}``
+    (``src/model/processor.py:125-129``), defaults 28*28*4 and 28*28*1280
+    (``src/arguments.py:45-46``): 1344 x 1344 becomes 980 x 980, 70 x 70 patches,
+    **1,225 image tokens**. The checkpoint's own ``max_pixels`` is not used. Today's V1
+    training script passes the same flags (``experiments/public/train/train_v1-qwen2vl-2B.sh:28``
+    at e478b1f; ``train.py:84``); the code of February 2025 that trained the checkpoint
+    (ba1e02b: ``src/dataset.py:16-20``, ``src/model_utils.py:67``) kept the checkpoint's bound,
+    2,304 tokens. Where they differ this preset follows the evaluation.
+  - weights: the base is loaded in bf16 (``src/model/model.py:227-232``) and, with
+    ``--lora``, the adapter merged into it (``model.py:268-274``). GeoVec merges the
+    LoRA at load: on bf16 runs into the bf16 base, as there; on fp32 runs the bf16
+    base is upcast (exact) and the LoRA merged in fp32, which equals the published
+    path's unmerged adapter to ~1e-6 in fp32 (bf16 rounding alone moves a vector more).
+
 * ``gme-qwen2vl-2b`` — GME (``gme_inference.py``): the Qwen2 chat layout
   ``<|im_start|>system\\n{instruction}<|im_end|>\\n<|im_start|>user\\n{vision}{text}<|im_end|>\\n``
   ``<|im_start|>assistant\\n<|endoftext|>``, the corpus side with
@@ -72,11 +95,18 @@ GME_INSTRUCTIONS: dict[str, str] = {
 _PLACEHOLDERS = ("{bbox}", "{latlon}", "{question}")
 
 
+#: Qwen2-VL's resize factor: patch size 14 x merge size 2.
+FACTOR = 28
+
+
 @dataclass(frozen=True)
 class ImagePolicy:
-    """How an image is sized before the processor.
+    """How an image is sized before the model sees it.
 
-    ``fixed``: resized to ``size`` x ``size`` (PIL bicubic), as VLM2Vec's evaluation does.
+    ``fixed``: resized to ``size`` x ``size`` (PIL bicubic, in the image's own mode), then
+    by the processor's smart resize to at most ``max_tokens`` image tokens (VLM2Vec's
+    evaluation: 1344 px, then <= 1280 tokens = 980 px). A fixed size is never enlarged
+    to reach ``min_tokens``: ``--image-size`` below 56 px stays as asked.
     ``smart``: first rounded to multiples of 28 (PIL bicubic), then the processor's
     smart resize keeps the aspect within ``min_tokens``..``max_tokens`` image tokens (GME).
     """
@@ -86,9 +116,26 @@ class ImagePolicy:
     min_tokens: int = 4
     max_tokens: int = 16384
 
+    def processed_hw(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) in pixels the model sees for an ``height`` x ``width`` input."""
+        if self.kind == "fixed":
+            assert self.size is not None
+            side = int(self.size)
+            lo = min(self.min_tokens * FACTOR * FACTOR, max(FACTOR, round(side / FACTOR) * FACTOR) ** 2)
+            return smart_resize(side, side, FACTOR, lo, self.max_tokens * FACTOR * FACTOR)
+        h, w = smart_resize(height, width, FACTOR, 4 * FACTOR * FACTOR, 16384 * FACTOR * FACTOR)
+        return smart_resize(h, w, FACTOR, self.min_tokens * FACTOR * FACTOR, self.max_tokens * FACTOR * FACTOR)
+
+    def tokens(self, height: int, width: int) -> int:
+        """Image tokens an ``height`` x ``width`` input becomes (merged 2 x 2 patches)."""
+        h, w = self.processed_hw(height, width)
+        return (h // FACTOR) * (w // FACTOR)
+
     def describe(self) -> str:
         if self.kind == "fixed":
-            return f"{self.size}x{self.size}"
+            h, w = self.processed_hw(0, 0)
+            seen = "" if (h, w) == (self.size, self.size) else f" -> {w}x{h}"
+            return f"{self.size}x{self.size}{seen} ({self.tokens(0, 0)} tokens)"
         return f"{self.min_tokens}..{self.max_tokens} tokens"
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +154,21 @@ class ImagePolicy:
         return replace(self, size=size, min_tokens=min(self.min_tokens, tokens), max_tokens=tokens)
 
 
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's resize rule: multiples of ``factor``, area within [min, max], aspect kept."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
 @dataclass(frozen=True)
 class Preset:
     """Conventions of one checkpoint family."""
@@ -120,13 +182,18 @@ class Preset:
     instructions: dict[str, str] = field(default_factory=dict)
     max_length: int | None = None
     cuda_dtype: Literal["bf16", "fp16"] = "bf16"
+    #: dtype the base weights are rounded to before an adapter is merged (VLM2Vec: bf16), None: as stored
+    base_dtype: Literal["bf16"] | None = None
     bbox_format: Literal["qwen2vl"] = "qwen2vl"
     pooling: Literal["last"] = "last"
     description: str = ""
 
     @property
     def image_size(self) -> int:
-        """Edge of a square image as the model sees it (a fixed size, else the smallest the policy keeps)."""
+        """Edge of a square image as the model sees it (a fixed size after the processor's bound,
+        else the smallest the policy keeps)."""
+        if self.image.kind == "fixed":
+            return int(self.image.processed_hw(0, 0)[0])
         if self.image.size is not None:
             return int(self.image.size)
         return int(math.isqrt(self.image.min_tokens)) * 28
@@ -226,9 +293,10 @@ def image_hw(image: object) -> tuple[int, int]:
 PRESETS: dict[str, Preset] = {
     "vlm2vec-qwen2vl-2b": Preset(
         name="vlm2vec-qwen2vl-2b", base_model="Qwen/Qwen2-VL-2B-Instruct", adapter="TIGER-Lab/VLM2Vec-Qwen2VL-2B",
-        layout="vlm2vec", image=ImagePolicy("fixed", 1344), positions="rope_index",
-        instructions=dict(RS_INSTRUCTIONS), cuda_dtype="bf16",
-        description="Qwen2-VL-2B-Instruct + VLM2Vec LoRA (merged at load), VLM2Vec prompts, 1344 px"),
+        layout="vlm2vec", image=ImagePolicy("fixed", 1344, 4, 1280), positions="rope_index",
+        instructions=dict(RS_INSTRUCTIONS), cuda_dtype="bf16", base_dtype="bf16",
+        description="Qwen2-VL-2B-Instruct (bf16) + VLM2Vec LoRA (merged at load), VLM2Vec prompts, "
+                    "1344 px then <= 1280 image tokens (980 px), as its MMEB evaluation"),
     "gme-qwen2vl-2b": Preset(
         name="gme-qwen2vl-2b", base_model="Alibaba-NLP/gme-Qwen2-VL-2B-Instruct", adapter=None, layout="gme",
         image=ImagePolicy("smart", None, 256, 1280), positions="plain", instructions=dict(GME_INSTRUCTIONS),

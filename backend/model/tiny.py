@@ -74,8 +74,16 @@ def build_tokenizer(vocab_size: int):  # noqa: ANN202 - transformers type
                               chat_template=chat, model_max_length=4096)
 
 
+#: Qwen/Qwen2-VL-2B-Instruct's preprocessor_config.json (keys and values), for checkpoints in the real layout.
+QWEN2VL_PREPROCESSOR: dict[str, object] = {
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor",
+}
+
+
 def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 56, preset: str = "tiny",
-                     initializer_range: float = 0.02) -> Path:
+                     initializer_range: float = 0.02, real_layout: bool = False) -> Path:
     """Write a tiny random Qwen2-VL checkpoint (HF layout + geovec.json) to ``directory``.
 
     Args:
@@ -84,6 +92,8 @@ def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 
         image_size: the largest square input the saved processor keeps as is.
         preset: the preset recorded in geovec.json (``tiny``, or a real family's layout
             for tests of that family's input conventions).
+        real_layout: as Qwen2-VL-2B-Instruct is published: bf16 weights and its
+            ``preprocessor_config.json`` (:data:`QWEN2VL_PREPROCESSOR`; ``image_size`` is unused).
         initializer_range: weight scale; the default 0.02 makes attention nearly uniform,
             so positions barely matter; ~0.3 makes the model sensitive to them.
 
@@ -118,11 +128,15 @@ def write_tiny_model(directory: str | Path, *, seed: int = 0, image_size: int = 
     config.vision_config.initializer_range = initializer_range
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
+    if real_layout:
+        model.bfloat16()
     model.save_pretrained(out, safe_serialization=True)
     image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max(image_size, 28) ** 2)
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
     processor.save_pretrained(out)
+    if real_layout:
+        (out / "preprocessor_config.json").write_text(json.dumps(QWEN2VL_PREPROCESSOR, indent=2))
     (out / "geovec.json").write_text(json.dumps({"preset": preset, "seed": seed}, indent=2))
     log.info("tiny random Qwen2-VL written to %s", out)
     return out

@@ -32,6 +32,27 @@ def test_candidates_and_families() -> None:
         assert (pred == y).mean() >= 0.95 and 3 not in pred, name
 
 
+def test_logistic_fit_reaches_the_optimum_and_says_when_it_did_not(caplog) -> None:
+    x, y, _ = _data(noise=0.8)
+    l2 = 1e-3
+    fit = classifiers.softmax_regression(x, y, 4, l2, max_iter=500)
+    assert fit.converged and 0 < fit.iterations <= 500 and fit.absent.tolist() == [False, False, False, True]
+    # at the optimum the gradient of the objective, recomputed here, vanishes (class 3 has no example)
+    w, b = fit.w.astype(np.float64), fit.b.astype(np.float64)
+    z = x @ w[:, :3] + b[:3]
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    v = 1.0 / np.bincount(y)[y]
+    v /= v.sum()
+    grad_w = x.T @ (v[:, None] * (p - np.eye(3)[y])) + 2 * l2 * w[:, :3]
+    assert np.abs(grad_w).max() < 1e-4
+    with caplog.at_level("WARNING"):
+        short = classifiers.softmax_regression(x, y, 4, l2, max_iter=2)
+    assert not short.converged and short.iterations == 2
+    assert "did not converge in 2 steps" in caplog.text
+    assert classifiers.Logistic().fit(x, y, 4).fit_result.converged  # the defaults converge on such data
+
+
 def test_knn_votes_of_the_nearest() -> None:
     train = normalise(np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9], [0.2, 1.0]], dtype=np.float32))
     knn = classifiers.KNearest(3).fit(train, np.array([0, 0, 1, 1, 1]), 2)

@@ -79,7 +79,11 @@ def test_gme_golden_prompts(key: str, kwargs: dict, system: str, user: str) -> N
 
 def test_image_policies() -> None:
     vlm, gme = get_preset("vlm2vec-qwen2vl-2b"), get_preset("gme-qwen2vl-2b")
-    assert (vlm.image.kind, vlm.image.size) == ("fixed", 1344)
+    assert (vlm.image.kind, vlm.image.size, vlm.image.max_tokens) == ("fixed", 1344, 1280)
+    # 1344 px, then the processor's bound of 1280 tokens: 980 px, 1,225 tokens (not 2,304)
+    assert vlm.image.processed_hw(256, 256) == (980, 980) and vlm.image_size == 980
+    assert vlm.image.tokens(256, 256) == 1225 and vlm.base_dtype == "bf16"
+    assert vlm.with_image_size(448).image.tokens(1, 1) == 256 and PRESETS["tiny"].image_size == 56
     assert (gme.image.kind, gme.image.min_tokens, gme.image.max_tokens) == ("smart", 256, 1280)
     assert gme.positions == "plain" and vlm.positions == "rope_index" and gme.max_length == 1800
     assert gme.cuda_dtype == "fp16" and vlm.cuda_dtype == "bf16"
@@ -114,6 +118,17 @@ def test_encode_shapes_order_and_batch_independence(tiny_embedder) -> None:
     # order preserved: each vector equals that input embedded alone
     alone = e.encode([inputs[6]], batch_size=1)[0]
     np.testing.assert_allclose(v8[6], alone, atol=1e-4)
+
+
+def test_normalize_embeddings_false_returns_the_raw_pooled_vectors(tiny_embedder) -> None:
+    e = tiny_embedder
+    inputs = [EmbedInput(e.preset.instructions["tile"], image=_images(1)[0]),
+              EmbedInput(e.preset.instructions["text_query"], text="a harbour with ships")]
+    unit = e.encode(inputs, batch_size=2)
+    raw = e.encode(inputs, batch_size=2, normalize_embeddings=False)
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3), norms  # the last hidden state, not a unit vector
+    np.testing.assert_allclose(raw / norms[:, None], unit, atol=1e-5)  # same direction
 
 
 def test_same_image_same_vector_and_conditioning_changes_it(tiny_embedder) -> None:

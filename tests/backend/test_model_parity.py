@@ -1,13 +1,12 @@
-"""Each preset feeds its checkpoint exactly as the checkpoint's authors' code does.
+"""The GME preset feeds its checkpoint exactly as GME's code does; LoRA adapters load strictly.
 
-For each family, an independent re-implementation of the reference procedure
-(VLM2Vec's MMEB evaluation of its Qwen2-VL checkpoints: full Qwen2-VL forward on
-``<|image_pad|>\\n...\\n`` prompts with images resized to 1344 px and the LoRA merged;
-GME's ``gme_inference.py``: chat layout, images rounded to multiples of 28 then 256..1280
+GME's ``gme_inference.py`` (chat layout, images rounded to multiples of 28 then 256..1280
 tokens, image features scattered into the embeddings and the decoder run with its
-default 1-D positions) runs on a tiny checkpoint in that family's layout, written with
-large weights so that positions and resizing change the vectors. ``Embedder.encode``
-must agree to 1e-5; each deviation the earlier code had is shown to break that.
+default 1-D positions) is re-implemented on a tiny checkpoint in GME's layout, written
+with large weights so that positions and resizing change the vectors; ``Embedder.encode``
+must agree to 1e-5, and GeoVec's processor path must give the ids and grids that
+procedure gives. The VLM2Vec preset's parity with its authors' evaluation path is in
+``test_vlm2vec_upstream.py``.
 """
 
 from __future__ import annotations
@@ -43,101 +42,6 @@ def vlm2vec_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = write_tiny_model(root / "base", seed=1, initializer_range=SHARP, preset="vlm2vec-qwen2vl-2b")
     adapter = write_tiny_adapter(root / "adapter", base, seed=2, legacy_layout=True)
     return base, adapter
-
-
-def _vlm2vec_cases() -> list[tuple[str, np.ndarray | None]]:
-    """(prompt, image) pairs written the way VLM2Vec's evaluation writes them."""
-    return [
-        ("<|image_pad|>\nRepresent the given image.\n", _image(64, 64, 0)),
-        ("<|image_pad|>\nRepresent the region <|box_start|>(0,250),(500,1000)<|box_end|> of the given image.\n",
-         _image(64, 64, 0)),
-        ("<|image_pad|>\nRepresent the given image with the following question: Is there water?\n",
-         _image(48, 80, 1)),
-        ("Find me an overhead satellite image that matches the given caption: storage tanks\n", None),
-        ("storage tanks", None),
-    ]
-
-
-def _our_inputs(instructions: dict[str, str]) -> list[EmbedInput]:
-    im0, im1 = _image(64, 64, 0), _image(48, 80, 1)
-    return [
-        EmbedInput(instructions["tile"], image=im0),
-        EmbedInput(instructions["region_query"], image=im0, bbox=(0, 16, 32, 64)),
-        EmbedInput(instructions["vqa"], image=im1, text="Is there water?"),
-        EmbedInput(instructions["text_query"], text="storage tanks"),
-        EmbedInput(instructions["text_doc"], text="storage tanks"),
-    ]
-
-
-def _manual_lora_merge(model: torch.nn.Module, adapter: Path) -> None:
-    """W += B @ A * alpha / r for every pair in the file, module paths moved to today's layout."""
-    import json
-
-    from safetensors.torch import load_file
-
-    cfg = json.loads((adapter / "adapter_config.json").read_text())
-    scale = cfg["lora_alpha"] / cfg["r"]
-    state = load_file(str(adapter / "adapter_model.safetensors"))
-    for key in [k for k in state if k.endswith(".lora_A.weight")]:
-        path = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-        if path.startswith("model.") and not path.startswith("model.language_model."):
-            path = "model.language_model." + path.removeprefix("model.")
-        b = state[key.replace(".lora_A.", ".lora_B.")]
-        with torch.no_grad():
-            model.get_submodule(path).weight += (b @ state[key]) * scale
-
-
-def reference_vlm2vec(base: Path, adapter: Path | None, cases, *, size: int = 1344,
-                      resample: int = Image.Resampling.BICUBIC, merge: bool = True) -> np.ndarray:
-    """VLM2Vec's procedure, one input at a time: resize, processor, full forward, last token."""
-    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-
-    proc = AutoProcessor.from_pretrained(base, use_fast=False)
-    model = Qwen2VLForConditionalGeneration.from_pretrained(base).eval()
-    if adapter is not None and merge:
-        _manual_lora_merge(model, adapter)
-    out = []
-    with torch.no_grad():
-        for text, image in cases:
-            images = None
-            if image is not None:
-                images = [Image.fromarray(image).resize((size, size), resample)]
-                proc.image_processor.max_pixels = max(proc.image_processor.max_pixels, size * size)
-                proc.image_processor.size = {"shortest_edge": proc.image_processor.min_pixels,
-                                             "longest_edge": proc.image_processor.max_pixels}
-            inputs = proc(text=[text], images=images, return_tensors="pt")
-            hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
-            out.append(torch.nn.functional.normalize(hidden[0, -1].float(), dim=-1).numpy())
-    return np.stack(out)
-
-
-@pytest.fixture(scope="module")
-def vlm2vec_ref(vlm2vec_ckpt) -> np.ndarray:
-    base, adapter = vlm2vec_ckpt
-    return reference_vlm2vec(base, adapter, _vlm2vec_cases())
-
-
-def test_vlm2vec_matches_reference(vlm2vec_ckpt, vlm2vec_ref) -> None:
-    base, adapter = vlm2vec_ckpt
-    emb = load_embedder(str(adapter), device="cpu")
-    assert emb.preset.name == "vlm2vec-qwen2vl-2b" and emb.preset.image.size == 1344
-    ours = emb.encode(_our_inputs(emb.instructions), batch_size=8)
-    assert np.abs(ours - vlm2vec_ref).max() <= TOL
-
-
-@pytest.mark.parametrize("deviation", ["prompt without newlines", "448 px bilinear", "adapter not merged"])
-def test_vlm2vec_reference_catches_each_old_deviation(vlm2vec_ckpt, vlm2vec_ref, deviation: str) -> None:
-    """The parity test can fail: each way the earlier code fed the checkpoint moves the vectors."""
-    base, adapter = vlm2vec_ckpt
-    cases, ref = _vlm2vec_cases(), vlm2vec_ref
-    if deviation == "prompt without newlines":
-        old = [(t.replace("<|image_pad|>\n", "<|image_pad|> ").rstrip("\n"), im) for t, im in cases]
-        other = reference_vlm2vec(base, adapter, old)
-    elif deviation == "448 px bilinear":
-        other = reference_vlm2vec(base, adapter, cases, size=448, resample=Image.Resampling.BILINEAR)
-    else:
-        other = reference_vlm2vec(base, adapter, cases, merge=False)
-    assert np.abs(other - ref).max() > 100 * TOL
 
 
 def test_adapter_with_a_missing_key_is_an_error(vlm2vec_ckpt, tmp_path) -> None:
@@ -247,7 +151,7 @@ def _gme_inputs(ins: dict[str, str]) -> list[EmbedInput]:
 
 
 def test_gme_matches_reference(gme_ckpt) -> None:
-    emb = load_embedder(str(gme_ckpt), device="cpu")
+    emb = load_embedder(str(gme_ckpt), device="cpu", dtype="fp32")
     assert emb.preset.name == "gme-qwen2vl-2b" and emb.preset.positions == "plain"
     ours = emb.encode(_gme_inputs(emb.instructions), batch_size=8)
     ref = reference_gme(gme_ckpt, _gme_items())
@@ -263,3 +167,47 @@ def test_gme_reference_catches_each_old_deviation(gme_ckpt, deviation: str) -> N
     other = reference_gme(gme_ckpt, _gme_items(), rope_positions=deviation.startswith("multimodal"),
                           fixed448=deviation.startswith("448"))
     assert np.abs(other - ref).max() > 100 * TOL
+
+
+#: GmeQwen2VL.embed as VLM2Vec vendors it (src/model/baseline_backbone/gme/gme_inference.py at 6e1e1d42):
+#: '<|vision_start|><|image_pad|><|vision_end|>' then the text (:122-130) in the chat string (:131), the
+#: corpus side with 'You are a helpful assistant.' (:54, :120-121); each image through fetch_image (:280-317:
+#: multiples of 28 within 4..16384 tokens), then the processor within min_image_tokens=256 ..
+#: max_image_tokens=1280 times 28*28 (:23-24, :49-50). Grids worked by hand:
+#: 64x64 -> 56x56; 56*56 = 3,136 < 200,704, beta = sqrt(200704 / 3136) = 8 -> 448x448: [1, 32, 32], 256 tokens.
+#: 60x100 -> 56x112; beta = sqrt(200704 / 6272) = 5.657 -> ceil(11.3) * 28 = 336, ceil(22.6) * 28 = 644:
+#: [1, 24, 46], 276 tokens.
+GME_TABLE: dict[str, tuple[str, str, tuple[int, int] | None, list[int] | None]] = {
+    "tile": ("You are a helpful assistant.", "", (64, 64), [1, 32, 32]),
+    "tile 60x100": ("You are a helpful assistant.", "", (60, 100), [1, 24, 46]),
+    "image + box": ("Represent the marked region of the given satellite image.",
+                    "<|box_start|>(0,250),(500,1000)<|box_end|>", (64, 64), [1, 32, 32]),
+    "text query": ("Find an overhead satellite image that matches the given text.", "storage tanks", None, None),
+    "text candidate": ("You are a helpful assistant.", "storage tanks", None, None),
+}
+
+
+@pytest.mark.parametrize("kind", list(GME_TABLE))
+def test_gme_prepared_inputs_match_the_table(gme_ckpt, kind: str) -> None:
+    from transformers import AutoTokenizer
+
+    emb = load_embedder(str(gme_ckpt), device="cpu", dtype="fp32")
+    system, text, hw, grid = GME_TABLE[kind]
+    ins = emb.instructions
+    image = _image(*hw, 0) if hw else None
+    inp = {"tile": EmbedInput(ins["tile"], image=image), "tile 60x100": EmbedInput(ins["tile"], image=image),
+           "image + box": EmbedInput(ins["region_query"], image=image, bbox=(0, 16, 32, 64)),
+           "text query": EmbedInput(ins["text_query"], text="storage tanks"),
+           "text candidate": EmbedInput(ins["text_doc"], text="storage tanks")}[kind]
+    vision = "<|vision_start|><|image_pad|><|vision_end|>" if hw else ""
+    msg = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{vision}{text}<|im_end|>\n"
+           "<|im_start|>assistant\n<|endoftext|>")
+    n = grid[1] * grid[2] // 4 if grid else 0
+    expected = AutoTokenizer.from_pretrained(str(gme_ckpt))(msg.replace("<|image_pad|>", "<|image_pad|>" * n))
+    batch = emb.prepare([inp])
+    assert batch["input_ids"][0].tolist() == expected["input_ids"]
+    if grid is None:
+        assert "image_grid_thw" not in batch
+        return
+    assert batch["image_grid_thw"].tolist() == [grid]
+    assert tuple(emb._on_device(batch)["pixel_values"].shape) == (grid[1] * grid[2], 3 * 2 * 14 * 14)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,6 +105,36 @@ def test_nms_properties(raw, thr: float) -> None:
     assert all(iou(boxes[a], boxes[b]) <= thr for a in keep for b in keep if a != b)
     for i in set(range(len(boxes))) - set(keep):  # every dropped box overlaps a better kept one
         assert any(iou(boxes[i], boxes[j]) > thr and scores[j] >= scores[i] for j in keep)
+
+
+def _greedy_nms(boxes, scores, thr: float) -> list[int]:
+    """The definition, one pair at a time: best score first (ties in input order), drop IoU > thr."""
+    keep: list[int] = []
+    for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        if all(iou(boxes[i], boxes[j]) <= thr for j in keep):
+            keep.append(i)
+    return keep
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 50), st.floats(0, 30), st.floats(0, 30),
+                          st.sampled_from([0.1, 0.5, 0.5, 0.9])), min_size=0, max_size=40), st.floats(0.0, 1.0))
+def test_vectorised_nms_equals_the_pairwise_definition(raw, thr: float) -> None:
+    """Float boxes, zero-area boxes and tied scores: the same indices in the same order as the definition."""
+    boxes = [(x, y, x + w, y + h) for x, y, w, h, _ in raw]
+    scores = [s for *_, s in raw]
+    want = _greedy_nms(boxes, scores, thr)
+    assert nms(boxes, scores, iou_threshold=thr) == want
+    assert nms(boxes, scores, iou_threshold=thr, limit=2) == want[:2]
+
+
+def test_nms_of_many_float_boxes_equals_the_definition() -> None:
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 300, (600, 2))
+    boxes = np.hstack([xy, xy + rng.uniform(5, 40, (600, 2))]).tolist()
+    scores = np.round(rng.uniform(0, 1, 600), 2).tolist()  # many ties
+    for thr in (0.0, 0.3, 0.7):
+        assert nms(boxes, scores, iou_threshold=thr) == _greedy_nms(boxes, scores, thr)
 
 
 def test_layer_boxes_in_another_crs_are_clipped_to_the_tile(tmp_path: Path) -> None:

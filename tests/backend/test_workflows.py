@@ -245,6 +245,21 @@ def test_ask_ranks_answers_and_refuses_no_answers(world, tiny_embedder) -> None:
     assert sorted(a.answer for a in resp.answers) == ["buildings", "forest", "water"]
     assert [a.rank for a in resp.answers] == [1, 2, 3]
     assert [a.score for a in resp.answers] == sorted((a.score for a in resp.answers), reverse=True)
+    # each score recomputed: the question on the box's pixels and each answer, every input embedded alone
+    from geovec.backend.search import build_query
+
+    with IndexStore.open(world["idx"]) as store:
+        region = build_query(store, SearchRequest(index=world["idx"], box=tile_box(1, 1), crs=CRS))
+    template = tiny_embedder.instructions["vqa"]
+    assert "{question}" in template
+    q = tiny_embedder.encode([EmbedInput(template.replace("{question}", "what covers this area?"),
+                                         image=region.image, bbox=region.bbox)], batch_size=1)[0]
+    for a in resp.answers:
+        v = tiny_embedder.encode([EmbedInput(tiny_embedder.instructions["text_doc"], text=a.answer)], batch_size=1)[0]
+        assert a.score == pytest.approx(float(v @ q), abs=1e-4), a.answer
+    assert len({a.score for a in resp.answers}) == 3  # distinct scores: the ranking is decided by them
+    other = service.run_ask(req.model_copy(update={"box": tile_box(6, 2)}), tiny_embedder)
+    assert [a.score for a in other.answers] != [a.score for a in resp.answers]  # the pixels are part of the query
     with pytest.raises(InputError, match="no candidate answers"):
         service.run_ask(req.model_copy(update={"answers": []}), lambda: pytest.fail("no model for bad input"))
     with pytest.raises(InputError, match="question is empty"):

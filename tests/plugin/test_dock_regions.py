@@ -22,6 +22,7 @@ from qgis.core import (
     QgsPointXY,
     QgsProject,
     QgsRectangle,
+    QgsRenderContext,
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QCoreApplication, QPoint, Qt
@@ -216,6 +217,14 @@ def test_save_adds_the_suffix_verifies_and_exports_geojson_and_csv_at_full_preci
     csv = ctl.save(str(tmp_path / "hits"), "csv")
     lines = Path(csv).read_text().splitlines()
     assert csv.endswith(".csv") and lines[0].startswith("WKT,rank,score") and len(lines) == 10
+    # the CSV opens in place through GDAL (its .prj) with numeric fields, drawn as outlines over the imagery
+    back = QgsVectorLayer(csv, "back", "ogr")
+    assert back.isValid() and back.crs() == ctl.results.layer.crs() and back.featureCount() == 9
+    assert back.fields().field("score").isNumeric() and back.fields().field("rank").isNumeric()
+    assert back.extent().contains(ctl.results.layer.extent().center())
+    (added,) = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == csv]
+    symbols = added.renderer().symbols(QgsRenderContext())
+    assert symbols and all(s.symbolLayer(0).brushStyle() == Qt.NoBrush for s in symbols)  # outlines only
     # a file that cannot be written: an error, never "Saved"
     iface.bar.clearWidgets()
     assert ctl.save(str(tmp_path / "no-such-dir" / "x.gpkg")) is None

@@ -230,6 +230,79 @@ def test_screenshot_of_hits_over_the_orthophoto(dock_on_index, iface, shared_dat
     assert image.save(str(path))
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert image.width() >= 1000 and len(colours) > 500  # a rendered orthophoto, not a blank window
+    # WHERE the outlines are: the pixels the hit layer changes (the canvas with it vs without it) lie on the
+    # hits' edges as the map -> screen transform worked out here (canvas extent and size, not asked of QGIS)
+    # puts them, and (labels aside) nowhere else
+    deadline = time.monotonic() + 1.2  # let the flash of the best hit (a filled highlight) end
+    while time.monotonic() < deadline:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    canvas = iface.canvas
+    render_canvas(canvas)
+    with_hits = canvas.grab().toImage()
+    layers = canvas.layers()
+    canvas.setLayers([lyr for lyr in layers if lyr.id() != layer.id()])
+    render_canvas(canvas)
+    without = canvas.grab().toImage()
+    canvas.setLayers(layers)
+    w, h = with_hits.width(), with_hits.height()
+    assert (without.width(), without.height()) == (w, h)
+
+    def changed(x: int, y: int) -> bool:
+        a, b = with_hits.pixel(x, y), without.pixel(x, y)
+        return any(abs(((a >> s) & 255) - ((b >> s) & 255)) > 30 for s in (0, 8, 16))
+
+    edges, centres = _screen_edges(layer, canvas, w, h)
+    assert len(edges) >= 4 * layer.featureCount() > 0
+    found, samples = _along(edges, w, h, changed)
+    assert samples > 40 and found >= 0.9 * samples, (found, samples)
+    shifted = [((x0 + 8, y0 + 8), (x1 + 8, y1 + 8)) for (x0, y0), (x1, y1) in edges]
+    assert _along(shifted, w, h, changed)[0] < 0.3 * samples  # the check tells a misplaced outline
+    drawn = [(x, y) for x in range(0, w, 2) for y in range(0, h, 2) if changed(x, y)]
+    stray = [p for p in drawn if min(_to_segment(p, e) for e in edges) > 4
+             and not any(abs(p[0] - cx) <= 16 and abs(p[1] - cy) <= 12 for cx, cy in centres)]  # rank labels
+    assert len(drawn) > 100 and len(stray) <= 0.02 * len(drawn), (len(stray), len(drawn), stray[:5])
+
+
+def _screen_edges(layer, canvas, width: int, height: int) -> tuple[list, list]:
+    """The layer's polygon edges and centres in canvas pixels: ((x - xmin), (ymax - y)) / map units per pixel."""
+    ext = canvas.extent()
+    mupp = ext.width() / width
+    assert abs(ext.height() / height - mupp) <= 0.01 * mupp  # square pixels
+    xform = QgsCoordinateTransform(layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+
+    def px(p) -> tuple[float, float]:
+        return (p.x() - ext.xMinimum()) / mupp, (ext.yMaximum() - p.y()) / mupp
+
+    edges, centres = [], []
+    for f in layer.getFeatures():
+        g = QgsGeometry(f.geometry())
+        g.transform(xform)
+        for part in g.asMultiPolygon() if g.isMultipart() else [g.asPolygon()]:
+            pts = [px(p) for p in part[0]]
+            edges += list(zip(pts[:-1], pts[1:], strict=True))
+        centres.append(px(g.centroid().asPoint()))
+    return edges, centres
+
+
+def _along(edges: list, w: int, h: int, hit) -> tuple[int, int]:
+    """(points where ``hit(x, y)`` holds within 2 px, points sampled) every 4 px along ``edges``, corners left out."""
+    found = samples = 0
+    for (x0, y0), (x1, y1) in edges:
+        n = max(2, int(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5 / 4))
+        for i in range(1, n):
+            x, y = int(round(x0 + (x1 - x0) * i / n)), int(round(y0 + (y1 - y0) * i / n))
+            if 3 <= x < w - 3 and 3 <= y < h - 3:
+                samples += 1
+                found += any(hit(x + dx, y + dy) for dx in range(-2, 3) for dy in range(-2, 3))
+    return found, samples
+
+
+def _to_segment(p: tuple[int, int], edge) -> float:
+    (x0, y0), (x1, y1) = edge
+    dx, dy = x1 - x0, y1 - y0
+    t = 0.0 if dx == dy == 0 else max(0.0, min(1.0, ((p[0] - x0) * dx + (p[1] - y0) * dy) / (dx * dx + dy * dy)))
+    return float(((p[0] - x0 - t * dx) ** 2 + (p[1] - y0 - t * dy) ** 2) ** 0.5)
 
 
 def test_unload_while_an_index_job_runs_does_not_block(dock_on_index, shared_data, tmp_path):

@@ -145,7 +145,11 @@ def test_corrupt_index_corpus(good_index: Path, tmp_path: Path, matrix) -> None:
 
 
 def _bad_rasters(d: Path) -> dict[str, str]:
-    """Bad rasters next to one good one; name -> what must happen ('error' or 'skipped')."""
+    """Bad rasters next to one good one; name -> the one outcome it must have.
+
+    ``error``: a per-file error, nothing indexed from it; ``skipped``: read without error, every
+    window below ``min_valid_fraction`` so no tile stored; ``indexed``: tiles stored.
+    """
     d.mkdir(parents=True)
     write_scene(d / "good.tif", "water", size=64, seed=1)
     (d / "empty.tif").write_bytes(b"")
@@ -165,9 +169,20 @@ def _bad_rasters(d: Path) -> dict[str, str]:
                                 '</SimpleSource></VRTRasterBand></VRTDataset>')
     (d / "dangling.tif").symlink_to(d / "nowhere.tif")
     shutil.copy(d / "good.tif", os.fsencode(d) + b"/caf\xe9.tif")
-    return {"empty.tif": "error", "text.tif": "error", "cut.tif": "error", "no_crs.tif": "error",
-            "nan.tif": "skipped", "all_nodata.tif": "skipped", "one_pixel.tif": "any", "missing_source.vrt": "error",
-            "loop.vrt": "error", "dangling.tif": "error", "caf\\xe9.tif": "error"}
+    # one_pixel.tif: one valid pixel in a 32-pixel window is 1/1024 valid, under min_valid_fraction
+    return {"good.tif": "indexed", "empty.tif": "error", "text.tif": "error", "cut.tif": "error",
+            "no_crs.tif": "error", "nan.tif": "skipped", "all_nodata.tif": "skipped", "one_pixel.tif": "skipped",
+            "missing_source.vrt": "error", "loop.vrt": "error", "dangling.tif": "error", "caf\\xe9.tif": "error"}
+
+
+def _tiles_per_file(idx: Path) -> dict[str, int]:
+    """Stored tiles of every file the index names (0 for a scene read but with no tile kept)."""
+    import sqlite3
+
+    with sqlite3.connect(idx / "meta.sqlite") as con:
+        rows = con.execute("SELECT p.path, COUNT(t.label) FROM scene_paths p LEFT JOIN tiles t "
+                           "ON t.scene_id = p.scene_id GROUP BY p.path").fetchall()
+    return {Path(path).name: n for path, n in rows}
 
 
 def test_bad_raster_corpus(tmp_path: Path, tiny_embedder, matrix) -> None:
@@ -175,15 +190,20 @@ def test_bad_raster_corpus(tmp_path: Path, tiny_embedder, matrix) -> None:
     expected = _bad_rasters(folder)
     s = index_folder(folder, tmp_path / "idx", tiny_embedder, params=PARAMS)
     errors = {Path(p).name: e for err in s.errors for p in err.path.split(",") for e in [err.error]}
+    tiles = _tiles_per_file(tmp_path / "idx")
     failures = []
     for name, want in expected.items():
-        got = "error" if name in errors else "skipped-or-indexed"
-        ok = want == "any" or (want == "error") == (got == "error")
-        if ok and name in errors and ("Traceback" in errors[name] or "See previous exception" in errors[name]):
+        if name in errors:
+            got = "error" if not tiles.get(name) else f"error and {tiles[name]} tiles"
+        elif name in tiles:
+            got = "indexed" if tiles[name] else "skipped"
+        else:
+            got = "neither indexed nor reported"  # a silent skip
+        ok = got == want
+        if ok and got == "error" and ("Traceback" in errors[name] or "See previous exception" in errors[name]):
             ok = False
-        matrix.add("bad rasters", name, "ok" if ok else f"{got}: {errors.get(name, '')[:60]}")
+        matrix.add("bad rasters", f"{name} {want}", "ok" if ok else f"{got}: {errors.get(name, '')[:60]}")
         if not ok:
-            failures.append((name, want, errors.get(name)))
-    matrix.add("bad rasters", "good.tif indexed", "ok" if s.tiles >= 4 else f"{s.tiles} tiles")
+            failures.append((name, want, got, errors.get(name)))
     assert not failures, failures
-    assert s.tiles >= 4
+    assert s.tiles == tiles["good.tif"] == 4  # the good raster's 2 x 2 tiles, nothing from the others
