@@ -1,6 +1,6 @@
 """Find rasters in a folder and group them into scenes.
 
-Rules (also in the README, "How rasters become tiles"):
+Rules (also in docs/DATA.md, "How rasters become tiles"):
 
 * A folder is scanned recursively for ``.tif``, ``.tiff`` and ``.vrt`` (case-insensitive;
   hidden files and folders are ignored).
