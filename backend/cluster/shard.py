@@ -110,5 +110,11 @@ class ShardServer:
     def scene_for_path(self, path: Any) -> tuple[Scene, Stretch] | None:
         return self._current().scene_for_path(path)
 
+    def scene_dates(self) -> dict[str, tuple[str, str]]:
+        """scene_id -> (acquired, source) of every dated scene of this shard's index."""
+        from ..index.dates import read
+
+        return {sid: (d.acquired, d.source) for sid, d in read(self._current()).items()}
+
     def ping(self) -> int:
         return os.getpid()

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import errors
 from ..errors import GeoVecError, InputError, ShardError
+from ..raster.dates import SceneDate
 from ..search import MultiStore
 from ..types import Scene, Stretch, TileRecord
 from .shard import ShardServer
@@ -155,6 +156,11 @@ class RayIndexSet(MultiStore):
                     seen.add(row["scene_id"])
                     rows.append(row)
         return rows
+
+    def scene_dates(self) -> dict[str, SceneDate]:
+        """scene_id -> acquisition date over the shards that answer (hits of a missing shard are not shown)."""
+        got = self.each(lambda s: s.actor.scene_dates.remote())
+        return {sid: SceneDate(acquired, source) for i in sorted(got) for sid, (acquired, source) in got[i].items()}
 
     def scene(self, scene_id: str) -> tuple[Scene, Stretch] | None:
         got = self.each(lambda s: s.actor.scene.remote(scene_id))

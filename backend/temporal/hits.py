@@ -21,8 +21,12 @@ def annotate(store: IndexStore, features: list[dict[str, Any]], vector: np.ndarr
              labels: set[int] | None, info: dict[str, Any]) -> None:
     """Add ``acquired``/``date_source`` to every hit; ``other_dates`` and score maps when ``req`` asks."""
     dates: dict[str, Any] = {}
-    for s in getattr(store, "stores", None) or [store]:  # a MultiStore: its indexes' (scene ids are unique)
-        dates.update(idates.read(s))
+    remote = getattr(store, "scene_dates", None)  # shards on a cluster read their own SQLite
+    if remote is not None:
+        dates.update(remote())
+    else:
+        for s in getattr(store, "stores", None) or [store]:  # a MultiStore: its indexes' (scene ids are unique)
+            dates.update(idates.read(s))
     for f in features:
         d = dates.get(f["properties"].get("scene_id", ""))
         f["properties"]["acquired"] = d.acquired if d else None
