@@ -45,7 +45,7 @@ $(FLOOR)/.installed: pyproject.toml
 test-floor: setup $(FLOOR)/.installed
 	PYTHONPATH=$(abspath $(FLOOR)) $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 \
 	  tests/backend/test_model.py tests/backend/test_model_parity.py tests/backend/test_region_forward.py \
-	  tests/backend/test_vision_fast.py
+	  tests/backend/test_vision_fast.py tests/backend/test_vlm2vec_upstream.py
 
 test: test-backend test-floor test-plugin
 
