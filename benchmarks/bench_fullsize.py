@@ -16,7 +16,7 @@ retrieval quality with trained weights.
 
     .venv/bin/python benchmarks/bench_fullsize.py [--dir DIR] [--dtypes fp32 bf16]
         [--sizes 1344 448] [--index-size 448] [--index-tiles 8] [--threads N]
-    flock /tmp/geovec-fullsize.lock .venv/bin/python benchmarks/bench_fullsize.py --sizes --index-tiles 0 \
+    .venv/bin/python benchmarks/bench_fullsize.py --sizes --index-tiles 0 \
         --compare fp32 int8 bf16 --compare-tiles 2
 
 Random weights: only speed and memory mean anything. ``--sizes 1344`` is the preset's own
