@@ -18,6 +18,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QObject
 from qgis.PyQt.QtWidgets import QFileDialog
 
+from . import heatmap
 from .backend_manager import BackendManager
 from .client import get_json_async
 from .export import FORMATS, ExportError, export_hits
@@ -317,15 +318,18 @@ class Controller(QObject):
             return
         if task.outcome is not Outcome.SUCCESS:
             self.results.clear()  # the old hits would read as this query's answer
+            heatmap.clear()
             self.dock.set_status(f"Search failed ({task.params.short_label})")
             self._task_failed(task)
             return
         crs = crs_from_text(task.params.out_crs)
         area = area_of(task.params)
         n = self.results.show(task.result, task.params.label, crs, within=area)
+        heat = heatmap.show(task.result, task.params.short_label)
         self.workflows.on_search(task.params)
         took = task.result.get("took_ms", 0.0)
-        self.dock.set_status(f"{n} hits for {task.params.short_label} ({took:.0f} ms)")
+        shown = f"; heat map of {len(heat)} scene(s)" if heat else ""
+        self.dock.set_status(f"{n} hits for {task.params.short_label} ({took:.0f} ms{shown})")
         if n == 0:
             self.message("No hits: lower the minimum score, untick 'Search in view', or index more imagery.",
                          Qgis.Warning)

@@ -14,6 +14,7 @@ from qgis.core import (
 )
 from qgis.gui import QgsMapCanvas
 
+from . import heatmap
 from .hits import crs_to_text
 from .params import VIEW_WITHIN_MODE, SearchParams
 
@@ -77,6 +78,8 @@ class QueryBuilder:
         if opts.get("in_view"):
             wkt, wcrs, _ = self.within()
             extra = {"within": wkt, "within_crs": wcrs, "within_mode": VIEW_WITHIN_MODE}
+        if opts.get("heat_map"):
+            kw["extra"] = {**kw.get("extra", {}), "score_map": heatmap.new_folder()}
         text = kw.pop("text", None) or (opts.get("text") if mode != "text" else None)
         return SearchParams(
             index=index, mode=mode, crs=crs_to_text(crs) if crs else "EPSG:4326",

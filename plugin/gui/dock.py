@@ -61,8 +61,8 @@ class GeoVecDock(QgsDockWidget):
                      "indexChosen", "newIndexRequested", "cancelRequested", "summaryRequested"):
             setattr(self, name, getattr(ip, name))
         for name in ("box_button", "point_button", "text_edit", "text_button", "k_spin", "min_score_spin",
-                     "level_combo", "rerank_spin", "in_view_check", "exclude_check", "location_check", "toolToggled",
-                     "textSearchRequested"):
+                     "level_combo", "rerank_spin", "in_view_check", "exclude_check", "location_check", "heat_check",
+                     "toolToggled", "textSearchRequested"):
             setattr(self, name, getattr(qp, name))
         for name in ("table", "save_button", "export_button", "zoom_all_button", "saveRequested", "exportRequested",
                      "zoomAllRequested"):

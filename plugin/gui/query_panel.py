@@ -93,11 +93,14 @@ class QueryPanel(QGroupBox):
         self.exclude_check.setChecked(Setting.EXCLUDE_OWN.get())
         self.location_check = QCheckBox("Condition on location", self)
         self.location_check.setChecked(Setting.CONDITION_LOCATION.get())
-        for check in (self.in_view_check, self.exclude_check, self.location_check):
+        self.heat_check = QCheckBox("Show as heat map", self)
+        self.heat_check.setToolTip("Also paint the query's similarity over every tile of the index (or of the "
+                                   "view, with 'Search in view') as a raster layer per scene, with a legend")
+        for check in (self.in_view_check, self.exclude_check, self.location_check, self.heat_check):
             lay.addWidget(check, 0, Qt.AlignLeft)  # as wide as its text: a click beside it does not toggle it
 
     def options(self) -> dict:
-        """k, min_score (None at -1), level, rerank, in_view, exclude_own, condition_location, text."""
+        """k, min_score (None at -1), level, rerank, in_view, exclude_own, condition_location, heat_map, text."""
         min_score = self.min_score_spin.value()
         level = self.level_combo.currentData()
         rerank = self.rerank_spin.value() or None  # auto: resolved against the index (params.resolve_rerank)
@@ -105,6 +108,7 @@ class QueryPanel(QGroupBox):
                 "level": level, "rerank": rerank, "in_view": self.in_view_check.isChecked(),
                 "exclude_own": self.exclude_check.isChecked(),
                 "condition_location": self.location_check.isChecked(),
+                "heat_map": self.heat_check.isChecked(),
                 "text": self.text_edit.text().strip() or None}
 
     def remember(self) -> None:

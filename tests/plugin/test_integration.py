@@ -144,6 +144,39 @@ def test_text_search_and_save_to_geopackage(dock_on_index, iface, tmp_path):
     assert iface.messages()[0][0] == Qgis.Success and "Saved" in iface.messages()[0][1]
 
 
+def test_show_as_heat_map_paints_every_scene_and_is_replaced_by_the_next_search(dock_on_index, iface):
+    from geovec.plugin import heatmap
+
+    plugin = dock_on_index
+    project = QgsProject.instance()
+    project.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    plugin.dock.text_edit.setText("water")
+    plugin.dock.heat_check.setChecked(True)
+    try:
+        plugin.dock.text_button.click()
+        wait_search(plugin)
+        group = project.layerTreeRoot().findGroup(heatmap.GROUP)
+        assert group is not None and "heat map of" in plugin.dock.status_label.text()
+        layers = [node.layer() for node in group.findLayers()]
+        scenes = {lyr.source() for lyr in layers}
+        assert len(layers) >= 4 and len(scenes) == len(layers)  # one per indexed scene of ../shared/data
+        for lyr in layers:
+            assert lyr.isValid() and lyr.crs().isValid() and lyr.bandCount() == 1
+            assert lyr.renderer().type() == "singlebandpseudocolor"  # the legend the backend wrote, loaded
+            stats = lyr.dataProvider().bandStatistics(1)
+            assert -1.0 <= stats.minimumValue <= stats.maximumValue <= 1.0  # cosine similarities
+        neon = [lyr for lyr in layers if "OSBS_029" in lyr.name()]
+        assert neon and neon[0].crs().authid() == "EPSG:32617"  # on the scene's own grid
+        plugin.dock.heat_check.setChecked(False)
+        plugin.dock.text_button.click()
+        wait_search(plugin)
+        assert not [lyr for lyr in project.mapLayers().values() if lyr.customProperty(heatmap.MARK)]
+        assert project.layerTreeRoot().findGroup(heatmap.GROUP) is None
+    finally:
+        plugin.dock.heat_check.setChecked(False)
+        heatmap.clear()
+
+
 def test_processing_run_both_algorithms(use_server, shared_data, tmp_path, plugin):
     import processing
 
