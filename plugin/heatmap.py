@@ -7,6 +7,7 @@ replacing the previous search's heat maps.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -19,9 +20,13 @@ GROUP = "GeoVec heat maps"
 MARK = "geovec/heatmap"
 
 
+def _root() -> Path:
+    return Path(tempfile.gettempdir()) / "geovec-heatmaps"
+
+
 def new_folder() -> str:
     """A fresh folder for one search's score maps, under the system's temporary folder."""
-    folder = Path(tempfile.gettempdir()) / "geovec-heatmaps" / uuid.uuid4().hex[:12]
+    folder = _root() / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
 
@@ -29,9 +34,13 @@ def new_folder() -> str:
 def clear(project: QgsProject | None = None) -> None:
     """Remove the heat-map layers of the previous search (and their group when it is empty)."""
     project = project or QgsProject.instance()
-    ids = [lid for lid, lyr in project.mapLayers().items() if lyr.customProperty(MARK)]
-    if ids:
-        project.removeMapLayers(ids)
+    ours = {lid: lyr for lid, lyr in project.mapLayers().items() if lyr.customProperty(MARK)}
+    folders = {Path(lyr.source()).parent for lyr in ours.values()}
+    if ours:
+        project.removeMapLayers(list(ours))
+    for folder in folders:  # the files of replaced heat maps: only folders this module made
+        if folder.parent == _root():
+            shutil.rmtree(folder, ignore_errors=True)
     group = project.layerTreeRoot().findGroup(GROUP)
     if group is not None and not group.children():
         project.layerTreeRoot().removeChildNode(group)

@@ -170,6 +170,7 @@ def test_show_as_heat_map_paints_every_scene_and_is_replaced_by_the_next_search(
         plugin.dock.heat_check.setChecked(False)
         plugin.dock.text_button.click()
         wait_search(plugin)
+        assert not any(Path(s).exists() for s in scenes)  # the replaced maps' files are gone too
         assert not [lyr for lyr in project.mapLayers().values() if lyr.customProperty(heatmap.MARK)]
         assert project.layerTreeRoot().findGroup(heatmap.GROUP) is None
     finally:
