@@ -8,6 +8,7 @@ the imagery under it stays visible.
 
 from __future__ import annotations
 
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ LAYER_NAME = "GeoVec hits"
 REGION_LAYER_NAME = "GeoVec regions"
 FID_ROLE = Qt.UserRole
 LAYER_ROLE = Qt.UserRole + 1
+#: the tooltip's strip of other dates: at most this many, thumbnails this wide
+OTHER_DATES_SHOWN = 4
+OTHER_DATES_PX = 96
 FLASHES, FLASH_MS = 2, 250
 
 
@@ -70,6 +74,7 @@ class ResultsView:
         self.layer_id: str | None = None
         self.region_layer_id: str | None = None
         self.saved = False  # the current hits were saved (nothing to ask about on unload)
+        self.other_dates: dict[str, list[dict[str, Any]]] = {}  # tile id -> its place on the other dates
         self.highlight = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
         self.highlight.setColor(QColor(0, 255, 255, 255))
         self.highlight.setFillColor(QColor(0, 0, 0, 0))
@@ -118,6 +123,8 @@ class ResultsView:
         drawn (the centre rule the search used).
         """
         self.highlight.reset(QgsWkbTypes.PolygonGeometry)
+        self.other_dates = {str(f["properties"].get("tile_id")): f["properties"]["other_dates"]
+                            for f in resp.get("features") or [] if (f.get("properties") or {}).get("other_dates")}
         level = response_level(resp)
         regions = regions_from_response(resp, crs, query)
         if within is not None:
@@ -142,6 +149,7 @@ class ResultsView:
             layer.dataProvider().truncate()
             layer.triggerRepaint()
         self.table.setRowCount(0)
+        self.other_dates = {}
         self.saved = False
 
     def _fill_table(self, layer: QgsVectorLayer) -> None:
@@ -238,7 +246,22 @@ class ResultsView:
             return ""
         path = self.thumbnails.get(str(feat["source"]), feat.geometry(), layer.crs())
         text = f"#{feat['rank']} · score {feat['score']:.4f} · {feat['level']}<br>{feat['source']}"
-        return f'<img src="{path.as_uri()}" width="160"><br>{text}' if path else text
+        html = f'<img src="{path.as_uri()}" width="160"><br>{text}' if path else text
+        return html + self._other_dates_strip(feat, layer.crs())
+
+    def _other_dates_strip(self, feat: QgsFeature, crs: QgsCoordinateReferenceSystem) -> str:
+        """The hit's place on the other dates of the index: a thumbnail, the date and the score of each."""
+        others = self.other_dates.get(str(feat["tile_id"])) or []
+        cells = []
+        for o in others[:OTHER_DATES_SHOWN]:
+            thumb = self.thumbnails.get(str(o.get("source") or ""), feat.geometry(), crs) if o.get("source") else None
+            img = f'<img src="{thumb.as_uri()}" width="{OTHER_DATES_PX}"><br>' if thumb else ""
+            cells.append(f"<td>{img}{html_escape(str(o.get('acquired') or 'undated'))}<br>"
+                         f"score {float(o.get('score', float('nan'))):.4f}</td>")
+        if not cells:
+            return ""
+        more = f" (first {OTHER_DATES_SHOWN} of {len(others)})" if len(others) > OTHER_DATES_SHOWN else ""
+        return f"<br><b>Same place, other dates{more}</b><table><tr>{''.join(cells)}</tr></table>"
 
     # --- teardown -------------------------------------------------------------------------
     def release(self) -> list[QgsVectorLayer]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from qgis.core import QgsFeedback
 
@@ -11,8 +13,8 @@ from ..client import GeoVecClient
 from ..params import Connection, SearchParams, index_has_regions, resolve_rerank
 from .base import GeoVecTask
 
-#: (index path, its sidecar's mtime) -> whether it stores regions; asked again when the index changes
-_HAS_REGIONS: dict[tuple[str, int | None], bool] = {}
+#: (index path, its sidecar's mtime) -> its ``GET /v1/indexes/info`` body; asked again when the index changes
+_INFO: dict[tuple[str, int | None], dict[str, Any]] = {}
 
 
 def _key(path: str) -> tuple[str, int | None]:
@@ -23,23 +25,39 @@ def _key(path: str) -> tuple[str, int | None]:
 
 
 def forget_index(path: str) -> None:
-    """Ask the backend again whether ``path`` stores regions (it was just indexed)."""
-    for key in [k for k in _HAS_REGIONS if k[0] == path]:
-        del _HAS_REGIONS[key]
+    """Ask the backend again what ``path`` holds (it was just indexed)."""
+    for key in [k for k in _INFO if k[0] == path]:
+        del _INFO[key]
+
+
+def _info(client: GeoVecClient, path: str) -> dict[str, Any]:
+    key = _key(path)
+    if key not in _INFO:
+        _INFO[key] = client.index_info(path)
+    return _INFO[key]
 
 
 def has_regions(client: GeoVecClient, path: str) -> bool:
     """Whether the index at ``path`` stores regions (``GET /v1/indexes/info``, once per version of the index)."""
-    key = _key(path)
-    if key not in _HAS_REGIONS:
-        _HAS_REGIONS[key] = index_has_regions(client.index_info(path))
-    return _HAS_REGIONS[key]
+    return index_has_regions(_info(client, path))
+
+
+def dated_scenes(client: GeoVecClient, path: str) -> int:
+    """How many scenes of the index at ``path`` carry an acquisition date."""
+    dates = (_info(client, path).get("extra") or {}).get("dates") or {}
+    return int(dates.get("dated") or 0)
 
 
 def run_search(client: GeoVecClient, params: SearchParams) -> tuple[SearchParams, dict]:
-    """``params`` with region mode "auto" resolved against the index, and the backend's answer."""
+    """``params`` with region mode "auto" resolved against the index, and the backend's answer.
+
+    On an index holding two or more dates, every hit also brings its place on the other dates (the
+    tooltip's strip of other dates).
+    """
     if params.level == "region" and params.rerank is None:
         params = resolve_rerank(params, has_regions(client, params.index))
+    if "other_dates" not in params.extra and dated_scenes(client, params.index) >= 2:
+        params = replace(params, extra={**params.extra, "other_dates": True})
     return params, client.search(params)
 
 

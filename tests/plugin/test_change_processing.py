@@ -93,3 +93,27 @@ def test_dock_compare_dates_opens_the_change_dialog_on_the_dock_index(use_server
     panel.set_indexes([str(dated_index)], str(dated_index))
     panel.compare_button.click()
     assert opened == [("geovec:change", {"INDEX": str(dated_index)})]
+
+
+def test_the_hit_tooltip_shows_the_place_on_the_other_dates(use_server, dated_index, plugin):
+    from helpers import wait_backend, wait_search
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject
+
+    QgsProject.instance().setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+    plugin.open_dock()
+    wait_backend(plugin)
+    plugin.dock.index_combo.setEditText(str(dated_index))
+    plugin.dock.text_edit.setText("buildings")
+    plugin.dock.k_spin.setValue(4)
+    plugin.dock.text_button.click()
+    wait_search(plugin)
+    results = plugin.controller.results
+    assert plugin.controller.tasks == [] and results.table.rowCount() == 4
+    for row in range(results.table.rowCount()):
+        _, feat = results._feature(row)
+        html = results._tooltip(row)
+        mine = "2016-01-05" if "2016" in str(feat["source"]) else "2017-02-10"
+        other = "2017-02-10" if mine == "2016-01-05" else "2016-01-05"
+        # one other date here: its thumbnail (the other scene's pixels at this place), date and score
+        assert "Same place, other dates" in html and other in html and mine not in html.split("other dates")[1]
+        assert html.count("<img ") == 2 and "score " in html.split("other dates")[1]
