@@ -202,7 +202,8 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
     if cv.folds < 2:
         cv.note = "all examples fall in one spatial block: accuracy not measured (label more places)"
         log.warning(cv.note)
-    elif thin:  # a held-out block would take a class's only examples: its accuracy would read 0, not unknown
+    elif thin and len(classes) - len(thin) < 2:
+        # fewer than two classes can be held out and still trained on: any accuracy would be made up
         cv.method = methods[0] if req.method != "auto" else "prototype"
         cv.note = (f"accuracy not measured: class(es) {', '.join(thin)} lie in fewer than 2 spatial blocks of "
                    f"{block_km:g} km, too few for cross-validation; the map uses {cv.method} fit on all "
@@ -216,6 +217,11 @@ def fewshot(store: IndexStore, req: FewShotRequest, *, max_features_per_class: i
         cv.nested_accuracy = round(sel.nested, 4) if sel.nested is not None else None
         cv.per_class = {classes[c]: round(v, 4) for c, v in sel.per_class.items()}
         cv.outer_choices = sel.outer_choices
+        if thin:  # measured over the others; a thin class is named, not hidden in the mean
+            cv.note = (f"class(es) {', '.join(thin)} lie in fewer than 2 spatial blocks of {block_km:g} km: when "
+                       "that block is held out they have no training example, so the accuracy counts their "
+                       "examples as misses - label them in more places (or give a smaller --block-km)")
+            log.warning(cv.note)
     clf = classifiers.make(cv.method).fit(x, y, len(classes))
     target = items.take(area_mask(items, area, req.area.within_mode if req.area is not None else "centre")
                         & date_mask(store, items, req.area))

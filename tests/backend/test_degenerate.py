@@ -40,10 +40,22 @@ def test_fewshot_one_example_per_class_is_not_a_zero_accuracy(world, tmp_path: P
     one = service.run_fewshot(req.model_copy(update={"labels": str(label_layer(tmp_path / "one.geojson", cells)),
                                                      "out_dir": None}))
     assert one.cv is not None and "'urban'" in one.cv.note and "'water'" not in one.cv.note
+    assert one.cv.nested_accuracy is None  # two classes, one thin: nothing left to cross-validate
     # the CLI says it in one line, not 0.000
     assert main(["fewshot", "--index", world["idx"], "--labels", str(labels), "--block-km", "0.32"]) == 0
     out = capsys.readouterr().out
     assert "0.000" not in out and sum("accuracy not measured" in line for line in out.splitlines()) == 1
+
+
+def test_fewshot_measures_the_classes_it_can_and_names_a_thin_one(world, tmp_path: Path) -> None:
+    # three classes: water and urban spread over several blocks, 'pier' in one block only
+    cells = [c for c in CELLS if c[2] in ("water", "urban")] + [(3, 1, "pier")]
+    labels = label_layer(tmp_path / "three.geojson", cells)
+    req = FewShotRequest(index=world["idx"], labels=str(labels), block_km=0.32)
+    cv = service.run_fewshot(req).cv
+    assert cv is not None and cv.nested_accuracy is not None and 0.0 <= cv.nested_accuracy <= 1.0
+    assert "'pier' (1 feature(s), 1 block(s))" in cv.note and "counts their examples as misses" in cv.note
+    assert "'water'" not in cv.note and "'urban'" not in cv.note
 
 
 def test_lat_lon_order_hint_when_swapping_lands_in_a_scene(world, capsys) -> None:
