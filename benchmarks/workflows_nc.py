@@ -172,7 +172,7 @@ def figure(class_map: Path, data: Path, path: Path, title: str) -> None:
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from geovec.backend.workflows.labelling import PALETTE
+    from geovec.backend.writers import class_colours
 
     with rasterio.open(data / "nc_landsat7" / "lsat7_2000_40.tif") as nir, \
             rasterio.open(data / "nc_landsat7" / "lsat7_2000_30.tif") as red, \
@@ -191,7 +191,7 @@ def figure(class_map: Path, data: Path, path: Path, title: str) -> None:
         import json
 
         classes = json.loads(ds.tags()["classes"])
-    colours = [tuple(v / 255 for v in PALETTE[i % len(PALETTE)]) for i in range(len(classes))]
+    colours = [tuple(v / 255 for v in c) for c in class_colours(classes)]  # the class map's own legend colours
     extent = (bounds.left, bounds.right, bounds.bottom, bounds.top)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.6), dpi=110)
     axes[0].imshow(rgb, extent=extent)
