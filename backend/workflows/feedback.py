@@ -135,9 +135,14 @@ def save_marks(store: IndexStore, req: RefineRequest) -> str:
         feats.append({"type": "Feature", "geometry": mapping(wkt.loads(rec.footprint_wgs84)),
                       "properties": {"label": lab, "mark": mark, "tile_id": tile_id, "scene_id": rec.scene_id}})
     assert req.save_marks is not None
+    return write_marks(req.save_marks, feats)
+
+
+def write_marks(target: str, feats: list[dict]) -> str:
+    """The marks as a lon/lat GeoJSON training layer at ``target`` (its folder made; never through a symlink)."""
     from ..paths import make_folder, output_file
 
-    path = Path(req.save_marks).expanduser()
+    path = Path(target).expanduser()
     make_folder(path.parent, "marks folder")
     with output_file(path, "marks layer") as tmp:
         tmp.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))

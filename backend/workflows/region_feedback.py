@@ -8,10 +8,8 @@ refined stays a region search. Saved marks are the region boxes (WGS84 polygons)
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -143,11 +141,6 @@ def save_region_marks(store: IndexStore, req: RefineRequest, scenes: Any, tile_s
         "label": lab, "mark": mark, "level": "region", "tile_id": m.tile_id, "bbox_image": list(m.bbox_image),
         "scene_id": h.record.scene_id}} for (m, lab, mark), h, p in zip(rows, hits, polys, strict=True)]
     assert req.save_marks is not None
-    from ..paths import make_folder, output_file
+    from .feedback import write_marks
 
-    path = Path(req.save_marks).expanduser()
-    make_folder(path.parent, "marks folder")
-    with output_file(path, "marks layer") as tmp:
-        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
-    log.info("wrote %d region marks to %s", len(feats), path)
-    return str(path)
+    return write_marks(req.save_marks, feats)
