@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -19,8 +17,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..client import BackendError, GeoVecClient
-from .common import connection, default_index, processing_error
+from .base import GeoVecAlgorithm
+from .common import default_index
 from .outputs import LEVELS, features, fields_of
 
 CHANGE_FIELDS = (("rank", QVariant.Int), ("change", QVariant.Double), ("toward", QVariant.Double),
@@ -30,16 +28,15 @@ CHANGE_FIELDS = (("rank", QVariant.Int), ("change", QVariant.Double), ("toward",
 MAX_POLYGONS = 10_000
 
 
-class ChangeAlgorithm(QgsProcessingAlgorithm):
+class ChangeAlgorithm(GeoVecAlgorithm):
     BEFORE = "BEFORE"
     AFTER = "AFTER"
-    INDEX = "INDEX"
     TO = "TO"
     LEVEL = "LEVEL"
     LOAD_MAPS = "LOAD_MAPS"
     OUTPUT_DIR = "OUTPUT_DIR"
-    OUTPUT = "OUTPUT"
     CHANGE_MAPS = "CHANGE_MAPS"
+    group_id = "time"
 
     def name(self) -> str:
         return "change"
@@ -54,9 +51,6 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
                 "rank by how much closer the place moved to that description. Writes a change-map GeoTIFF per "
                 "scene pair (with its legend) and change.geojson into OUTPUT_DIR, and outputs the ranked change "
                 "polygons. LEVEL region compares the regions of indexes built with --regions.")
-
-    def createInstance(self) -> ChangeAlgorithm:  # noqa: N802
-        return ChangeAlgorithm()
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterString(self.BEFORE, "Before: index folder or date (e.g. 2016-01)"))
@@ -86,18 +80,13 @@ class ChangeAlgorithm(QgsProcessingAlgorithm):
         to = self.parameterAsString(parameters, self.TO, context).strip()
         if to:
             body["to"] = to
-        try:
-            resp = GeoVecClient(connection(feedback), feedback).workflow("change", body)
-        except BackendError as e:
-            raise processing_error(e) from e
+        resp = self.call("change", body, feedback)
         feedback.pushInfo(f"{resp.get('pairs', 0)} {resp.get('level', 'tile')} pairs compared, "
                           f"{resp.get('unmatched_after', 0)} after tiles with no before tile")
         crs = QgsCoordinateReferenceSystem("EPSG:4326")
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields_of(CHANGE_FIELDS),
-                                          QgsWkbTypes.Polygon, crs)
         top = {"crs": "EPSG:4326", "features": resp.get("top") or []}
-        for feat in features(top, CHANGE_FIELDS, crs):
-            sink.addFeature(feat, QgsFeatureSink.FastInsert)
+        dest = self.write(parameters, context, fields_of(CHANGE_FIELDS), QgsWkbTypes.Polygon, crs,
+                          list(features(top, CHANGE_FIELDS, crs)))
         maps = [m["path"] for m in resp.get("maps") or []]
         if self.parameterAsBoolean(parameters, self.LOAD_MAPS, context):
             for m in resp.get("maps") or []:  # QGIS applies the .qml beside each map (its legend)

@@ -8,14 +8,11 @@ from typing import Any
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
-    QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
-    QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -23,9 +20,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..client import BackendError, GeoVecClient
 from ..hits import geometry_from_geojson
-from .common import connection, default_index, processing_error
+from .base import GeoVecAlgorithm
 from .outputs import fields_of
 
 OTHER_FIELDS = (("hit_rank", QVariant.Int), ("hit_score", QVariant.Double), ("hit_date", QVariant.String),
@@ -33,25 +29,14 @@ OTHER_FIELDS = (("hit_rank", QVariant.Int), ("hit_score", QVariant.Double), ("hi
                 ("score", QVariant.Double), ("source", QVariant.String))
 
 
-class _TimeAlgorithm(QgsProcessingAlgorithm):
-    INDEX = "INDEX"
+class _TimeAlgorithm(GeoVecAlgorithm):
     TEXT = "TEXT"
     DATE_FROM = "DATE_FROM"
     DATE_TO = "DATE_TO"
-
-    def group(self) -> str:
-        return "Time and change"
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "time"
-
-    def createInstance(self):  # noqa: N802
-        return type(self)()
+    group_id = "time"
 
     def add_query_parameters(self) -> None:
-        self.addParameter(QgsProcessingParameterFile(self.INDEX, "Index folder (default: the dock's index)",
-                                                     behavior=QgsProcessingParameterFile.Folder,
-                                                     defaultValue=default_index() or None, optional=True))
+        self.add_index_parameter()
         self.addParameter(QgsProcessingParameterString(self.TEXT, "Search text"))
         self.addParameter(QgsProcessingParameterString(self.DATE_FROM, "Only scenes acquired from (e.g. 2016-01)",
                                                        optional=True))
@@ -59,23 +44,13 @@ class _TimeAlgorithm(QgsProcessingAlgorithm):
                                                        optional=True))
 
     def body(self, parameters, context, **extra: Any) -> dict[str, Any]:
-        index = self.parameterAsFile(parameters, self.INDEX, context) or default_index()
-        if not index:
-            raise processing_error(BackendError("No index given", "choose the index folder (or pick one in the "
-                                                                  "GeoVec dock first)"))
-        body: dict[str, Any] = {"index": index, "text": self.parameterAsString(parameters, self.TEXT, context),
+        body: dict[str, Any] = {"index": self.index(parameters, context), "text": self.parameterAsString(parameters, self.TEXT, context),
                                 **extra}
         for key, name in ((self.DATE_FROM, "date_from"), (self.DATE_TO, "date_to")):
             value = self.parameterAsString(parameters, key, context).strip()
             if value:
                 body[name] = value
         return body
-
-    def search(self, body: dict[str, Any], feedback) -> dict[str, Any]:
-        try:
-            return GeoVecClient(connection(feedback), feedback).workflow("search", body)
-        except BackendError as e:
-            raise processing_error(e) from e
 
 
 class ScoreMapAlgorithm(_TimeAlgorithm):
@@ -102,7 +77,7 @@ class ScoreMapAlgorithm(_TimeAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         out = self.parameterAsString(parameters, self.OUTPUT_DIR, context)
-        resp = self.search(self.body(parameters, context, k=1, score_map=out), feedback)
+        resp = self.call("search", self.body(parameters, context, k=1, score_map=out), feedback)
         maps = (resp.get("query") or {}).get("score_maps") or []
         feedback.pushInfo(f"{len(maps)} score map(s) in {out}")
         if self.parameterAsBoolean(parameters, self.LOAD, context):
@@ -114,7 +89,6 @@ class ScoreMapAlgorithm(_TimeAlgorithm):
 
 class OtherDatesAlgorithm(_TimeAlgorithm):
     K = "K"
-    OUTPUT = "OUTPUT"
 
     def name(self) -> str:
         return "other_dates"
@@ -135,11 +109,9 @@ class OtherDatesAlgorithm(_TimeAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         k = self.parameterAsInt(parameters, self.K, context)
-        resp = self.search(self.body(parameters, context, k=k, other_dates=True), feedback)
+        resp = self.call("search", self.body(parameters, context, k=k, other_dates=True), feedback)
         fields = fields_of(OTHER_FIELDS)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, QgsWkbTypes.Polygon,
-                                          QgsCoordinateReferenceSystem("EPSG:4326"))
-        n = 0
+        feats: list[QgsFeature] = []
         for feat in resp.get("features") or []:
             p = feat.get("properties") or {}
             geom = geometry_from_geojson(feat.get("geometry") or {})
@@ -148,7 +120,8 @@ class OtherDatesAlgorithm(_TimeAlgorithm):
                 f.setGeometry(geom)
                 f.setAttributes([p.get("rank"), p.get("score"), p.get("acquired"), o.get("tile_id"),
                                  o.get("acquired"), o.get("date_source"), o.get("score"), o.get("source")])
-                sink.addFeature(f, QgsFeatureSink.FastInsert)
-                n += 1
-        feedback.pushInfo(f"{len(resp.get('features') or [])} hits, {n} other-date tiles")
+                feats.append(f)
+        feedback.pushInfo(f"{len(resp.get('features') or [])} hits, {len(feats)} other-date tiles")
+        dest = self.write(parameters, context, fields, QgsWkbTypes.Polygon,
+                          QgsCoordinateReferenceSystem("EPSG:4326"), feats)
         return {self.OUTPUT: dest}

@@ -26,7 +26,7 @@ from ..client import BackendError, GeoVecClient
 from ..hits import crs_to_text
 from .common import connection, default_index, output_crs, processing_error
 
-GROUPS = {"search": "Search", "workflows": "Workflows"}
+GROUPS = {"search": "Search", "workflows": "Workflows", "time": "Time and change"}
 
 
 class GeoVecAlgorithm(QgsProcessingAlgorithm):
